@@ -1,0 +1,3 @@
+from sonobridge.cli import main
+
+main()

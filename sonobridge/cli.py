@@ -1,0 +1,156 @@
+"""The ``sonobridge`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sonobridge import __version__
+from sonobridge.config import ConfigError, Settings
+
+app = typer.Typer(
+    name="sonobridge",
+    help="SonoBridge: the standards gateway for remote ultrasound (FHIR R4, DICOMweb, DIMSE, "
+         "HL7 v2). Settings come from SONOBRIDGE_* environment variables, an optional TOML file "
+         "named by SONOBRIDGE_CONFIG, and the options below.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"sonobridge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """SonoBridge command line."""
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Data directory (SQLite database and blobs). Env: SONOBRIDGE_DATA_DIR.")]
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", help="sqlite:///path or postgresql://user@host/db. "
+                           "Env: SONOBRIDGE_DATABASE_URL.")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address. Env: SONOBRIDGE_HTTP_HOST.")
+                    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port. Env: SONOBRIDGE_HTTP_PORT.")
+                    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    blob_url: Annotated[str | None, typer.Option(
+        "--blob-url", help="Blob store path. Env: SONOBRIDGE_BLOB_URL.")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="Public base URL for absolute links (default: from each request, "
+                           "honouring X-Forwarded-*). Env: SONOBRIDGE_BASE_URL.")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text or json. Env: SONOBRIDGE_LOG_FORMAT.")] = None,
+    max_body_size: Annotated[str | None, typer.Option(
+        "--max-body-size", help="Largest request body, e.g. 64MB. "
+                                "Env: SONOBRIDGE_MAX_BODY_SIZE.")] = None,
+    sample: Annotated[bool, typer.Option(
+        "--sample/--no-sample", help="Load the sample data into an empty database.")] = True,
+) -> None:
+    """Run the gateway: FHIR R4 at /fhir, health at /healthz and /readyz, metrics at /metrics.
+
+    Migrates the database first. With no settings it uses ./data (SQLite + files) on
+    127.0.0.1:8080.
+    """
+    import uvicorn
+
+    from sonobridge import logs
+    from sonobridge.core import open_core
+    from sonobridge.fhir.sample import load_sample
+    from sonobridge.server import create_app
+
+    settings = _settings(http_host=host, http_port=port, data_dir=data_dir,
+                         database_url=database_url, blob_url=blob_url, base_url=base_url,
+                         log_format=log_format, max_body_size=max_body_size)
+    if not settings.is_loopback:
+        console.print(
+            "[red]refusing to listen on a non-loopback address:[/red] this build has no "
+            "authorization server yet, so the APIs would be open to the network. "
+            "Bind to 127.0.0.1 and put an authenticating proxy in front.")
+        raise typer.Exit(2)
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        core = open_core(settings)
+    except Exception as exc:
+        console.print(f"[red]cannot open the store:[/red] {exc}")
+        raise typer.Exit(1) from None
+    root = settings.base_url or f"http://{settings.http_host}:{settings.http_port}"
+    loaded = 0
+    if sample and not core.store.exists_any():
+        loaded = load_sample(core.fhir, f"{root}/fhir")
+    _banner(settings, root, loaded)
+    app_ = create_app(settings, core)
+    uvicorn.run(app_, host=settings.http_host, port=settings.http_port, log_config=None,
+                access_log=False, server_header=False, proxy_headers=False)
+
+
+def _banner(settings: Settings, root: str, loaded: int) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("FHIR R4 base", f"{root}/fhir")
+    table.add_row("CapabilityStatement", f"{root}/fhir/metadata")
+    table.add_row("Health", f"{root}/healthz  {root}/readyz")
+    table.add_row("Metrics", f"{root}/metrics")
+    table.add_row("Database", _redact(settings.resolved_database_url))
+    table.add_row("Blobs", settings.resolved_blob_url)
+    if loaded:
+        table.add_row("Sample data", f"loaded {loaded} resources, try {root}/fhir/Patient/"
+                                     "sample-patient")
+    console.print(f"[bold]SonoBridge {__version__}[/bold]")
+    console.print(table)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command("migrate")
+def migrate_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Bring the database schema up to date (also done by `serve` at start)."""
+    from sonobridge.store import migrate
+    from sonobridge.store.db import make_engine
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    engine = make_engine(settings.resolved_database_url)
+    before, after = migrate.upgrade(engine)
+    if before == after:
+        console.print(f"schema already current at revision {after}")
+    else:
+        console.print(f"migrated {_redact(settings.resolved_database_url)}: "
+                      f"{before or 'empty'} -> {after}")
+    engine.dispose()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

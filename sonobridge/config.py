@@ -1,0 +1,150 @@
+"""Settings: one object, read from ``SONOBRIDGE_*`` variables, an optional TOML file and options.
+
+Precedence, lowest first: built-in defaults, the TOML file named by ``SONOBRIDGE_CONFIG``,
+environment variables, then explicit overrides (``sonobridge serve`` options, tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SONOBRIDGE_"
+
+# Setting name -> environment variable. The names are part of the interfaces contract.
+ENV_NAMES: dict[str, str] = {
+    "http_host": "SONOBRIDGE_HTTP_HOST",
+    "http_port": "SONOBRIDGE_HTTP_PORT",
+    "base_url": "SONOBRIDGE_BASE_URL",
+    "data_dir": "SONOBRIDGE_DATA_DIR",
+    "database_url": "SONOBRIDGE_DATABASE_URL",
+    "blob_url": "SONOBRIDGE_BLOB_URL",
+    "log_format": "SONOBRIDGE_LOG_FORMAT",
+    "log_level": "SONOBRIDGE_LOG_LEVEL",
+    "max_body_size": "SONOBRIDGE_MAX_BODY_SIZE",
+    "history_page_max": "SONOBRIDGE_HISTORY_PAGE_MAX",
+    "bundle_max_entries": "SONOBRIDGE_BUNDLE_MAX_ENTRIES",
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+def _parse_size(text: str) -> int:
+    """Parse ``10485760``, ``10MB``, ``512k``, ``1GiB`` into bytes."""
+    units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+             "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+    raw = text.strip().lower()
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+    unit = raw[len(digits):].strip()
+    if not digits.isdigit() or unit not in units:
+        raise ConfigError(f"not a size: {text!r} (examples: 1048576, 64MB, 1GiB)")
+    return int(digits) * units[unit]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway can be told. Passed down explicitly; nothing reads the env later."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    base_url: str | None = None
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    blob_url: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    max_body_size: int = 64 * 1024 * 1024
+    history_page_max: int = 1000
+    bundle_max_entries: int = 10_000
+    load_sample: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log format must be 'text' or 'json', not {self.log_format!r}")
+        if not 0 < self.http_port < 65536:
+            raise ConfigError(f"HTTP port out of range: {self.http_port}")
+        if self.max_body_size < 1024:
+            raise ConfigError("maximum body size must be at least 1KB")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base URL must be absolute http(s), got {self.base_url!r}")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL; the embedded default is a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'sonobridge.db').resolve()}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or str((self.data_dir / "blobs").resolve())
+
+    @property
+    def fhir_base_path(self) -> str:
+        return "/fhir"
+
+    @property
+    def is_loopback(self) -> bool:
+        host = self.http_host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from defaults, the optional TOML file, the environment and overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_file = env.get("SONOBRIDGE_CONFIG")
+        if config_file:
+            path = Path(config_file)
+            try:
+                data = tomllib.loads(path.read_text("utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+            known = {f.name for f in fields(cls)}
+            unknown = set(data) - known
+            if unknown:
+                raise ConfigError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+            values.update(data)
+        for name, var in ENV_NAMES.items():
+            if var in env and env[var] != "":
+                values[name] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values))
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = types.get(name)
+        try:
+            if name == "max_body_size" and isinstance(value, str):
+                out[name] = _parse_size(value)
+            elif kind == "int":
+                out[name] = int(value)
+            elif kind == "Path":
+                out[name] = Path(value)
+            elif kind == "bool" and isinstance(value, str):
+                out[name] = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                out[name] = value
+        except ValueError as exc:
+            var = ENV_NAMES.get(name, name)
+            raise ConfigError(f"{var}: {exc}") from exc
+    return out

@@ -1,0 +1,1 @@
+"""FHIR R4 REST: interactions, bundles, formats, validation and the CapabilityStatement."""

@@ -1,0 +1,242 @@
+"""Batch and transaction bundles.
+
+A transaction is all-or-nothing in one database transaction. Entries are processed in the order
+FHIR gives (DELETE, POST, PUT/PATCH, GET/HEAD) after every ``urn:uuid:`` fullUrl has been given
+its server id and every reference to it rewritten, wherever it appears in the bundle. A batch
+runs each entry on its own and reports each outcome in its entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from sonobridge import jsonio
+from sonobridge.fhir.errors import FhirError, Issue
+from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
+from sonobridge.store.resources import new_id
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_HEADER_FIELDS = {"ifNoneMatch": "if-none-match", "ifModifiedSince": "if-modified-since",
+                  "ifMatch": "if-match", "ifNoneExist": "if-none-exist"}
+
+
+@dataclass
+class Entry:
+    index: int
+    full_url: str | None
+    req: FhirRequest
+
+
+def status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def parse_url(url: str, base: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split an entry URL (relative, or absolute on this server) into path parts and query."""
+    if url.startswith(base + "/") or url == base:
+        url = url[len(base):]
+    elif "://" in url:
+        raise FhirError(400, "not-supported", f"{url!r} is not on this server ({base})")
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    return path, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def request_from_url(method: str, url: str, base: str, headers: dict[str, str]) -> FhirRequest:
+    path, query = parse_url(url, base)
+    req = FhirRequest(method, query=query, headers=headers, base=base)
+    if path[:1] == ["_history"] and len(path) == 1:
+        req.history = True
+        return req
+    if not path:
+        raise FhirError(400, "not-supported", f"entry URL {url!r} names no resource type")
+    req.res_type = path[0]
+    rest = path[1:]
+    if rest == ["_history"]:
+        req.history = True
+    elif len(rest) == 1:
+        req.res_id = rest[0]
+    elif len(rest) == 2 and rest[1] == "_history":
+        req.res_id, req.history = rest[0], True
+    elif len(rest) == 3 and rest[1] == "_history":
+        req.res_id, req.version_id = rest[0], rest[2]
+    elif rest:
+        raise FhirError(400, "not-supported", f"entry URL {url!r} is not a supported interaction")
+    return req
+
+
+def _patch_body(resource: Any, where: str) -> tuple[Any, str]:
+    """A PATCH entry carries a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        if resource.get("contentType", "").split(";")[0].strip() != "application/json-patch+json":
+            raise FhirError(400, "not-supported", f"{where}: a Binary patch must be a JSON Patch")
+        try:
+            return jsonio.loads(base64.b64decode(resource.get("data", ""), validate=True)), \
+                "json-patch"
+        except (binascii.Error, jsonio.JSONError) as exc:
+            raise FhirError(400, "invalid", f"{where}: cannot read the JSON Patch: {exc}") from None
+    return resource, "json"
+
+
+def parse_entries(bundle: dict[str, Any], base: str, headers: dict[str, str],
+                  max_entries: int) -> list[Entry]:
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise FhirError(400, "structure", "Bundle.entry must be an array",
+                        expression=["Bundle.entry"])
+    if len(entries) > max_entries:
+        raise FhirError(413, "too-costly", f"a bundle may hold at most {max_entries} entries",
+                        expression=["Bundle.entry"])
+    out = []
+    for index, entry in enumerate(entries):
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+            raise FhirError(400, "required", f"{where}: every entry needs a request",
+                            expression=[f"{where}.request"])
+        request = entry["request"]
+        method = str(request.get("method", "")).upper()
+        url = request.get("url")
+        if method not in _ORDER or not isinstance(url, str) or not url:
+            raise FhirError(400, "required", f"{where}: request needs a method "
+                            "(GET, HEAD, POST, PUT, PATCH, DELETE) and a url",
+                            expression=[f"{where}.request"])
+        entry_headers = dict(headers)
+        for field_name, header in _HEADER_FIELDS.items():
+            if request.get(field_name):
+                entry_headers[header] = str(request[field_name])
+        try:
+            req = request_from_url(method, url, base, entry_headers)
+        except FhirError as exc:
+            raise _located(exc, where) from None
+        resource = entry.get("resource")
+        if method in ("POST", "PUT", "PATCH"):
+            if resource is None:
+                raise FhirError(400, "required", f"{where}: a {method} entry needs a resource",
+                                expression=[f"{where}.resource"])
+            if method == "PATCH":
+                req.body, req.body_kind = _patch_body(resource, where)
+            else:
+                req.body = resource
+        full_url = entry.get("fullUrl")
+        out.append(Entry(index, full_url if isinstance(full_url, str) else None, req))
+    return out
+
+
+def _located(exc: FhirError, where: str) -> FhirError:
+    """Prefix an error's issues with the entry they came from."""
+    issues = []
+    for issue in exc.issues:
+        expression = [f"{where}.resource.{e.split('.', 1)[1]}" if "." in e else
+                      f"{where}.{e}" for e in issue.expression] or [where]
+        issues.append(Issue(issue.code, f"{where}: {issue.diagnostics}", issue.severity,
+                            expression))
+    return FhirError(exc.status, issues[0].code, issues[0].diagnostics, issues=issues)
+
+
+def rewrite_references(value: Any, mapping: dict[str, str]) -> Any:
+    """Replace every mapped urn (in references, uri elements and narrative links)."""
+    if isinstance(value, dict):
+        return {k: rewrite_references(v, mapping) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rewrite_references(v, mapping) for v in value]
+    if isinstance(value, str):
+        if value in mapping:
+            return mapping[value]
+        if value.startswith("<div") and "urn:" in value:
+            for urn, target in mapping.items():
+                value = value.replace(f'"{urn}"', f'"{target}"')
+        return value
+    return value
+
+
+def _response_entry(resp: FhirResponse, base: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": status_line(resp.status)}
+    entry: dict[str, Any] = {}
+    stored = resp.stored
+    if stored is not None:
+        entry["fullUrl"] = f"{base}/{stored.relative_url}"
+        if resp.status == 201:
+            response["location"] = f"{base}/{stored.version_url}"
+        response["etag"] = stored.etag
+        response["lastModified"] = stored.last_updated_instant
+    if isinstance(resp.body, bytes):
+        entry["resource"] = orjson.Fragment(resp.body)
+    elif isinstance(resp.body, dict):
+        if resp.body.get("resourceType") == "OperationOutcome" and resp.status != 200:
+            response["outcome"] = resp.body
+        else:
+            entry["resource"] = resp.body
+    entry["response"] = response
+    return entry
+
+
+def process_bundle(service: FhirService, bundle: Any, base: str, headers: dict[str, str],
+                   max_entries: int) -> FhirResponse:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError(400, "invalid", "POST to the base URL takes a batch or transaction Bundle",
+                        expression=["Bundle"])
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise FhirError(400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}",
+                        expression=["Bundle.type"])
+    entries = parse_entries(bundle, base, headers, max_entries)
+    if kind == "batch":
+        return _batch(service, entries, base)
+    return _transaction(service, entries, base)
+
+
+def _batch(service: FhirService, entries: list[Entry], base: str) -> FhirResponse:
+    out = []
+    for entry in entries:
+        try:
+            resp = service.handle(entry.req)
+        except FhirError as exc:
+            resp = FhirResponse(exc.status, _located(exc, f"Bundle.entry[{entry.index}]").outcome())
+        out.append(_response_entry(resp, base))
+    return FhirResponse(200, {"resourceType": "Bundle", "type": "batch-response", "entry": out})
+
+
+def _transaction(service: FhirService, entries: list[Entry], base: str) -> FhirResponse:
+    mapping: dict[str, str] = {}
+    targets: dict[str, int] = {}
+    for entry in entries:
+        req = entry.req
+        if req.method == "POST" and req.res_id is None and not req.history:
+            req.assigned_id = new_id()
+            if entry.full_url:
+                mapping[entry.full_url] = f"{req.res_type}/{req.assigned_id}"
+        elif req.method == "PUT" and entry.full_url and entry.full_url.startswith("urn:"):
+            mapping[entry.full_url] = f"{req.res_type}/{req.res_id}"
+        if req.method in ("PUT", "PATCH", "DELETE") and req.res_id is not None:
+            key = f"{req.res_type}/{req.res_id}"
+            if key in targets:
+                raise FhirError(400, "invalid", f"Bundle.entry[{entry.index}] and "
+                                f"Bundle.entry[{targets[key]}] both change {key}",
+                                expression=[f"Bundle.entry[{entry.index}]"])
+            targets[key] = entry.index
+    if mapping:
+        for entry in entries:
+            if entry.req.body is not None:
+                entry.req.body = rewrite_references(entry.req.body, mapping)
+    results: dict[int, FhirResponse] = {}
+    with service.store.write() as writer:
+        for entry in sorted(entries, key=lambda e: (_ORDER[e.req.method], e.index)):
+            try:
+                results[entry.index] = service.handle(entry.req, writer)
+            except FhirError as exc:
+                raise _located(exc, f"Bundle.entry[{entry.index}]") from None
+    return FhirResponse(200, {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [_response_entry(results[e.index], base) for e in entries],
+    })

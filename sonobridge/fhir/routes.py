@@ -1,0 +1,186 @@
+"""The FHIR REST edge: HTTP in, ``FhirService`` call, HTTP out. No rules live here.
+
+Each route declares which FHIR interaction each HTTP method performs; the CapabilityStatement is
+built from this table, so it lists exactly what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sonobridge.fhir.bundles import process_bundle
+from sonobridge.fhir.capability import capability_statement
+from sonobridge.fhir.errors import FhirError
+from sonobridge.fhir.formats import JSON, Format, parse_body, render, request_format, response_format
+from sonobridge.fhir.headers import base_url
+from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
+from sonobridge.store.timeutil import now_us, to_instant
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_FORWARDED_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-none-exist",
+                      "prefer")
+
+
+@dataclass(frozen=True)
+class FhirRoute:
+    """A URL pattern and the FHIR interaction each HTTP method performs on it."""
+
+    path: str
+    interactions: dict[str, str]
+
+
+ROUTES = [
+    FhirRoute("/metadata", {"GET": "capabilities"}),
+    FhirRoute("/", {"POST": "transaction batch"}),
+    FhirRoute("/_history", {"GET": "history-system"}),
+    FhirRoute("/{type}/_history", {"GET": "history-type"}),
+    FhirRoute("/{type}/{id}/_history/{vid}", {"GET": "vread"}),
+    FhirRoute("/{type}/{id}/_history", {"GET": "history-instance"}),
+    FhirRoute("/{type}/{id}", {"GET": "read", "PUT": "update", "PATCH": "patch",
+                               "DELETE": "delete"}),
+    FhirRoute("/{type}", {"POST": "create"}),
+]
+
+
+def served_interactions() -> set[str]:
+    return {code for route in ROUTES for value in route.interactions.values()
+            for code in value.split()}
+
+
+class FhirApp:
+    """Holds the service and settings the endpoint needs; ``routes()`` gives Starlette routes."""
+
+    def __init__(self, service: FhirService, *, configured_base: str | None, max_body: int,
+                 bundle_max_entries: int) -> None:
+        self.service = service
+        self.configured_base = configured_base
+        self.max_body = max_body
+        self.bundle_max_entries = bundle_max_entries
+        self.published = to_instant(now_us())
+        self._capability: dict[str, dict[str, Any]] = {}
+
+    def routes(self) -> list[Route]:
+        out = []
+        for spec in ROUTES:
+            out.append(Route(spec.path, self._endpoint(spec), methods=ALL_METHODS,
+                             name=f"fhir:{spec.path}"))
+        out.append(Route("/{rest:path}", self._not_found, methods=ALL_METHODS,
+                         name="fhir:unknown"))
+        return out
+
+    def _endpoint(self, spec: FhirRoute) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await self.serve(request, spec)
+
+        return endpoint
+
+    async def _not_found(self, request: Request) -> Response:
+        fmt = _safe_format(request)
+        return error_response(FhirError(404, "not-supported",
+                                        f"no FHIR interaction at {request.url.path}"), fmt)
+
+    async def serve(self, request: Request, spec: FhirRoute) -> Response:
+        fmt = JSON
+        try:
+            fmt = response_format(request.query_params.get("_format"),
+                                  request.headers.get("accept"),
+                                  request.query_params.get("_pretty") == "true")
+            method = request.method
+            interaction = spec.interactions.get("GET" if method == "HEAD" else method)
+            if interaction is None:
+                allowed = sorted(spec.interactions)
+                raise FhirError(405, "not-supported",
+                                f"{method} is not allowed on {request.url.path}",
+                                headers={"Allow": ", ".join(allowed)})
+            body: bytes | None = None
+            kind = "json"
+            if method in _BODY_METHODS:
+                kind = request_format(request.headers.get("content-type"))
+                body = await self._read_body(request)
+            base = base_url(request.headers, request.url.scheme, self.configured_base) + "/fhir"
+            params = request.path_params
+            req = FhirRequest(
+                method=method, res_type=params.get("type"), res_id=params.get("id"),
+                version_id=params.get("vid"), history=interaction.startswith("history"),
+                query=[(k, v) for k, v in request.query_params.multi_items()
+                       if k not in ("_format", "_pretty")],
+                headers={h: request.headers[h] for h in _FORWARDED_HEADERS
+                         if h in request.headers},
+                body_kind=kind, base=base)
+            status, headers, content = await run_in_threadpool(
+                self._run, interaction, req, body, fmt)
+        except FhirError as exc:
+            return error_response(exc, fmt)
+        if method == "HEAD":
+            content = b""
+        return Response(content, status, headers)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise _too_large(self.max_body)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise _too_large(self.max_body)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _run(self, interaction: str, req: FhirRequest, body: bytes | None, fmt: Format
+             ) -> tuple[int, dict[str, str], bytes]:
+        """Everything blocking for one request, run once in the thread pool."""
+        if body is not None:
+            req.body = parse_body(body, "json" if req.body_kind == "json-patch" else req.body_kind)
+        if interaction == "capabilities":
+            resp = FhirResponse(200, self.capability(req.base))
+        elif interaction == "transaction batch":
+            resp = process_bundle(self.service, req.body, req.base, dict(req.headers),
+                                  self.bundle_max_entries)
+        else:
+            resp = self.service.handle(req)
+        return to_http(resp, fmt)
+
+    def capability(self, base: str) -> dict[str, Any]:
+        statement = self._capability.get(base)
+        if statement is None:
+            statement = capability_statement(base, served_interactions(), self.published)
+            self._capability[base] = statement
+        return statement
+
+
+def _too_large(limit: int) -> FhirError:
+    return FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
+
+
+def _safe_format(request: Request) -> Format:
+    try:
+        return response_format(request.query_params.get("_format"),
+                               request.headers.get("accept"))
+    except FhirError:
+        return JSON
+
+
+def to_http(resp: FhirResponse, fmt: Format) -> tuple[int, dict[str, str], bytes]:
+    headers = dict(resp.headers)
+    if resp.body is None:
+        return resp.status, headers, b""
+    headers["Content-Type"] = fmt.content_type
+    return resp.status, headers, render(resp.body, fmt)
+
+
+def error_response(exc: FhirError, fmt: Format) -> Response:
+    try:
+        content = render(exc.outcome(), fmt)
+    except FhirError:
+        fmt = JSON
+        content = render(exc.outcome(), fmt)
+    headers = {"Content-Type": fmt.content_type, **exc.headers}
+    return Response(content, exc.status, headers)

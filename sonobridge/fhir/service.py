@@ -1,0 +1,232 @@
+"""The FHIR interactions, independent of HTTP: one ``FhirRequest`` in, one ``FhirResponse`` out.
+
+The REST edge and the bundle processor both call ``FhirService.handle``, so a transaction entry
+behaves exactly like the same request sent alone. Writes run in the caller's open ``Writer``
+(a transaction) or in one of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sonobridge.fhir.errors import FhirError, info_outcome, not_found
+from sonobridge.fhir.headers import etag_matches, parse_etag_version, prefer
+from sonobridge.fhir.patch import apply_fhirpath_patch, apply_json_patch
+from sonobridge.fhir.validation import check_type, is_valid_id, validate
+from sonobridge.jsonio import loads as json_loads
+from sonobridge.store.resources import ResourceStore, StoredResource, VersionConflict, Writer
+from sonobridge.store.timeutil import from_http_date
+
+
+@dataclass
+class FhirRequest:
+    """A FHIR interaction as parsed from a URL and headers (HTTP or a bundle entry)."""
+
+    method: str
+    res_type: str | None = None
+    res_id: str | None = None
+    version_id: str | None = None
+    history: bool = False
+    query: list[tuple[str, str]] = field(default_factory=list)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    body_kind: str = "json"
+    base: str = ""
+    # For a create inside a transaction: the id the bundle's urn:uuid references were given.
+    assigned_id: str | None = None
+
+    def param(self, name: str) -> str | None:
+        for key, value in self.query:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: bytes | dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stored: StoredResource | None = None
+
+
+def version_headers(stored: StoredResource) -> dict[str, str]:
+    return {"ETag": stored.etag, "Last-Modified": stored.last_modified}
+
+
+class FhirService:
+    """Runs interactions against the resource store."""
+
+    def __init__(self, store: ResourceStore, *, history_page_max: int = 1000) -> None:
+        self.store = store
+        self.history_page_max = history_page_max
+
+    # --------------------------------------------------------------- dispatch
+
+    def handle(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        if req.res_type is not None:
+            check_type(req.res_type)
+        if req.res_id is not None and not is_valid_id(req.res_id):
+            raise FhirError(400, "invalid", f"invalid resource id {req.res_id!r}: ids match "
+                            "[A-Za-z0-9-.]{1,64}")
+        method = req.method
+        if req.history:
+            if method not in ("GET", "HEAD"):
+                raise FhirError(405, "not-supported", "history is read-only")
+            from sonobridge.fhir.history import history
+
+            return history(self, req)
+        if req.version_id is not None:
+            if method not in ("GET", "HEAD"):
+                raise FhirError(405, "not-supported", "a version is read-only")
+            return self.vread(req, writer)
+        if req.res_type is None:
+            raise FhirError(400, "not-supported", "this request needs a resource type")
+        if req.res_id is not None:
+            handlers = {"GET": self.read, "HEAD": self.read, "PUT": self.update,
+                        "PATCH": self.patch, "DELETE": self.delete}
+        else:
+            handlers = {"POST": self.create}
+        handler = handlers.get(method)
+        if handler is None:
+            raise FhirError(405, "not-supported", f"{method} is not allowed here")
+        return handler(req, writer)
+
+    def _in_writer(self, writer: Writer | None, fn: Any, req: FhirRequest) -> FhirResponse:
+        if writer is not None:
+            return fn(req, writer)
+        with self.store.write() as own:
+            return fn(req, own)
+
+    # --------------------------------------------------------------- reads
+
+    def read(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        assert req.res_type is not None and req.res_id is not None
+        if writer is not None:
+            stored = writer.read(req.res_type, req.res_id)
+        else:
+            stored = self.store.read(req.res_type, req.res_id)
+        if stored is None:
+            raise not_found(f"{req.res_type}/{req.res_id} is not known")
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"{req.res_type}/{req.res_id} was deleted",
+                            headers=version_headers(stored))
+        return self._conditional_read(req, stored)
+
+    def vread(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        assert req.res_type is not None and req.res_id is not None
+        if not (req.version_id or "").isdigit():
+            raise FhirError(400, "invalid", f"invalid version id {req.version_id!r}")
+        stored = self.store.vread(req.res_type, req.res_id, int(req.version_id or 0))
+        if stored is None:
+            raise not_found(f"{req.res_type}/{req.res_id} has no version {req.version_id}")
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"version {stored.version_id} of "
+                            f"{req.res_type}/{req.res_id} is a deletion",
+                            headers=version_headers(stored))
+        return self._conditional_read(req, stored)
+
+    def _conditional_read(self, req: FhirRequest, stored: StoredResource) -> FhirResponse:
+        headers = version_headers(stored)
+        inm = req.headers.get("if-none-match")
+        if inm and etag_matches(inm, stored.version_id):
+            return FhirResponse(304, None, headers, stored)
+        ims = req.headers.get("if-modified-since")
+        if ims and not inm:
+            since = from_http_date(ims)
+            if since is not None and stored.last_updated // 1_000_000 <= since // 1_000_000:
+                return FhirResponse(304, None, headers, stored)
+        return FhirResponse(200, stored.content, headers, stored)
+
+    # --------------------------------------------------------------- writes
+
+    def create(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        assert req.res_type is not None
+        validate(req.body, req.res_type)
+        return self._in_writer(writer, self._create, req)
+
+    def _create(self, req: FhirRequest, writer: Writer) -> FhirResponse:
+        assert req.res_type is not None
+        # The server assigns the id; one in the body is ignored (FHIR create).
+        stored = writer.create(req.res_type, req.body, req.assigned_id)
+        return self.write_response(req, 201, stored)
+
+    def update(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        assert req.res_type is not None and req.res_id is not None
+        validate(req.body, req.res_type)
+        body_id = req.body.get("id")
+        if body_id is None:
+            raise FhirError(400, "required", "the resource must carry its id on update",
+                            expression=[f"{req.res_type}.id"])
+        if body_id != req.res_id:
+            raise FhirError(400, "invalid", f"id {body_id!r} in the body does not match "
+                            f"{req.res_id!r} in the URL", expression=[f"{req.res_type}.id"])
+        return self._in_writer(writer, self._update, req)
+
+    def _if_match(self, req: FhirRequest) -> int | None:
+        value = req.headers.get("if-match")
+        return None if value is None else parse_etag_version(value)
+
+    def _update(self, req: FhirRequest, writer: Writer, method: str = "PUT") -> FhirResponse:
+        assert req.res_type is not None and req.res_id is not None
+        try:
+            result = writer.update(req.res_type, req.res_id, req.body, self._if_match(req),
+                                   method=method)
+        except VersionConflict as exc:
+            raise FhirError(412, "conflict", f"{req.res_type}/{req.res_id}: {exc}") from None
+        return self.write_response(req, 201 if result.created else 200, result.stored)
+
+    def patch(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        return self._in_writer(writer, self._patch, req)
+
+    def _patch(self, req: FhirRequest, writer: Writer) -> FhirResponse:
+        assert req.res_type is not None and req.res_id is not None
+        current = writer.read(req.res_type, req.res_id)
+        if current is None or current.content is None:
+            raise not_found(f"{req.res_type}/{req.res_id} is not known")
+        resource = json_loads(current.content)
+        if req.body_kind == "json-patch":
+            patched = apply_json_patch(resource, req.body)
+        else:
+            patched = apply_fhirpath_patch(resource, req.body)
+        validate(patched, req.res_type, status=422)
+        if patched.get("id") != req.res_id:
+            raise FhirError(422, "processing", "a patch may not change the resource id",
+                            expression=[f"{req.res_type}.id"])
+        patched_req = FhirRequest("PATCH", req.res_type, req.res_id, headers=req.headers,
+                                  body=patched, base=req.base)
+        return self._update(patched_req, writer, method="PATCH")
+
+    def delete(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        return self._in_writer(writer, self._delete, req)
+
+    def _delete(self, req: FhirRequest, writer: Writer) -> FhirResponse:
+        assert req.res_type is not None and req.res_id is not None
+        try:
+            stored = writer.delete(req.res_type, req.res_id, self._if_match(req))
+        except VersionConflict as exc:
+            raise FhirError(412, "conflict", f"{req.res_type}/{req.res_id}: {exc}") from None
+        minimal = prefer(req.headers).get("return") == "minimal"
+        if stored is None:
+            message = f"{req.res_type}/{req.res_id} did not exist or was already deleted"
+            return FhirResponse(204 if minimal else 200, None if minimal else info_outcome(message))
+        message = f"deleted {req.res_type}/{req.res_id} (version {stored.version_id})"
+        return FhirResponse(204 if minimal else 200, None if minimal else info_outcome(message),
+                            {"ETag": stored.etag, "Last-Modified": stored.last_modified}, stored)
+
+    def write_response(self, req: FhirRequest, status: int, stored: StoredResource
+                       ) -> FhirResponse:
+        """ETag, Last-Modified, Location, and a body as ``Prefer: return=`` asks."""
+        headers = version_headers(stored)
+        location = f"{req.base}/{stored.version_url}"
+        headers["Location" if status == 201 else "Content-Location"] = location
+        wanted = prefer(req.headers).get("return", "representation")
+        if wanted == "minimal":
+            return FhirResponse(status, None, headers, stored)
+        if wanted == "operationoutcome":
+            verb = "created" if status == 201 else "updated"
+            return FhirResponse(status, info_outcome(f"{verb} {stored.version_url}"),
+                                headers, stored)
+        return FhirResponse(status, stored.content, headers, stored)

@@ -1,0 +1,73 @@
+"""FHIR JSON in and out, without losing a decimal's precision.
+
+FHIR says the precision of a decimal is significant (``1.50`` is not ``1.5``) and decimals may be
+larger than a float can hold. orjson is fast but parses every number with a fraction as a binary
+float. So: orjson when the bytes hold no number a float would change (almost always), and the
+standard library with ``Decimal`` otherwise. On the way out, orjson cannot write a ``Decimal``
+as a bare number, so each one is written as a unique placeholder string that is then replaced by
+the literal. No library does both halves, hence this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+# A fraction ending in 0, an exponent, or a long run of digits: a float would not keep it exactly.
+_LOSSY_NUMBER = re.compile(rb"\.[0-9]*0[\s,\]}]|[0-9][eE][-+]?[0-9]|[0-9.]{16,}")
+
+
+class JSONError(ValueError):
+    """The bytes are not JSON; the message says where."""
+
+
+def _parse_int(text: str) -> int | Decimal:
+    # orjson and FHIR integers are 64-bit at most; a longer literal is a decimal without a point.
+    return int(text) if len(text) < 19 else Decimal(text)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON, keeping decimal literals exact."""
+    raw = data.encode() if isinstance(data, str) else data
+    if not _LOSSY_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise JSONError(str(exc)) from None
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_int=_parse_int)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JSONError(str(exc)) from None
+
+
+def dumps(obj: Any, *, pretty: bool = False) -> bytes:
+    """Serialise to compact (or indented) UTF-8 JSON, writing ``Decimal`` values as literals."""
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    literals: list[str] = []
+    nonce = ""
+
+    def default(value: Any) -> Any:
+        nonlocal nonce
+        if isinstance(value, Decimal):
+            if not nonce:
+                nonce = secrets.token_hex(8)
+            literals.append(_decimal_literal(value))
+            return f"\x00{nonce}:{len(literals) - 1}"
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+    out = orjson.dumps(obj, default=default, option=option)
+    if not literals:
+        return out
+    pattern = re.compile(rb'"\\u0000' + nonce.encode() + rb":([0-9]+)\"")
+    return pattern.sub(lambda m: literals[int(m.group(1))].encode(), out)
+
+
+def _decimal_literal(value: Decimal) -> str:
+    if not value.is_finite():
+        raise TypeError("NaN and infinity are not JSON numbers")
+    return str(value)

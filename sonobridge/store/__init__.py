@@ -1,0 +1,1 @@
+"""Persistence: the database engine and migrations, the versioned FHIR resource store, blobs."""

@@ -1,0 +1,18 @@
+"""Alembic environment. The application passes its own connection in ``config.attributes``."""
+
+from alembic import context
+
+from sonobridge.store.tables import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - only for `alembic` run by hand
+    raise SystemExit("run migrations through `sonobridge migrate`")
+
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,323 @@
+"""The versioned FHIR resource store: one write path for every resource, whoever sends it.
+
+Writes happen inside ``ResourceStore.write()``, one database transaction holding a ``Writer``.
+The REST edge, transaction bundles, and later HL7 v2 and DICOM mappings all write through it, so
+version numbering, ``meta`` stamping and history are decided here and nowhere else. Resources
+arrive already validated; the store gives them their id and ``meta`` and keeps the bytes it
+serves afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
+
+from sonobridge import jsonio
+from sonobridge.store.tables import resource_versions as V
+from sonobridge.store.tables import resources as R
+from sonobridge.store.timeutil import now_us, to_http_date, to_instant
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored. ``content`` is ``None`` for a deletion."""
+
+    type: str
+    id: str
+    version_id: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+    method: str = ""
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_updated_instant(self) -> str:
+        return to_instant(self.last_updated)
+
+    @property
+    def last_modified(self) -> str:
+        return to_http_date(self.last_updated)
+
+    @property
+    def relative_url(self) -> str:
+        return f"{self.type}/{self.id}"
+
+    @property
+    def version_url(self) -> str:
+        return f"{self.type}/{self.id}/_history/{self.version_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: StoredResource
+    created: bool
+    changed: bool
+
+
+class VersionConflict(Exception):
+    """``If-Match`` named a version that is not the current one."""
+
+    def __init__(self, expected: int, current: int | None) -> None:
+        self.expected = expected
+        self.current = current
+        now = "does not exist" if current is None else f"is at version {current}"
+        super().__init__(f"expected version {expected}, but the resource {now}")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def content_hash(resource: dict[str, Any]) -> bytes:
+    """Digest of a resource ignoring what the server stamps, to spot an update that changes nothing."""
+    meta = dict(resource.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        body["meta"] = meta
+    return hashlib.sha256(jsonio.dumps(_sorted(body))).digest()
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def stamp(resource: dict[str, Any], res_type: str, res_id: str, version: int, updated: int) -> bytes:
+    """The bytes to keep: ``resourceType``, ``id`` and ``meta`` first, then the body as sent."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    out: dict[str, Any] = {
+        "resourceType": res_type,
+        "id": res_id,
+        "meta": {"versionId": str(version), "lastUpdated": to_instant(updated), **meta},
+    }
+    for key, value in resource.items():
+        if key not in ("resourceType", "id", "meta"):
+            out[key] = value
+    return jsonio.dumps(out)
+
+
+# Statements built once; SQLAlchemy caches their compiled form.
+_READ = (
+    select(R.c.version_id, R.c.last_updated, R.c.deleted, V.c.content)
+    .select_from(R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id)))
+    .where(R.c.res_type == bindparam("t"), R.c.res_id == bindparam("i"))
+)
+_VREAD = select(V.c.version_id, V.c.last_updated, V.c.content, V.c.method).where(
+    V.c.rid == select(R.c.rid).where(R.c.res_type == bindparam("t"), R.c.res_id == bindparam("i"))
+    .scalar_subquery(),
+    V.c.version_id == bindparam("v"),
+)
+_CURRENT = select(
+    R.c.rid, R.c.version_id, R.c.last_updated, R.c.deleted, R.c.content_hash
+).where(R.c.res_type == bindparam("t"), R.c.res_id == bindparam("i"))
+
+WriteHook = Callable[["Writer", StoredResource, "dict[str, Any] | None"], None]
+
+
+class Writer:
+    """Write operations inside one open transaction (see ``ResourceStore.write``)."""
+
+    def __init__(self, conn: Connection, hooks: list[WriteHook]) -> None:
+        self.conn = conn
+        self.now = now_us()
+        self._hooks = hooks
+
+    def _current(self, res_type: str, res_id: str) -> Any:
+        stmt = _CURRENT
+        if self.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return self.conn.execute(stmt, {"t": res_type, "i": res_id}).first()
+
+    def read(self, res_type: str, res_id: str) -> StoredResource | None:
+        return _read(self.conn, res_type, res_id)
+
+    def create(self, res_type: str, resource: dict[str, Any], res_id: str | None = None
+               ) -> StoredResource:
+        """Create with a server-assigned id (or ``res_id``, used for update-as-create)."""
+        res_id = res_id or new_id()
+        updated = self.now
+        body = stamp(resource, res_type, res_id, 1, updated)
+        rid = self.conn.execute(
+            insert(R).values(res_type=res_type, res_id=res_id, version_id=1, last_updated=updated,
+                             deleted=False, content_hash=content_hash(resource))
+            .returning(R.c.rid)
+        ).scalar_one()
+        self.conn.execute(insert(V).values(rid=rid, version_id=1, res_type=res_type, res_id=res_id,
+                                           last_updated=updated, method="POST", content=body))
+        stored = StoredResource(res_type, res_id, 1, updated, False, body, "POST")
+        self._run_hooks(stored, resource)
+        return stored
+
+    def update(self, res_type: str, res_id: str, resource: dict[str, Any],
+               if_match: int | None = None, method: str = "PUT") -> WriteResult:
+        """Update, or create with the client's id. Identical content makes no new version."""
+        row = self._current(res_type, res_id)
+        if if_match is not None and (row is None or row.deleted or row.version_id != if_match):
+            raise VersionConflict(if_match, None if row is None or row.deleted else row.version_id)
+        if row is None:
+            return WriteResult(self.create(res_type, resource, res_id), created=True, changed=True)
+        digest = content_hash(resource)
+        if not row.deleted and row.content_hash == digest:
+            current = self.read(res_type, res_id)
+            assert current is not None
+            return WriteResult(current, created=False, changed=False)
+        version = row.version_id + 1
+        updated = max(self.now, row.last_updated + 1)
+        body = stamp(resource, res_type, res_id, version, updated)
+        self._advance(row.rid, row.version_id, version, updated, False, digest)
+        self.conn.execute(insert(V).values(rid=row.rid, version_id=version, res_type=res_type,
+                                           res_id=res_id, last_updated=updated, method=method,
+                                           content=body))
+        stored = StoredResource(res_type, res_id, version, updated, False, body, method)
+        self._run_hooks(stored, resource)
+        return WriteResult(stored, created=row.deleted, changed=True)
+
+    def delete(self, res_type: str, res_id: str, if_match: int | None = None
+               ) -> StoredResource | None:
+        """Delete; the deletion is a version in the history. ``None`` when nothing was there."""
+        row = self._current(res_type, res_id)
+        if if_match is not None and (row is None or row.deleted or row.version_id != if_match):
+            raise VersionConflict(if_match, None if row is None or row.deleted else row.version_id)
+        if row is None or row.deleted:
+            return None
+        version = row.version_id + 1
+        updated = max(self.now, row.last_updated + 1)
+        self._advance(row.rid, row.version_id, version, updated, True, None)
+        self.conn.execute(insert(V).values(rid=row.rid, version_id=version, res_type=res_type,
+                                           res_id=res_id, last_updated=updated, method="DELETE",
+                                           content=None))
+        stored = StoredResource(res_type, res_id, version, updated, True, None, "DELETE")
+        self._run_hooks(stored, None)
+        return stored
+
+    def _advance(self, rid: int, old: int, new: int, updated: int, deleted: bool,
+                 digest: bytes | None) -> None:
+        result = self.conn.execute(
+            update(R).where(R.c.rid == rid, R.c.version_id == old)
+            .values(version_id=new, last_updated=updated, deleted=deleted, content_hash=digest)
+        )
+        if result.rowcount != 1:  # another writer got there first (only possible without locks)
+            raise VersionConflict(old, None)
+
+    def _run_hooks(self, stored: StoredResource, resource: dict[str, Any] | None) -> None:
+        for hook in self._hooks:
+            hook(self, stored, resource)
+
+
+def _read(conn: Connection, res_type: str, res_id: str) -> StoredResource | None:
+    row = conn.execute(_READ, {"t": res_type, "i": res_id}).first()
+    if row is None:
+        return None
+    return StoredResource(res_type, res_id, row.version_id, row.last_updated, row.deleted,
+                          row.content)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryKey:
+    """Position in a history listing (newest first), for stable paging while data changes."""
+
+    last_updated: int
+    rid: int
+    version_id: int
+
+    def encode(self) -> str:
+        return f"{self.last_updated}.{self.rid}.{self.version_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> HistoryKey:
+        parts = text.split(".")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"not a history page key: {text!r}")
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+class ResourceStore:
+    """Reads and the write transaction. Thread-safe; share one per process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.hooks: list[WriteHook] = []
+
+    @contextmanager
+    def write(self) -> Iterator[Writer]:
+        """One all-or-nothing transaction: everything written in the block commits together."""
+        with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
+            yield Writer(conn, self.hooks)
+
+    def read(self, res_type: str, res_id: str) -> StoredResource | None:
+        with self.engine.connect() as conn:
+            return _read(conn, res_type, res_id)
+
+    def vread(self, res_type: str, res_id: str, version_id: int) -> StoredResource | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_VREAD, {"t": res_type, "i": res_id, "v": version_id}).first()
+        if row is None:
+            return None
+        return StoredResource(res_type, res_id, row.version_id, row.last_updated,
+                              row.content is None, row.content, row.method)
+
+    def history(self, *, res_type: str | None = None, res_id: str | None = None,
+                since: int | None = None, at: tuple[int, int] | None = None,
+                after: HistoryKey | None = None, count: int = 100
+                ) -> tuple[list[StoredResource], HistoryKey | None]:
+        """Versions newest first; returns one page and the key of the next page (or ``None``).
+
+        ``since``: versions written at or after that time. ``at`` = (start, end): versions that
+        were current at some moment in [start, end).
+        """
+        stmt = select(V.c.rid, V.c.version_id, V.c.res_type, V.c.res_id, V.c.last_updated,
+                      V.c.method, V.c.content)
+        if res_type is not None and res_id is not None:
+            stmt = stmt.where(V.c.rid == select(R.c.rid).where(
+                R.c.res_type == res_type, R.c.res_id == res_id).scalar_subquery())
+        elif res_type is not None:
+            stmt = stmt.where(V.c.res_type == res_type)
+        if since is not None:
+            stmt = stmt.where(V.c.last_updated >= since)
+        if at is not None:
+            start, end = at
+            nxt = aliased(V)
+            stmt = stmt.where(V.c.last_updated < end, ~exists().where(
+                nxt.c.rid == V.c.rid, nxt.c.version_id == V.c.version_id + 1,
+                nxt.c.last_updated <= start))
+        if after is not None:
+            stmt = stmt.where(tuple_(V.c.last_updated, V.c.rid, V.c.version_id)
+                              < tuple_(after.last_updated, after.rid, after.version_id))
+        stmt = stmt.order_by(V.c.last_updated.desc(), V.c.rid.desc(), V.c.version_id.desc())
+        stmt = stmt.limit(count + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        page = [StoredResource(r.res_type, r.res_id, r.version_id, r.last_updated,
+                               r.content is None, r.content, r.method) for r in rows[:count]]
+        next_key = None
+        if len(rows) > count:
+            last = rows[count - 1]
+            next_key = HistoryKey(last.last_updated, last.rid, last.version_id)
+        return page, next_key
+
+    def exists_any(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(
+                select(R.c.rid).limit(1).subquery())).scalar_one() > 0
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1)).scalar_one()
