@@ -24,7 +24,7 @@ def apply_json_patch(resource: dict[str, Any], operations: Any) -> dict[str, Any
         raise FhirError(400, "structure", "a JSON Patch document is a JSON array of operations")
     try:
         return jsonpatch.JsonPatch(operations).apply(resource, in_place=False)
-    except jsonpatch.JsonPatchConflict as exc:
+    except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed) as exc:
         raise FhirError(422, "processing", f"JSON Patch cannot be applied: {exc}") from None
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
             KeyError, AttributeError) as exc:

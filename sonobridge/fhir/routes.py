@@ -17,7 +17,14 @@ from starlette.routing import Route
 from sonobridge.fhir.bundles import process_bundle
 from sonobridge.fhir.capability import capability_statement
 from sonobridge.fhir.errors import FhirError
-from sonobridge.fhir.formats import JSON, Format, parse_body, render, request_format, response_format
+from sonobridge.fhir.formats import (
+    JSON,
+    Format,
+    parse_body,
+    render,
+    request_format,
+    response_format,
+)
 from sonobridge.fhir.headers import base_url
 from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
 from sonobridge.store.timeutil import now_us, to_instant

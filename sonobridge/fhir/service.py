@@ -68,6 +68,9 @@ class FhirService:
     def handle(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
         if req.res_type is not None:
             check_type(req.res_type)
+        if req.res_id is not None and req.res_id.startswith("$"):
+            raise FhirError(400, "not-supported",
+                            f"operation {req.res_id} is not supported by this server")
         if req.res_id is not None and not is_valid_id(req.res_id):
             raise FhirError(400, "invalid", f"invalid resource id {req.res_id!r}: ids match "
                             "[A-Za-z0-9-.]{1,64}")

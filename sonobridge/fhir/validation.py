@@ -62,7 +62,8 @@ def validate(resource: Any, expected_type: str | None = None, *, status: int = 4
     ``status`` is 400 for a received body and 422 for the result of a patch.
     """
     if not isinstance(resource, dict):
-        raise FhirError(400, "structure", "the body is not a FHIR resource (expected a JSON object)")
+        raise FhirError(400, "structure",
+                        "the body is not a FHIR resource (expected a JSON object)")
     res_type = resource.get("resourceType")
     if not isinstance(res_type, str) or not res_type:
         raise FhirError(400, "structure", "the resource has no resourceType",
@@ -115,8 +116,8 @@ def fhirpath_of(res_type: str, loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif isinstance(part, str) and part and not part.endswith("Type") and part[0].islower() \
-                or isinstance(part, str) and part.startswith("_"):
+        elif (isinstance(part, str) and part and not part.endswith("Type") and part[0].islower()) \
+                or (isinstance(part, str) and part.startswith("_")):
             path += f".{part}"
     return path
 
@@ -142,7 +143,7 @@ def _empty_elements(resource: dict[str, Any], res_type: str) -> list[Issue]:
             for index, item in enumerate(value):
                 walk(item, f"{path}[{index}]", in_array=True)
         elif isinstance(value, str):
-            if value == "" or value.strip() == "" and value != value.strip(" "):
+            if value == "" or (value.strip() == "" and value != value.strip(" ")):
                 issues.append(Issue("value", f"{path}: empty string", expression=[path]))
         elif isinstance(value, float | Decimal) and not Decimal(str(value)).is_finite():
             issues.append(Issue("value", f"{path}: not a finite number", expression=[path]))
@@ -177,7 +178,9 @@ def _check_content(obj: dict[str, Any], info: TypeInfo, path: str, issues: list[
                     _check_content(item, sub, f"{where}[{i}]" if spec.is_list else where, issues)
         else:
             for i, item in enumerate(items):
-                inner = model_class(item.get("resourceType", "")) if isinstance(item, dict) else None
+                if not isinstance(item, dict):
+                    continue
+                inner = model_class(item.get("resourceType", ""))
                 if inner is not None:
                     _check_content(item, type_info(inner),
                                    f"{where}[{i}]" if spec.is_list else where, issues)

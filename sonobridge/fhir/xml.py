@@ -89,10 +89,7 @@ def _read_children(element: etree._Element, info: TypeInfo, out: dict[str, Any],
     for child in element:
         if child.tag is etree.Comment:
             continue
-        if child.tag == f"{{{XHTML_NS}}}div":
-            name = "div"
-        else:
-            name = _local(child, path)
+        name = "div" if child.tag == f"{{{XHTML_NS}}}div" else _local(child, path)
         spec = info.element(name)
         child_path = f"{path}.{name}"
         if spec is None:

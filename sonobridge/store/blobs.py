@@ -7,6 +7,7 @@ directory, so a crash leaves either the old blob or the new one, never a torn fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -66,14 +67,10 @@ class FileBlobStore:
 
     @staticmethod
     def _abort(fd: int, tmp: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         """Write the chunks as the blob ``key`` atomically; returns the size written."""

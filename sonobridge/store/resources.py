@@ -81,7 +81,7 @@ def new_id() -> str:
 
 
 def content_hash(resource: dict[str, Any]) -> bytes:
-    """Digest of a resource ignoring what the server stamps, to spot an update that changes nothing."""
+    """Digest of a resource without what the server stamps: spots updates that change nothing."""
     meta = dict(resource.get("meta") or {})
     meta.pop("versionId", None)
     meta.pop("lastUpdated", None)
@@ -99,7 +99,8 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-def stamp(resource: dict[str, Any], res_type: str, res_id: str, version: int, updated: int) -> bytes:
+def stamp(resource: dict[str, Any], res_type: str, res_id: str, version: int,
+          updated: int) -> bytes:
     """The bytes to keep: ``resourceType``, ``id`` and ``meta`` first, then the body as sent."""
     meta = {k: v for k, v in (resource.get("meta") or {}).items()
             if k not in ("versionId", "lastUpdated")}
