@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Route
 
 from sonobridge.config import Settings
 from sonobridge.core import Core, open_core
@@ -54,7 +54,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Mount("/fhir", app=Router(routes=fhir.routes())),
+            *fhir.mount("/fhir"),
         ],
         middleware=[
             Middleware(RequestContextMiddleware),

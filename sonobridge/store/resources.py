@@ -256,6 +256,13 @@ class ResourceStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.hooks: list[WriteHook] = []
+        postgres = engine.dialect.name == "postgresql"
+        # Reads need no transaction: on PostgreSQL autocommit saves the BEGIN and ROLLBACK
+        # round trips. On SQLite they stay in-process and cheap, and a point read is fast enough
+        # to run on the event loop (``inline_reads``).
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres \
+            else engine
+        self.inline_reads = not postgres
 
     @contextmanager
     def write(self) -> Iterator[Writer]:
@@ -264,11 +271,11 @@ class ResourceStore:
             yield Writer(conn, self.hooks)
 
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return _read(conn, res_type, res_id)
 
     def vread(self, res_type: str, res_id: str, version_id: int) -> StoredResource | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(_VREAD, {"t": res_type, "i": res_id, "v": version_id}).first()
         if row is None:
             return None
@@ -304,7 +311,7 @@ class ResourceStore:
                               < tuple_(after.last_updated, after.rid, after.version_id))
         stmt = stmt.order_by(V.c.last_updated.desc(), V.c.rid.desc(), V.c.version_id.desc())
         stmt = stmt.limit(count + 1)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(stmt).all()
         page = [StoredResource(r.res_type, r.res_id, r.version_id, r.last_updated,
                                r.content is None, r.content, r.method) for r in rows[:count]]

@@ -54,6 +54,18 @@ def test_transaction_resolves_urn_uuid_everywhere(client):
     assert stored["subject"]["reference"] == patient_ref
 
 
+def test_bundle_posted_to_the_base_without_redirect(client):
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [entry("POST", "Patient", {"resourceType": "Patient"})]}
+    for path in ("/fhir", "/fhir/"):
+        r = client.post(path, content=orjson.dumps(bundle),
+                        headers={"Content-Type": "application/fhir+json"},
+                        follow_redirects=False)
+        assert r.status_code == 200, (path, r.status_code)
+        assert body(r)["type"] == "batch-response"
+        assert body(r)["entry"][0]["response"]["status"] == "201 Created"
+
+
 def test_transaction_processing_order(client):
     put(client, "/fhir/Patient/old", {"resourceType": "Patient", "id": "old"})
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
