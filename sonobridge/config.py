@@ -29,6 +29,9 @@ ENV_NAMES: dict[str, str] = {
     "max_body_size": "SONOBRIDGE_MAX_BODY_SIZE",
     "history_page_max": "SONOBRIDGE_HISTORY_PAGE_MAX",
     "bundle_max_entries": "SONOBRIDGE_BUNDLE_MAX_ENTRIES",
+    "search_default_count": "SONOBRIDGE_SEARCH_DEFAULT_COUNT",
+    "search_max_count": "SONOBRIDGE_SEARCH_MAX_COUNT",
+    "search_max_includes": "SONOBRIDGE_SEARCH_MAX_INCLUDES",
 }
 
 
@@ -63,6 +66,9 @@ class Settings:
     max_body_size: int = 64 * 1024 * 1024
     history_page_max: int = 1000
     bundle_max_entries: int = 10_000
+    search_default_count: int = 20
+    search_max_count: int = 1000
+    search_max_includes: int = 1000
     load_sample: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

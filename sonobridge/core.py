@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from sonobridge.config import Settings
+from sonobridge.fhir.search.engine import SearchEngine
+from sonobridge.fhir.search.registry import Registry
 from sonobridge.fhir.service import FhirService
 from sonobridge.store import migrate
 from sonobridge.store.blobs import FileBlobStore, open_blob_store
@@ -24,6 +26,8 @@ class Core:
     store: ResourceStore
     blobs: FileBlobStore
     fhir: FhirService
+    registry: Registry
+    search: SearchEngine
 
     def close(self) -> None:
         self.engine.dispose()
@@ -34,7 +38,34 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     engine = make_engine(settings.resolved_database_url)
     if run_migrations:
         migrate.upgrade(engine)
-    store = ResourceStore(engine)
+    registry = Registry()
+    store = ResourceStore(engine, indexer=registry.index_rows)
     blobs = open_blob_store(settings.resolved_blob_url)
-    service = FhirService(store, history_page_max=settings.history_page_max)
-    return Core(settings, engine, store, blobs, service)
+    search = SearchEngine(store, registry, default_count=settings.search_default_count,
+                          max_count=settings.search_max_count,
+                          max_includes=settings.search_max_includes)
+    service = FhirService(store, search, history_page_max=settings.history_page_max)
+    core = Core(settings, engine, store, blobs, service, registry, search)
+    if run_migrations or migrate.is_current(engine):
+        load_custom_search_params(core)
+    store.after_commit.append(
+        lambda writer: load_custom_search_params(core)
+        if "SearchParameter" in writer.types_written else None)
+    return core
+
+
+def load_custom_search_params(core: Core) -> None:
+    """Make active SearchParameter resources stored here searchable (for new writes)."""
+    from sqlalchemy import and_, select
+
+    from sonobridge import jsonio
+    from sonobridge.store.tables import resource_versions as V
+    from sonobridge.store.tables import resources as R
+
+    stmt = select(V.c.content, R.c.last_updated).select_from(
+        R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
+        R.c.res_type == "SearchParameter", R.c.deleted.is_(False))
+    with core.store.reader.connect() as conn:
+        rows = conn.execute(stmt).all()
+    stamp = max((row.last_updated for row in rows), default=None)
+    core.registry.set_custom((jsonio.loads(row.content) for row in rows), stamp)

@@ -25,7 +25,9 @@ PG_URL = os.environ.get("SONOBRIDGE_TEST_POSTGRES_URL",
                         "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("SONOBRIDGE_TEST_REQUIRE_POSTGRES") == "1"
 FIXTURES = Path(__file__).parent / "fixtures"
-TABLES = ("resource_versions", "resources")
+from sonobridge.store.tables import metadata  # noqa: E402
+
+TABLES = tuple(t.name for t in reversed(metadata.sorted_tables))
 
 
 def _pg_unavailable_reason() -> str | None:

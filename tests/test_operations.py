@@ -6,6 +6,7 @@ import logging
 
 from sqlalchemy import text
 
+from sonobridge.store import migrate
 from tests.fhir.helpers import post
 
 
@@ -25,7 +26,8 @@ def test_readyz_reports_migrations_behind(client, core):
         assert ready.json()["checks"]["migrations"] == "behind"
     finally:
         with core.engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"),
+                         {"v": migrate.head_revision()})
 
 
 def test_request_id_in_and_out(client):

@@ -1,26 +1,79 @@
-"""The CapabilityStatement, built from the route table the FHIR app really serves."""
+"""The CapabilityStatement, built from the route table the FHIR app really serves and the search
+parameters the registry really indexes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sonobridge import __version__
 from sonobridge.fhir.definitions import resource_types
 from sonobridge.fhir.formats import FHIR_JSON, FHIR_XML, JSON_PATCH
+from sonobridge.fhir.search.params import MODIFIERS
 from sonobridge.fhir.validation import has_model
+
+if TYPE_CHECKING:
+    from sonobridge.fhir.search.engine import SearchEngine
 
 # CapabilityStatement interaction codes by level (FHIR R4 restful-interaction).
 TYPE_CODES = ("read", "vread", "update", "patch", "delete", "history-instance",
               "history-type", "create", "search-type")
 SYSTEM_CODES = ("transaction", "batch", "search-system", "history-system")
+COMMON = [
+    {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+    {"name": "_lastUpdated", "type": "date",
+     "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+    {"name": "_list", "type": "special", "documentation": "List/[id] whose entries to search"},
+    {"name": "_has", "type": "special", "documentation": "reverse chaining, nested"},
+]
 
 
-def capability_statement(base: str, served: Iterable[str], published: str) -> dict[str, Any]:
+def _search_block(engine: SearchEngine, res_type: str, revincludes: dict[str, list[str]]
+                  ) -> dict[str, Any]:
+    params = []
+    includes = []
+    for code, param in sorted(engine.registry.params(res_type).items()):
+        if not param.indexed:
+            continue
+        modifiers = sorted(MODIFIERS.get(param.type, set()))
+        if param.type == "reference":
+            modifiers.append("[type]")
+            includes.append(f"{res_type}:{code}")
+        doc = f"modifiers: {', '.join(':' + m for m in modifiers)}"
+        if param.type in ("date", "number", "quantity"):
+            doc += "; prefixes: eq ne gt lt ge le sa eb ap"
+        if param.type == "reference":
+            doc += "; chaining"
+        params.append({"name": code, "definition": param.url, "type": param.type,
+                       "documentation": doc})
+    return {
+        "searchInclude": ["*", *includes],
+        "searchRevInclude": sorted(revincludes.get(res_type, [])),
+        "searchParam": [*COMMON, *params],
+    }
+
+
+def _revincludes(engine: SearchEngine) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    everything = resource_types()
+    for source in everything:
+        for code, param in engine.registry.params(source).items():
+            if param.type != "reference" or not param.indexed:
+                continue
+            for target in param.targets or ():
+                targets = everything if target == "Resource" else [target]
+                for res_type in targets:
+                    out.setdefault(res_type, []).append(f"{source}:{code}")
+    return out
+
+
+def capability_statement(base: str, served: Iterable[str], published: str,
+                         engine: SearchEngine | None = None) -> dict[str, Any]:
     """``served``: the interaction codes the router has a handler for."""
     codes = set(served)
     type_codes = [c for c in TYPE_CODES if c in codes]
     system_codes = [c for c in SYSTEM_CODES if c in codes]
+    revincludes = _revincludes(engine) if engine is not None else {}
     resources = []
     for res_type in resource_types():
         entry: dict[str, Any] = {
@@ -29,13 +82,33 @@ def capability_statement(base: str, served: Iterable[str], published: str) -> di
             "versioning": "versioned-update",
             "readHistory": "vread" in codes,
             "updateCreate": "update" in codes,
+            "conditionalCreate": "create" in codes and engine is not None,
             "conditionalRead": "full-support",
+            "conditionalUpdate": "conditional-update" in codes,
+            "conditionalDelete": "multiple" if "conditional-delete" in codes else "not-supported",
+            "referencePolicy": ["literal", "logical", "local"],
         }
         if not has_model(res_type):
             entry["documentation"] = (
                 "Accepted in JSON only and checked at the Resource level: this type has no "
                 "structure model in the validator this server uses.")
+        if engine is not None and "search-type" in codes:
+            entry.update(_search_block(engine, res_type, revincludes))
+        if res_type == "Patient" and "everything" in codes:
+            entry["operation"] = [{"name": "everything", "definition":
+                                   "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
         resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "Every R4 resource type; resources are validated on every write.",
+        "resource": resources,
+        "interaction": [{"code": c} for c in system_codes],
+    }
+    if "reindex" in codes:
+        rest["operation"] = [{"name": "reindex", "definition":
+                              "http://hl7.org/fhir/OperationDefinition/Resource-reindex"}]
+    if engine is not None:
+        rest["searchParam"] = COMMON[:2]
     return {
         "resourceType": "CapabilityStatement",
         "id": "sonobridge",
@@ -51,10 +124,5 @@ def capability_statement(base: str, served: Iterable[str], published: str) -> di
         "fhirVersion": "4.0.1",
         "format": [FHIR_JSON, FHIR_XML, "json", "xml"],
         "patchFormat": [JSON_PATCH, FHIR_JSON, FHIR_XML],
-        "rest": [{
-            "mode": "server",
-            "documentation": "Every R4 resource type; resources are validated on every write.",
-            "resource": resources,
-            "interaction": [{"code": c} for c in system_codes],
-        }],
+        "rest": [rest],
     }

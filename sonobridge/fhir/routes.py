@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,8 +17,9 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 
 from sonobridge.fhir.bundles import process_bundle
 from sonobridge.fhir.capability import capability_statement
-from sonobridge.fhir.errors import FhirError
+from sonobridge.fhir.errors import FhirError, info_outcome
 from sonobridge.fhir.formats import (
+    FORM,
     JSON,
     Format,
     parse_body,
@@ -46,14 +48,20 @@ class FhirRoute:
 
 ROUTES = [
     FhirRoute("/metadata", {"GET": "capabilities"}),
-    FhirRoute("/", {"POST": "transaction batch"}),
+    FhirRoute("/", {"GET": "search-system", "POST": "transaction batch"}),
+    FhirRoute("/_search", {"POST": "search-system"}),
     FhirRoute("/_history", {"GET": "history-system"}),
+    FhirRoute("/$reindex", {"POST": "reindex"}),
     FhirRoute("/{type}/_history", {"GET": "history-type"}),
+    FhirRoute("/{type}/_search", {"POST": "search-type"}),
     FhirRoute("/{type}/{id}/_history/{vid}", {"GET": "vread"}),
     FhirRoute("/{type}/{id}/_history", {"GET": "history-instance"}),
+    FhirRoute("/{type}/{id}/$everything", {"GET": "everything"}),
+    FhirRoute("/{type}/{id}/{compartment}", {"GET": "search-compartment"}),
     FhirRoute("/{type}/{id}", {"GET": "read", "PUT": "update", "PATCH": "patch",
                                "DELETE": "delete"}),
-    FhirRoute("/{type}", {"POST": "create"}),
+    FhirRoute("/{type}", {"GET": "search-type", "POST": "create", "PUT": "conditional-update",
+                          "DELETE": "conditional-delete", "PATCH": "conditional-patch"}),
 ]
 
 
@@ -116,7 +124,12 @@ class FhirApp:
                                 headers={"Allow": ", ".join(allowed)})
             body: bytes | None = None
             kind = "json"
-            if method in _BODY_METHODS:
+            query = [(k, v) for k, v in request.query_params.multi_items()
+                     if k not in ("_format", "_pretty")]
+            if interaction.startswith("search") and method == "POST":
+                query += await self._form(request)
+                method = "GET"
+            elif method in _BODY_METHODS:
                 kind = request_format(request.headers.get("content-type"))
                 body = await self._read_body(request)
             base = base_url(request.headers, request.url.scheme, self.configured_base) + "/fhir"
@@ -124,11 +137,11 @@ class FhirApp:
             req = FhirRequest(
                 method=method, res_type=params.get("type"), res_id=params.get("id"),
                 version_id=params.get("vid"), history=interaction.startswith("history"),
-                query=[(k, v) for k, v in request.query_params.multi_items()
-                       if k not in ("_format", "_pretty")],
+                query=query,
                 headers={h: request.headers[h] for h in _FORWARDED_HEADERS
                          if h in request.headers},
-                body_kind=kind, base=base)
+                body_kind=kind, base=base, compartment_type=params.get("compartment"),
+                operation="$everything" if interaction == "everything" else None)
             if interaction in _POINT_READS and self.service.store.inline_reads and \
                     fmt.kind == "json" and not fmt.pretty:
                 # A SQLite point read takes tens of microseconds: cheaper than the hop to a
@@ -142,6 +155,18 @@ class FhirApp:
         if method == "HEAD":
             content = b""
         return Response(content, status, headers)
+
+    async def _form(self, request: Request) -> list[tuple[str, str]]:
+        """POST _search: the parameters in an x-www-form-urlencoded body."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != FORM:
+            raise FhirError(415, "not-supported",
+                            f"POST _search takes {FORM}, not {media or 'no Content-Type'}")
+        body = await self._read_body(request)
+        try:
+            return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise FhirError(400, "structure", "the form body is not UTF-8") from None
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -162,6 +187,12 @@ class FhirApp:
             req.body = parse_body(body, "json" if req.body_kind == "json-patch" else req.body_kind)
         if interaction == "capabilities":
             resp = FhirResponse(200, self.capability(req.base))
+        elif interaction == "reindex":
+            from sonobridge.fhir.search.reindex import reindex
+
+            types, _ = self.service._type_param(req.query, [])
+            count = reindex(self.service.store, types or None)
+            resp = FhirResponse(200, info_outcome(f"reindexed {count} resources"))
         elif interaction == "transaction batch":
             resp = process_bundle(self.service, req.body, req.base, dict(req.headers),
                                   self.bundle_max_entries)
@@ -172,7 +203,8 @@ class FhirApp:
     def capability(self, base: str) -> dict[str, Any]:
         statement = self._capability.get(base)
         if statement is None:
-            statement = capability_statement(base, served_interactions(), self.published)
+            statement = capability_statement(base, served_interactions(), self.published,
+                                             self.service.engine)
             self._capability[base] = statement
         return statement
 

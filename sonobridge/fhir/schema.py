@@ -27,6 +27,7 @@ class Element:
     is_list: bool
     kind: str  # "primitive" | "complex" | "resource"
     json_type: str  # for primitives: boolean, integer, decimal, string, xhtml; else ""
+    fhir_type: str  # dateTime, code, CodeableConcept, Reference… (backbones: their model name)
     model: Any  # the model class for complex elements
     codes: frozenset[str] | None  # complete code list of a required binding
     summary: bool
@@ -55,6 +56,18 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
             annotation = typing.get_args(annotation)[0]
         else:
             return annotation, is_list
+
+
+def _fhir_primitive_name(annotation: Any, json_type: str) -> str:
+    """``Annotated[str, DateTime()]`` -> ``dateTime``; bare ``bool`` -> ``boolean``."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        for meta in typing.get_args(annotation)[1:]:
+            name = type(meta).__name__
+            if name == "UuidVersion":
+                return "uuid"
+            if name and name[0].isupper():
+                return name[0].lower() + name[1:]
+    return {BOOLEAN: "boolean", INTEGER: "integer", DECIMAL: "decimal"}.get(json_type, "string")
 
 
 def _primitive_json_type(annotation: Any) -> str | None:
@@ -95,11 +108,13 @@ def type_info(model: Any) -> TypeInfo:
         code_set = frozenset(codes) if codes and "+" not in codes else None
         if json_type is not None:
             kind, sub = "primitive", None
+            fhir_type = _fhir_primitive_name(inner, json_type)
         elif getattr(inner, "__name__", "") == "ResourceType":
-            kind, sub, json_type = "resource", None, ""
+            kind, sub, json_type, fhir_type = "resource", None, "", "Resource"
         else:
             kind, sub, json_type = "complex", inner.get_model_klass(), ""
-        elements[name] = Element(name, is_list, kind, json_type, sub, code_set,
+            fhir_type = sub.__name__
+        elements[name] = Element(name, is_list, kind, json_type, fhir_type, sub, code_set,
                                  bool(extra.get("summary_element_property")),
                                  bool(extra.get("element_required")) or field.is_required())
     return TypeInfo(model.__name__, elements)

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from sonobridge.fhir.errors import FhirError, info_outcome, not_found
 from sonobridge.fhir.headers import etag_matches, parse_etag_version, prefer
 from sonobridge.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from sonobridge.fhir.validation import check_type, is_valid_id, validate
 from sonobridge.jsonio import loads as json_loads
-from sonobridge.store.resources import ResourceStore, StoredResource, VersionConflict, Writer
+from sonobridge.store.resources import (
+    ResourceStore,
+    StoredResource,
+    VersionConflict,
+    Writer,
+    new_id,
+)
 from sonobridge.store.timeutil import from_http_date
+
+if TYPE_CHECKING:
+    from sonobridge.fhir.search.engine import SearchEngine
+
+CONDITIONAL_DELETE_MAX = 100
 
 
 @dataclass
@@ -36,6 +48,9 @@ class FhirRequest:
     base: str = ""
     # For a create inside a transaction: the id the bundle's urn:uuid references were given.
     assigned_id: str | None = None
+    # Patient/123/Observation: the type searched inside the compartment (or "*").
+    compartment_type: str | None = None
+    operation: str | None = None  # "$everything"
 
     def param(self, name: str) -> str | None:
         for key, value in self.query:
@@ -59,8 +74,10 @@ def version_headers(stored: StoredResource) -> dict[str, str]:
 class FhirService:
     """Runs interactions against the resource store."""
 
-    def __init__(self, store: ResourceStore, *, history_page_max: int = 1000) -> None:
+    def __init__(self, store: ResourceStore, engine: SearchEngine | None = None, *,
+                 history_page_max: int = 1000) -> None:
         self.store = store
+        self.engine = engine
         self.history_page_max = history_page_max
 
     # --------------------------------------------------------------- dispatch
@@ -86,12 +103,20 @@ class FhirService:
                 raise FhirError(405, "not-supported", "a version is read-only")
             return self.vread(req, writer)
         if req.res_type is None:
+            if method in ("GET", "HEAD"):
+                return self.search(req, writer)
             raise FhirError(400, "not-supported", "this request needs a resource type")
+        if req.operation is not None or req.compartment_type is not None:
+            if method not in ("GET", "HEAD"):
+                raise FhirError(405, "not-supported", f"{method} is not allowed here")
+            return self.search(req, writer)
         if req.res_id is not None:
             handlers = {"GET": self.read, "HEAD": self.read, "PUT": self.update,
                         "PATCH": self.patch, "DELETE": self.delete}
         else:
-            handlers = {"POST": self.create}
+            handlers = {"POST": self.create, "GET": self.search, "HEAD": self.search,
+                        "PUT": self.conditional_update, "DELETE": self.conditional_delete,
+                        "PATCH": self.conditional_patch}
         handler = handlers.get(method)
         if handler is None:
             raise FhirError(405, "not-supported", f"{method} is not allowed here")
@@ -152,6 +177,16 @@ class FhirService:
 
     def _create(self, req: FhirRequest, writer: Writer) -> FhirResponse:
         assert req.res_type is not None
+        condition = req.headers.get("if-none-exist")
+        if condition:
+            found = self.find(writer, req.res_type, condition, req.base, limit=2)
+            if len(found) > 1:
+                raise FhirError(412, "duplicate", f"If-None-Exist: {condition!r} matches more "
+                                f"than one {req.res_type}")
+            if found:  # already there: nothing is created
+                stored = writer.read(req.res_type, found[0])
+                assert stored is not None
+                return self.write_response(req, 200, stored)
         # The server assigns the id; one in the body is ignored (FHIR create).
         stored = writer.create(req.res_type, req.body, req.assigned_id)
         return self.write_response(req, 201, stored)
@@ -218,6 +253,149 @@ class FhirService:
         message = f"deleted {req.res_type}/{req.res_id} (version {stored.version_id})"
         return FhirResponse(204 if minimal else 200, None if minimal else info_outcome(message),
                             {"ETag": stored.etag, "Last-Modified": stored.last_modified}, stored)
+
+    # --------------------------------------------------------------- search and conditions
+
+    def find(self, writer: Writer, res_type: str, condition: str | list[tuple[str, str]],
+             base: str, limit: int) -> list[str]:
+        """Ids of the resources matching a condition, inside the writer's transaction."""
+        if self.engine is None:
+            raise FhirError(501, "not-supported", "search is not available")
+        query = parse_qsl(condition.lstrip("?"), keep_blank_values=True) \
+            if isinstance(condition, str) else condition
+        writer.flush()
+        return [res_id for _, res_id in self.engine.matches(writer.conn, res_type, query, base,
+                                                             limit)]
+
+    def search(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        if self.engine is None:
+            raise FhirError(501, "not-supported", "search is not available")
+        from sonobridge.fhir.search.engine import Compartment
+
+        query = list(req.query)
+        compartment = since = None
+        types = [req.res_type] if req.res_type else []
+        path = req.res_type or ""
+        if req.operation == "$everything":
+            if req.res_type != "Patient":
+                raise FhirError(400, "not-supported", "$everything is defined on Patient")
+            self._must_exist(req, writer)
+            compartment = Compartment("Patient", req.res_id or "")
+            types, query, since = self._everything_params(query)
+            path = f"Patient/{req.res_id}/$everything"
+        elif req.compartment_type is not None:
+            if req.res_type != "Patient":
+                raise FhirError(400, "not-supported", "only the Patient compartment is supported")
+            compartment = Compartment("Patient", req.res_id or "")
+            path = f"Patient/{req.res_id}/{req.compartment_type}"
+            if req.compartment_type != "*":
+                check_type(req.compartment_type)
+                types = [req.compartment_type]
+            else:
+                types, query = self._type_param(query, [])
+        elif req.res_type is None:
+            types, query = self._type_param(query, [])
+        conn = None
+        if writer is not None:
+            writer.flush()
+            conn = writer.conn
+        result = self.engine.search(types, query, base=req.base, headers=req.headers,
+                                    link_path=path, compartment=compartment, conn=conn,
+                                    since=since)
+        return FhirResponse(200, result.bundle, {"X-Search-Statements": str(result.statements)})
+
+    def _must_exist(self, req: FhirRequest, writer: Writer | None) -> None:
+        stored = (writer.read if writer else self.store.read)(req.res_type or "", req.res_id or "")
+        if stored is None or stored.deleted:
+            raise not_found(f"{req.res_type}/{req.res_id} is not known")
+
+    @staticmethod
+    def _type_param(query: list[tuple[str, str]], default: list[str]
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
+        types = list(default)
+        rest = []
+        for name, value in query:
+            if name == "_type":
+                for res_type in value.split(","):
+                    check_type(res_type.strip())
+                    types.append(res_type.strip())
+            else:
+                rest.append((name, value))
+        return types, rest
+
+    def _everything_params(self, query: list[tuple[str, str]]
+                           ) -> tuple[list[str], list[tuple[str, str]], int | None]:
+        from sonobridge.fhir.dates import parse_period
+
+        types, rest = self._type_param(query, [])
+        since = None
+        for name, value in rest:
+            if name == "_since":
+                since = parse_period(value, "_since")[0]
+            elif name not in ("_count", "_page", "_summary", "_elements"):
+                raise FhirError(400, "not-supported", f"$everything does not take {name}",
+                                expression=[name])
+        return types, rest, since
+
+    def _one_target(self, req: FhirRequest, writer: Writer, what: str) -> list[str]:
+        assert req.res_type is not None
+        if not req.query:
+            raise FhirError(400, "invalid", f"a conditional {what} needs search parameters")
+        return self.find(writer, req.res_type, req.query, req.base, limit=2)
+
+    def conditional_update(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        assert req.res_type is not None
+        validate(req.body, req.res_type)
+        return self._in_writer(writer, self._conditional_update, req)
+
+    def _conditional_update(self, req: FhirRequest, writer: Writer) -> FhirResponse:
+        assert req.res_type is not None
+        found = self._one_target(req, writer, "update")
+        if len(found) > 1:
+            raise FhirError(412, "duplicate", "the condition matches more than one resource")
+        body_id = req.body.get("id")
+        if found:
+            if body_id is not None and body_id != found[0]:
+                raise FhirError(400, "invalid", f"id {body_id!r} in the body is not the id of "
+                                f"the matching resource", expression=[f"{req.res_type}.id"])
+            target = found[0]
+        else:
+            target = body_id or new_id()
+        updated = FhirRequest("PUT", req.res_type, target, headers=req.headers,
+                              body={**req.body, "id": target}, base=req.base)
+        return self._update(updated, writer)
+
+    def conditional_delete(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        return self._in_writer(writer, self._conditional_delete, req)
+
+    def _conditional_delete(self, req: FhirRequest, writer: Writer) -> FhirResponse:
+        assert req.res_type is not None
+        if not req.query:
+            raise FhirError(400, "invalid", "a conditional delete needs search parameters")
+        found = self.find(writer, req.res_type, req.query, req.base,
+                          limit=CONDITIONAL_DELETE_MAX + 1)
+        if len(found) > CONDITIONAL_DELETE_MAX:
+            raise FhirError(412, "too-costly", f"the condition matches more than "
+                            f"{CONDITIONAL_DELETE_MAX} resources; narrow it")
+        for res_id in found:
+            writer.delete(req.res_type, res_id)
+        if prefer(req.headers).get("return") == "minimal":
+            return FhirResponse(204)
+        return FhirResponse(200, info_outcome(f"deleted {len(found)} {req.res_type} resource"
+                                              f"{'' if len(found) == 1 else 's'}"))
+
+    def conditional_patch(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
+        return self._in_writer(writer, self._conditional_patch, req)
+
+    def _conditional_patch(self, req: FhirRequest, writer: Writer) -> FhirResponse:
+        found = self._one_target(req, writer, "patch")
+        if len(found) > 1:
+            raise FhirError(412, "duplicate", "the condition matches more than one resource")
+        if not found:
+            raise not_found("no resource matches the condition")
+        target = FhirRequest("PATCH", req.res_type, found[0], headers=req.headers,
+                             body=req.body, body_kind=req.body_kind, base=req.base)
+        return self._patch(target, writer)
 
     def write_response(self, req: FhirRequest, status: int, stored: StoredResource
                        ) -> FhirResponse:

@@ -16,11 +16,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
 from sonobridge import jsonio
+from sonobridge.store.tables import INDEX_TABLES
 from sonobridge.store.tables import resource_versions as V
 from sonobridge.store.tables import resources as R
 from sonobridge.store.timeutil import now_us, to_http_date, to_instant
@@ -131,15 +143,60 @@ _CURRENT = select(
 ).where(R.c.res_type == bindparam("t"), R.c.res_id == bindparam("i"))
 
 WriteHook = Callable[["Writer", StoredResource, "dict[str, Any] | None"], None]
+# (resource type, resource) -> index rows by table name; supplied by the search layer.
+Indexer = Callable[[str, "dict[str, Any]"], "dict[str, list[dict[str, Any]]]"]
 
 
 class Writer:
-    """Write operations inside one open transaction (see ``ResourceStore.write``)."""
+    """Write operations inside one open transaction (see ``ResourceStore.write``).
 
-    def __init__(self, conn: Connection, hooks: list[WriteHook]) -> None:
+    Search index rows are computed on each write and written by ``flush`` (at commit, or before
+    a search inside the transaction), batched per table.
+    """
+
+    def __init__(self, conn: Connection, hooks: list[WriteHook], indexer: Indexer | None = None
+                 ) -> None:
         self.conn = conn
         self.now = now_us()
         self._hooks = hooks
+        self._indexer = indexer
+        self._pending: dict[int, tuple[str, dict[str, list[dict[str, Any]]]]] = {}
+        self._stale: set[int] = set()
+        self.types_written: set[str] = set()
+
+    def _index(self, rid: int, res_type: str, resource: dict[str, Any] | None, fresh: bool
+               ) -> None:
+        self.types_written.add(res_type)
+        if not fresh:
+            self._stale.add(rid)
+        self._pending.pop(rid, None)
+        if resource is not None and self._indexer is not None:
+            self._pending[rid] = (res_type, self._indexer(res_type, resource))
+
+    def reindex(self, rid: int, res_type: str, resource: dict[str, Any]) -> None:
+        """Replace the index rows of a stored resource (after a search parameter change)."""
+        self._index(rid, res_type, resource, fresh=False)
+
+    def flush(self) -> None:
+        """Write the index rows of everything written so far in this transaction."""
+        if self._stale:
+            stale = sorted(self._stale)
+            for table in INDEX_TABLES.values():
+                for start in range(0, len(stale), 500):
+                    chunk = stale[start:start + 500]
+                    self.conn.execute(delete(table).where(table.c.rid.in_(chunk)))
+            self._stale.clear()
+        if self._pending:
+            batches: dict[str, list[dict[str, Any]]] = {}
+            for rid, (res_type, tables) in self._pending.items():
+                for name, rows in tables.items():
+                    target = batches.setdefault(name, [])
+                    for row in rows:
+                        target.append({"rid": rid, "res_type": res_type, "grp": None, "sort": None,
+                                       **row})
+            for name, rows in batches.items():
+                self.conn.execute(insert(INDEX_TABLES[name]), rows)
+            self._pending.clear()
 
     def _current(self, res_type: str, res_id: str) -> Any:
         stmt = _CURRENT
@@ -163,6 +220,7 @@ class Writer:
         ).scalar_one()
         self.conn.execute(insert(V).values(rid=rid, version_id=1, res_type=res_type, res_id=res_id,
                                            last_updated=updated, method="POST", content=body))
+        self._index(rid, res_type, resource, fresh=True)
         stored = StoredResource(res_type, res_id, 1, updated, False, body, "POST")
         self._run_hooks(stored, resource)
         return stored
@@ -187,6 +245,7 @@ class Writer:
         self.conn.execute(insert(V).values(rid=row.rid, version_id=version, res_type=res_type,
                                            res_id=res_id, last_updated=updated, method=method,
                                            content=body))
+        self._index(row.rid, res_type, resource, fresh=False)
         stored = StoredResource(res_type, res_id, version, updated, False, body, method)
         self._run_hooks(stored, resource)
         return WriteResult(stored, created=row.deleted, changed=True)
@@ -205,6 +264,7 @@ class Writer:
         self.conn.execute(insert(V).values(rid=row.rid, version_id=version, res_type=res_type,
                                            res_id=res_id, last_updated=updated, method="DELETE",
                                            content=None))
+        self._index(row.rid, res_type, None, fresh=False)
         stored = StoredResource(res_type, res_id, version, updated, True, None, "DELETE")
         self._run_hooks(stored, None)
         return stored
@@ -253,9 +313,12 @@ class HistoryKey:
 class ResourceStore:
     """Reads and the write transaction. Thread-safe; share one per process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, indexer: Indexer | None = None) -> None:
         self.engine = engine
         self.hooks: list[WriteHook] = []
+        self.indexer = indexer
+        # Called with the writer after its transaction committed.
+        self.after_commit: list[Callable[[Writer], None]] = []
         postgres = engine.dialect.name == "postgresql"
         # Reads need no transaction: on PostgreSQL autocommit saves the BEGIN and ROLLBACK
         # round trips. On SQLite they stay in-process and cheap, and a point read is fast enough
@@ -268,7 +331,11 @@ class ResourceStore:
     def write(self) -> Iterator[Writer]:
         """One all-or-nothing transaction: everything written in the block commits together."""
         with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
-            yield Writer(conn, self.hooks)
+            writer = Writer(conn, self.hooks, self.indexer)
+            yield writer
+            writer.flush()
+        for callback in self.after_commit:
+            callback(writer)
 
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         with self.reader.connect() as conn:

@@ -150,9 +150,11 @@ def test_head_read(client):
 
 
 def test_method_not_allowed_is_an_operation_outcome(client):
-    r = client.delete("/fhir/Patient")
+    r = client.delete("/fhir/metadata")
     assert r.status_code == 405 and outcome_codes(r) == ["not-supported"]
-    assert "POST" in r.headers["allow"]
+    assert r.headers["allow"] == "GET"
+    r = client.put("/fhir/Patient/1/_history", content=b"{}", headers=FHIR_JSON)
+    assert r.status_code == 405
 
 
 def test_unknown_path(client):
