@@ -149,6 +149,36 @@ def migrate_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) 
     engine.dispose()
 
 
+@app.command()
+def reindex(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    resource_type: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only these resource types (repeatable). Default: all.")] = None,
+) -> None:
+    """Rebuild the search index from the stored resources.
+
+    Run after adding or changing a custom SearchParameter, or after an upgrade that changes how
+    values are indexed. Resources stay readable and searchable while it runs.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from sonobridge.core import open_core
+    from sonobridge.fhir.search.reindex import count_resources
+    from sonobridge.fhir.search.reindex import reindex as run_reindex
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    core = open_core(settings)
+    types = list(resource_type or []) or None
+    total = count_resources(core.store, types)
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("reindexing", total=total)
+        done = run_reindex(core.store, types, lambda n: progress.advance(task, n))
+    console.print(f"reindexed {done} resources")
+    core.close()
+
+
 def main() -> None:
     try:
         app()

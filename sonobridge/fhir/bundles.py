@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -20,7 +21,8 @@ import orjson
 from sonobridge import jsonio
 from sonobridge.fhir.errors import FhirError, Issue
 from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
-from sonobridge.store.resources import new_id
+from sonobridge.fhir.validation import check_type
+from sonobridge.store.resources import Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _HEADER_FIELDS = {"ifNoneMatch": "if-none-match", "ifModifiedSince": "if-modified-since",
@@ -159,6 +161,46 @@ def rewrite_references(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
+_CONDITIONAL_REF = re.compile(r"^[A-Z][A-Za-z]+\?.+")
+
+
+def resolve_conditional_references(service: FhirService, writer: Writer, value: Any, base: str,
+                                   where: str, cache: dict[str, str]) -> Any:
+    """Replace every ``"reference": "Type?criteria"`` by the one resource it matches."""
+    if isinstance(value, list):
+        return [resolve_conditional_references(service, writer, v, base, where, cache)
+                for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key == "reference" and isinstance(item, str) and _CONDITIONAL_REF.match(item):
+            if item not in cache:
+                res_type, _, criteria = item.partition("?")
+                check_type(res_type)
+                found = service.find(writer, res_type, criteria, base, limit=2)
+                if len(found) > 1:
+                    raise FhirError(412, "multiple-matches", f"{where}: conditional reference "
+                                    f"{item!r} matches more than one resource")
+                if not found:
+                    raise FhirError(400, "not-found", f"{where}: conditional reference "
+                                    f"{item!r} matches no resource")
+                cache[item] = f"{res_type}/{found[0]}"
+            out[key] = cache[item]
+        else:
+            out[key] = resolve_conditional_references(service, writer, item, base, where, cache)
+    return out
+
+
+def _has_conditional_reference(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any((k == "reference" and isinstance(v, str) and _CONDITIONAL_REF.match(v))
+                   or _has_conditional_reference(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_conditional_reference(v) for v in value)
+    return False
+
+
 def _response_entry(resp: FhirResponse, base: str) -> dict[str, Any]:
     response: dict[str, Any] = {"status": status_line(resp.status)}
     entry: dict[str, Any] = {}
@@ -199,37 +241,77 @@ def _batch(service: FhirService, entries: list[Entry], base: str) -> FhirRespons
     out = []
     for entry in entries:
         try:
-            resp = service.handle(entry.req)
+            if _has_conditional_reference(entry.req.body):
+                with service.store.write() as writer:
+                    entry.req.body = resolve_conditional_references(
+                        service, writer, entry.req.body, base, f"Bundle.entry[{entry.index}]",
+                        {})
+                    resp = service.handle(entry.req, writer)
+            else:
+                resp = service.handle(entry.req)
         except FhirError as exc:
             resp = FhirResponse(exc.status, _located(exc, f"Bundle.entry[{entry.index}]").outcome())
         out.append(_response_entry(resp, base))
     return FhirResponse(200, {"resourceType": "Bundle", "type": "batch-response", "entry": out})
 
 
-def _transaction(service: FhirService, entries: list[Entry], base: str) -> FhirResponse:
+def _resolve_targets(service: FhirService, writer: Writer, entries: list[Entry], base: str
+                     ) -> dict[str, str]:
+    """Give every POST its id (an existing one when If-None-Exist matches) and every
+    conditional PUT its target; returns fullUrl -> Type/id for reference rewriting."""
     mapping: dict[str, str] = {}
     targets: dict[str, int] = {}
     for entry in entries:
         req = entry.req
-        if req.method == "POST" and req.res_id is None and not req.history:
-            req.assigned_id = new_id()
-            if entry.full_url:
-                mapping[entry.full_url] = f"{req.res_type}/{req.assigned_id}"
-        elif req.method == "PUT" and entry.full_url and entry.full_url.startswith("urn:"):
-            mapping[entry.full_url] = f"{req.res_type}/{req.res_id}"
+        where = f"Bundle.entry[{entry.index}]"
+        try:
+            if req.method == "POST" and req.res_id is None and not req.history:
+                condition = req.headers.get("if-none-exist")
+                found = service.find(writer, req.res_type or "", condition, base, limit=2) \
+                    if condition else []
+                if len(found) > 1:
+                    raise FhirError(412, "duplicate", f"ifNoneExist {condition!r} matches "
+                                    "more than one resource")
+                req.assigned_id = found[0] if found else new_id()
+                if entry.full_url:
+                    mapping[entry.full_url] = f"{req.res_type}/{req.assigned_id}"
+            elif req.method == "PUT" and req.res_id is None and req.query:
+                found = service.find(writer, req.res_type or "", req.query, base, limit=2)
+                if len(found) > 1:
+                    raise FhirError(412, "duplicate", "the condition matches more than one "
+                                    "resource")
+                body_id = req.body.get("id") if isinstance(req.body, dict) else None
+                req.res_id = found[0] if found else (body_id or new_id())
+                req.query = []
+                if isinstance(req.body, dict):
+                    req.body = {**req.body, "id": req.res_id}
+            if req.method == "PUT" and entry.full_url and entry.full_url.startswith("urn:"):
+                mapping[entry.full_url] = f"{req.res_type}/{req.res_id}"
+        except FhirError as exc:
+            raise _located(exc, where) from None
         if req.method in ("PUT", "PATCH", "DELETE") and req.res_id is not None:
             key = f"{req.res_type}/{req.res_id}"
             if key in targets:
                 raise FhirError(400, "invalid", f"Bundle.entry[{entry.index}] and "
                                 f"Bundle.entry[{targets[key]}] both change {key}",
-                                expression=[f"Bundle.entry[{entry.index}]"])
+                                expression=[where])
             targets[key] = entry.index
-    if mapping:
-        for entry in entries:
-            if entry.req.body is not None:
-                entry.req.body = rewrite_references(entry.req.body, mapping)
+    return mapping
+
+
+def _transaction(service: FhirService, entries: list[Entry], base: str) -> FhirResponse:
     results: dict[int, FhirResponse] = {}
     with service.store.write() as writer:
+        mapping = _resolve_targets(service, writer, entries, base)
+        cache: dict[str, str] = {}
+        for entry in entries:
+            if entry.req.body is None:
+                continue
+            if mapping:
+                entry.req.body = rewrite_references(entry.req.body, mapping)
+            if _has_conditional_reference(entry.req.body):
+                entry.req.body = resolve_conditional_references(
+                    service, writer, entry.req.body, base, f"Bundle.entry[{entry.index}]", cache)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.req.method], e.index)):
             try:
                 results[entry.index] = service.handle(entry.req, writer)

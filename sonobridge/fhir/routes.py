@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
+from sonobridge.conformance.capability import capability_statement
 from sonobridge.fhir.bundles import process_bundle
-from sonobridge.fhir.capability import capability_statement
 from sonobridge.fhir.errors import FhirError, info_outcome
 from sonobridge.fhir.formats import (
     FORM,

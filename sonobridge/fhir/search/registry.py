@@ -7,11 +7,13 @@ and ``$reindex`` / ``sonobridge reindex`` backfills it.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sonobridge.fhir.definitions import load, resource_types
@@ -78,12 +80,13 @@ class Registry:
 
     @cached_property
     def standard(self) -> list[SearchParam]:
-        bundle = load("search-parameters.json")
+        """The R4 parameters, then the implementation guide's own (which may add or override)."""
         out = []
-        for entry in bundle["entry"]:
-            param = _from_resource(entry["resource"], custom=False)
-            if param is not None:
-                out.append(param)
+        for bundle in (load("search-parameters.json"), guide_search_parameters()):
+            for entry in bundle["entry"]:
+                param = _from_resource(entry["resource"], custom=False)
+                if param is not None:
+                    out.append(param)
         return out
 
     @cached_property
@@ -208,3 +211,8 @@ def _relative(expression: str) -> Extractor:
 
 def searchable_types() -> tuple[str, ...]:
     return resource_types()
+
+
+def guide_search_parameters() -> dict[str, Any]:
+    path = Path(__file__).parent.parent.parent / "conformance" / "search-parameters.json"
+    return json.loads(path.read_text("utf-8"))
