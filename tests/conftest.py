@@ -81,6 +81,45 @@ def pg_schema_url(worker_id: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def fresh_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A factory for a database of its own (for module-scoped data sets): returns a URL."""
+    made: list[tuple[str, str]] = []
+
+    def make(kind: str) -> str:
+        if kind == "sqlite":
+            target = tmp_path_factory.mktemp("db") / "sonobridge.db"
+            shutil.copy(request.getfixturevalue("sqlite_template"), target)
+            return f"sqlite:///{target}"
+        reason = pg_reason()
+        if reason:
+            if REQUIRE_PG:
+                pytest.fail(f"SONOBRIDGE_TEST_REQUIRE_POSTGRES=1 but {reason}")
+            pytest.skip(reason)
+        schema = f"sbmod_{uuid.uuid4().hex[:10]}"
+        admin = make_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        admin.dispose()
+        url = _schema_url(schema)
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        made.append((schema, url))
+        return url
+
+    yield make
+    if made:
+        admin = make_engine(PG_URL)
+        with admin.begin() as conn:
+            for schema, _ in made:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite database, copied for each test (faster than migrating each time)."""
     path = tmp_path_factory.mktemp("template") / "template.db"

@@ -132,9 +132,8 @@ def reference_rows(param: str, nodes: list[Node]) -> list[dict[str, Any]]:
     for node in nodes:
         value = node.value
         target_type = target_id = url = ident_system = ident_value = None
-        if isinstance(value, str):  # canonical or uri
-            target_type, target_id, url = parse_reference(value)
-            url = value.split("|")[0]
+        if isinstance(value, str):  # canonical or uri: Questionnaire/x or http://…/x|1.0
+            target_type, target_id, url = parse_reference(value.split("|")[0])
         elif isinstance(value, dict):
             ref = value.get("reference")
             if isinstance(ref, str):
@@ -220,8 +219,8 @@ def quantity_rows(param: str, nodes: list[Node]) -> list[dict[str, Any]]:
                          "unit": _opt(unit_from.get("unit")), "value": None,
                          "low": _number(low.get("value")), "high": _number(high.get("value"))})
             continue
-        if node.fhir_type == "SampledData":
-            value = value.get("origin") or {}
+        if node.fhir_type == "SampledData":  # a series, not a quantity: nothing to compare
+            continue
         number = _number(value.get("value"))
         if number is None:
             continue

@@ -90,7 +90,7 @@ def compile_expression(expression: str, res_type: str) -> Extractor:
         branch = _strip_parens(branch)
         steps = split_top(branch, ".")
         head = _INDEX.match(steps[0])
-        first = head.group("name") if head else steps[0].split(" ")[0]
+        first = head.group("name") if head else re.split(r"[ .]", steps[0].lstrip("("))[0]
         if first not in (res_type, "Resource", "DomainResource"):
             continue
         branches.append(_compile_branch(branch, root=True))
@@ -114,14 +114,18 @@ def _compile_branch(branch: str, root: bool) -> Extractor:
     if match and split_top(branch, " as ")[0] != branch:
         branch, cast = _strip_parens(match.group("path")), match.group("type")
     steps = split_top(branch, ".")
-    if root:
+    head: Extractor | None = None
+    if steps[0].startswith("("):  # (Observation.value as CodeableConcept).text
+        head = _compile_branch(_strip_parens(steps[0]), root=root)
+        steps = steps[1:]
+    elif root:
         steps = steps[1:]
     ops = [_compile_step(step) for step in steps]
     if cast:
         ops.append(_of_type(cast))
 
     def run(node: Node) -> list[Node]:
-        nodes = [node]
+        nodes = head(node) if head is not None else [node]
         for op in ops:
             nodes = op(nodes)
             if not nodes:

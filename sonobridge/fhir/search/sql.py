@@ -248,10 +248,12 @@ def _number_match(column: Any, value: str, name: str) -> ColumnElement[bool]:
     exponent = number.as_tuple().exponent
     half = Decimal(5).scaleb(exponent - 1) if isinstance(exponent, int) else Decimal("0.5")
     low, high, v = float(number - half), float(number + half), float(number)
+    if low == high:  # beyond a float's precision: the value itself
+        low, high = v, v
     if prefix == "eq":
-        return and_(column >= low, column < high)
+        return and_(column >= low, column < high) if low < high else column == v
     if prefix == "ne":
-        return or_(column < low, column >= high)
+        return or_(column < low, column >= high) if low < high else column != v
     if prefix in ("gt", "sa"):
         return column > v
     if prefix in ("lt", "eb"):
