@@ -43,7 +43,7 @@ def _data() -> dict[str, list[dict]]:
             by_type[resource["resourceType"]].append(resource)
     for entry in json.loads((FIXTURES / "search-cases.json").read_text())["entry"]:
         by_type[entry["resource"]["resourceType"]].append(entry["resource"])
-    for res_type, resources in by_type.items():
+    for resources in by_type.values():
         tagged = copy.deepcopy(resources[0])
         tagged["id"] = f"{tagged['id']}-meta"
         tagged["meta"] = META
