@@ -32,7 +32,8 @@ from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
 from sonobridge.store.timeutil import now_us, to_instant
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_BODY_INTERACTIONS = {"create", "update", "patch", "conditional-update", "conditional-patch",
+                      "transaction batch"}
 _POINT_READS = {"read", "vread"}
 _FORWARDED_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-none-exist",
                       "prefer")
@@ -129,7 +130,7 @@ class FhirApp:
             if interaction.startswith("search") and method == "POST":
                 query += await self._form(request)
                 method = "GET"
-            elif method in _BODY_METHODS:
+            elif interaction in _BODY_INTERACTIONS:
                 kind = request_format(request.headers.get("content-type"))
                 body = await self._read_body(request)
             base = base_url(request.headers, request.url.scheme, self.configured_base) + "/fhir"

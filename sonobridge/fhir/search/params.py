@@ -126,6 +126,13 @@ class QueryParser:
             if name in passthrough:
                 sq.used.append((name, value))
                 continue
+            if name in ("_include:iterate", "_revinclude:iterate", "_include:recurse",
+                        "_revinclude:recurse"):
+                include = self._include(name.split(":")[0], value, sq)
+                include.iterate = True
+                sq.includes.append(include)
+                sq.used.append((name, value))
+                continue
             if name in RESULT_PARAMS - UNSUPPORTED_PARAMS:
                 self._result_param(sq, name, value)
                 continue
