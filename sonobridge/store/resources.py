@@ -138,6 +138,9 @@ _VREAD = select(V.c.version_id, V.c.last_updated, V.c.content, V.c.method).where
     .scalar_subquery(),
     V.c.version_id == bindparam("v"),
 )
+_INSERT_RESOURCE = insert(R).returning(R.c.rid)
+_INSERT_VERSION = insert(V)
+_ADVANCE = update(R).where(R.c.rid == bindparam("b_rid"), R.c.version_id == bindparam("b_old"))
 _CURRENT = select(
     R.c.rid, R.c.version_id, R.c.last_updated, R.c.deleted, R.c.content_hash
 ).where(R.c.res_type == bindparam("t"), R.c.res_id == bindparam("i"))
@@ -213,13 +216,12 @@ class Writer:
         res_id = res_id or new_id()
         updated = self.now
         body = stamp(resource, res_type, res_id, 1, updated)
-        rid = self.conn.execute(
-            insert(R).values(res_type=res_type, res_id=res_id, version_id=1, last_updated=updated,
-                             deleted=False, content_hash=content_hash(resource))
-            .returning(R.c.rid)
-        ).scalar_one()
-        self.conn.execute(insert(V).values(rid=rid, version_id=1, res_type=res_type, res_id=res_id,
-                                           last_updated=updated, method="POST", content=body))
+        rid = self.conn.execute(_INSERT_RESOURCE, {
+            "res_type": res_type, "res_id": res_id, "version_id": 1, "last_updated": updated,
+            "deleted": False, "content_hash": content_hash(resource)}).scalar_one()
+        self.conn.execute(_INSERT_VERSION, {
+            "rid": rid, "version_id": 1, "res_type": res_type, "res_id": res_id,
+            "last_updated": updated, "method": "POST", "content": body})
         self._index(rid, res_type, resource, fresh=True)
         stored = StoredResource(res_type, res_id, 1, updated, False, body, "POST")
         self._run_hooks(stored, resource)
@@ -242,9 +244,9 @@ class Writer:
         updated = max(self.now, row.last_updated + 1)
         body = stamp(resource, res_type, res_id, version, updated)
         self._advance(row.rid, row.version_id, version, updated, False, digest)
-        self.conn.execute(insert(V).values(rid=row.rid, version_id=version, res_type=res_type,
-                                           res_id=res_id, last_updated=updated, method=method,
-                                           content=body))
+        self.conn.execute(_INSERT_VERSION, {
+            "rid": row.rid, "version_id": version, "res_type": res_type, "res_id": res_id,
+            "last_updated": updated, "method": method, "content": body})
         self._index(row.rid, res_type, resource, fresh=False)
         stored = StoredResource(res_type, res_id, version, updated, False, body, method)
         self._run_hooks(stored, resource)
@@ -261,9 +263,9 @@ class Writer:
         version = row.version_id + 1
         updated = max(self.now, row.last_updated + 1)
         self._advance(row.rid, row.version_id, version, updated, True, None)
-        self.conn.execute(insert(V).values(rid=row.rid, version_id=version, res_type=res_type,
-                                           res_id=res_id, last_updated=updated, method="DELETE",
-                                           content=None))
+        self.conn.execute(_INSERT_VERSION, {
+            "rid": row.rid, "version_id": version, "res_type": res_type, "res_id": res_id,
+            "last_updated": updated, "method": "DELETE", "content": None})
         self._index(row.rid, res_type, None, fresh=False)
         stored = StoredResource(res_type, res_id, version, updated, True, None, "DELETE")
         self._run_hooks(stored, None)
@@ -271,10 +273,9 @@ class Writer:
 
     def _advance(self, rid: int, old: int, new: int, updated: int, deleted: bool,
                  digest: bytes | None) -> None:
-        result = self.conn.execute(
-            update(R).where(R.c.rid == rid, R.c.version_id == old)
-            .values(version_id=new, last_updated=updated, deleted=deleted, content_hash=digest)
-        )
+        result = self.conn.execute(_ADVANCE, {
+            "b_rid": rid, "b_old": old, "version_id": new, "last_updated": updated,
+            "deleted": deleted, "content_hash": digest})
         if result.rowcount != 1:  # another writer got there first (only possible without locks)
             raise VersionConflict(old, None)
 

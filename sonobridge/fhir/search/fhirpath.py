@@ -84,8 +84,13 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def compile_expression(expression: str, res_type: str) -> Extractor:
-    """Compile ``expression`` for resources of ``res_type``; branches for other types drop out."""
+    """Compile ``expression`` for resources of ``res_type``; branches for other types drop out.
+
+    The result carries ``roots``: the top-level JSON keys it can read (``None`` if unknown),
+    so that indexing skips a parameter at once when the resource has none of them.
+    """
     branches = []
+    roots: set[str] | None = set()
     for branch in split_top(expression, "|"):
         branch = _strip_parens(branch)
         steps = split_top(branch, ".")
@@ -94,11 +99,30 @@ def compile_expression(expression: str, res_type: str) -> Extractor:
         if first not in (res_type, "Resource", "DomainResource"):
             continue
         branches.append(_compile_branch(branch, root=True))
+        roots = _branch_roots(branch, res_type, roots)
     if not branches:
-        return lambda node: []
-    if len(branches) == 1:
-        return branches[0]
-    return lambda node: [found for branch in branches for found in branch(node)]
+        run: Any = lambda node: []  # noqa: E731
+    elif len(branches) == 1:
+        run = branches[0]
+    else:
+        def run(node: Node) -> list[Node]:
+            return [found for branch in branches for found in branch(node)]
+    run.roots = frozenset(roots) if roots is not None else None
+    return run
+
+
+def _branch_roots(branch: str, res_type: str, roots: set[str] | None) -> set[str] | None:
+    if roots is None:
+        return None
+    text = branch.lstrip("(")
+    parts = re.split(r"[ .()\[]", text)
+    if len(parts) < 2 or not _NAME.match(parts[1] or ""):
+        return None
+    info = resource_info(res_type)
+    if info is None:
+        return None
+    names = {e.name for e in _candidates(info, parts[1])}
+    return roots | names if names else None
 
 
 def compile_relative(expression: str) -> Extractor:
@@ -204,6 +228,22 @@ def _info_for(node: Node) -> Any:
     return type_info(node.model)
 
 
+_CANDIDATES: dict[tuple[int, str], tuple[Any, ...]] = {}
+
+
+def _candidates(info: Any, name: str) -> tuple[Any, ...]:
+    """The elements a name can mean in a type: itself, or every variant of a choice."""
+    key = (id(info), name)
+    found = _CANDIDATES.get(key)
+    if found is None:
+        spec = info.elements.get(name)
+        found = (spec,) if spec is not None else tuple(
+            e for k, e in info.elements.items()
+            if k.startswith(name) and len(k) > len(name) and k[len(name)].isupper())
+        _CANDIDATES[key] = found
+    return found
+
+
 def _child(name: str) -> Callable[[list[Node]], list[Node]]:
     def run(nodes: list[Node]) -> list[Node]:
         out: list[Node] = []
@@ -215,12 +255,7 @@ def _child(name: str) -> Callable[[list[Node]], list[Node]]:
             if info is None:
                 _untyped(value, name, out)
                 continue
-            spec = info.elements.get(name)
-            specs = [spec] if spec is not None else [
-                e for key, e in info.elements.items()
-                if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper()
-                and key in value]
-            for element in specs:
+            for element in _candidates(info, name):
                 child = value.get(element.name)
                 if child is None:
                     continue

@@ -64,6 +64,7 @@ def _from_resource(resource: dict[str, Any], custom: bool) -> SearchParam | None
 class _TypeParams:
     params: dict[str, SearchParam] = field(default_factory=dict)
     extractors: dict[str, Extractor] = field(default_factory=dict)
+    indexed: list[SearchParam] | None = None
 
 
 class Registry:
@@ -125,6 +126,12 @@ class Registry:
     def params(self, res_type: str) -> dict[str, SearchParam]:
         return self._for_type(res_type).params
 
+    def indexed(self, res_type: str) -> list[SearchParam]:
+        entry = self._for_type(res_type)
+        if entry.indexed is None:
+            entry.indexed = [p for p in entry.params.values() if p.indexed]
+        return entry.indexed
+
     def get(self, res_type: str, code: str) -> SearchParam | None:
         return self._for_type(res_type).params.get(code)
 
@@ -146,10 +153,13 @@ class Registry:
         """Every index row for one resource, by table name (the store's ``Indexer``)."""
         root = Node(resource, "Resource", None)
         out: dict[str, list[dict]] = {}
-        for param in self.params(res_type).values():
-            if not param.indexed:
+        present = resource.keys()
+        for param in self.indexed(res_type):
+            extract = self.extractor(res_type, param)
+            roots = getattr(extract, "roots", None)
+            if roots is not None and roots.isdisjoint(present):
                 continue
-            nodes = self.extractor(res_type, param)(root)
+            nodes = extract(root)
             if not nodes:
                 continue
             if param.type == "composite":
