@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -26,10 +26,10 @@ from sonobridge import jsonio
 from sonobridge.fhir.definitions import load
 from sonobridge.fhir.errors import FhirError, Issue, operation_outcome
 from sonobridge.fhir.headers import prefer
-from sonobridge.fhir.search.extract import DATE_MAX, DATE_MIN
+from sonobridge.fhir.search.paging import SELECTIVE, Pager, Plan
 from sonobridge.fhir.search.params import Include, QueryParser, SearchQuery
-from sonobridge.fhir.search.registry import SORT_COLUMNS, Registry
-from sonobridge.fhir.search.sql import TABLE, SqlContext, clause_condition
+from sonobridge.fhir.search.registry import Registry
+from sonobridge.fhir.search.sql import Condition, SqlContext, build_condition
 from sonobridge.fhir.search.summary import summarize
 from sonobridge.store.resources import ResourceStore
 from sonobridge.store.tables import INDEX_TABLES, idx_reference
@@ -69,6 +69,7 @@ class SearchEngine:
         self.default_count = default_count
         self.max_count = max_count
         self.max_includes = max_includes
+        self.selective = SELECTIVE
         self._compartment = compartment_params()
 
     # ----------------------------------------------------------------------------- entry points
@@ -101,29 +102,47 @@ class SearchEngine:
         if not sq.clauses:
             raise FhirError(400, "invalid", "a conditional request needs search criteria")
         r = aliased(R, name="r")
-        where = self._where(sq, r, self.context(base, conn), None, None)
-        rows = conn.execute(select(r.c.rid, r.c.res_id).where(where).order_by(r.c.rid)
+        plan = self._plan(lambda stmt: conn.execute(stmt), sq, r, self.context(base, conn),
+                          None, None)
+        rows = conn.execute(select(r.c.rid, r.c.res_id).where(plan.where).order_by(r.c.rid)
                             .limit(limit)).all()
         return [(row.rid, row.res_id) for row in rows]
 
-    # ----------------------------------------------------------------------------- the search
+    # ----------------------------------------------------------------------------- planning
 
-    def _where(self, sq: SearchQuery, r: Any, ctx: SqlContext, compartment: Compartment | None,
-               since: int | None) -> ColumnElement[bool]:
+    def _plan(self, run: Any, sq: SearchQuery, r: Any, ctx: SqlContext,
+              compartment: Compartment | None, since: int | None) -> Plan:
+        """Choose how each clause is used: the most selective one drives the query (``IN``),
+        the others test each candidate (``EXISTS``). When every clause matches many resources,
+        none drives: candidates come in page order and the page fills after a few probes."""
         types = sq.res_types
-        conds: list[ColumnElement[bool]] = [r.c.deleted.is_(False)]
+        base: list[ColumnElement[bool]] = [r.c.deleted.is_(False)]
         if len(types) == 1:
-            conds.append(r.c.res_type == types[0])
+            base.append(r.c.res_type == types[0])
         elif types:
-            conds.append(r.c.res_type.in_(types))
-        sql_type = types[0] if len(types) == 1 else None
-        for clause in sq.clauses:
-            conds.append(clause_condition(clause, sql_type, r, ctx))
-        if compartment is not None:
-            conds.append(self._compartment_condition(compartment, types, r))
+            base.append(r.c.res_type.in_(types))
         if since is not None:
-            conds.append(r.c.last_updated >= since)
-        return and_(*conds)
+            base.append(r.c.last_updated >= since)
+        sql_type = types[0] if len(types) == 1 else None
+        conditions = [build_condition(c, sql_type, r, ctx) for c in sq.clauses]
+        if compartment is not None:
+            conditions.append(Condition(self._compartment_condition(compartment, types, r),
+                                        selective=True))
+        driver: Condition | None = None
+        estimable = [c for c in conditions if c.estimable]
+        best = None
+        for condition in estimable:
+            sample = select(literal(1)).select_from(
+                condition.rows.limit(self.selective).subquery())
+            found = run(select(func.count()).select_from(sample.subquery())).scalar_one()
+            if best is None or found < best[0]:
+                best = (found, condition)
+        if best is not None and best[0] < self.selective:
+            driver = best[1]
+        else:
+            driver = next((c for c in conditions if c.selective), None)
+        parts = [c.as_in(r) if c is driver else c.as_exists(r) for c in conditions]
+        return Plan(and_(*base, *parts), dense=driver is None)
 
     def _compartment_condition(self, compartment: Compartment, types: list[str], r: Any
                                ) -> ColumnElement[bool]:
@@ -145,7 +164,6 @@ class SearchEngine:
         counter = [0]
         ctx = self.context(base, conn)
         r = aliased(R, name="r")
-        where = self._where(sq, r, ctx, compartment, since)
         digest = _digest(link_path, sq.used)
         cursor = _decode_cursor(sq.page, digest) if sq.page else None
 
@@ -153,9 +171,10 @@ class SearchEngine:
             counter[0] += 1
             return conn.execute(stmt)
 
+        plan = self._plan(run, sq, r, ctx, compartment, since)
         total = cursor.get("t") if cursor else None
         if sq.summary == "count" or (sq.total in ("accurate", "estimate") and cursor is None):
-            total = run(select(func.count()).select_from(r).where(where)).scalar_one()
+            total = run(select(func.count()).select_from(r).where(plan.where)).scalar_one()
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if total is not None:
             bundle["total"] = total
@@ -163,15 +182,15 @@ class SearchEngine:
         links = [("self", sq.used + ([("_page", sq.page)] if sq.page else []))]
         issues = list(sq.issues)
         if sq.summary != "count" and sq.count > 0:
-            rows, has_more, backward = self._page(run, sq, r, where, cursor)
-            keys = [self._sort_values(sq, row) for row in rows]
+            page = Pager(run, sq, r, plan, cursor).page()
+            rows = page.rows
             if rows:
-                if (has_more and not backward) or (backward and cursor is not None):
+                if (page.more and not page.backward) or (page.backward and cursor is not None):
                     links.append(("next", [*sq.used, ("_page", _encode_cursor(
-                        keys[-1], rows[-1].rid, False, digest, total))]))
-                if (cursor is not None and not backward) or (backward and has_more):
+                        page.keys[-1], rows[-1].rid, False, digest, total, page.segments[-1]))]))
+                if (cursor is not None and not page.backward) or (page.backward and page.more):
                     links.append(("previous", [*sq.used, ("_page", _encode_cursor(
-                        keys[0], rows[0].rid, True, digest, total))]))
+                        page.keys[0], rows[0].rid, True, digest, total, page.segments[0]))]))
             for row in rows:
                 entries.append(self._entry(base, row, "match", sq))
             if sq.includes and rows:
@@ -187,53 +206,6 @@ class SearchEngine:
         if entries:
             bundle["entry"] = entries
         return SearchResult(bundle, counter[0])
-
-    # ----------------------------------------------------------------------------- paging
-
-    def _sort_columns(self, sq: SearchQuery, r: Any) -> tuple[list[tuple[Any, bool]], list[Any]]:
-        """(key expression, descending) per sort key, and the outer joins they need."""
-        keys, joins = [], []
-        for code, param, desc in sq.sort:
-            if code == "_id":
-                keys.append((r.c.res_id, desc))
-                continue
-            if code == "_lastUpdated":
-                keys.append((r.c.last_updated, desc))
-                continue
-            assert param is not None
-            table = aliased(INDEX_TABLES[TABLE[param.type]])
-            column = table.c[SORT_COLUMNS[param.type][1 if desc else 0]]
-            joins.append((table, and_(table.c.rid == r.c.rid, table.c.param == code,
-                                      table.c.sort.in_((2, 3) if desc else (1, 3)))))
-            keys.append((func.coalesce(column, _sentinel(param.type, desc)), desc))
-        return keys, joins
-
-    def _page(self, run: Any, sq: SearchQuery, r: Any, where: ColumnElement[bool],
-              cursor: dict[str, Any] | None) -> tuple[list[Any], bool, bool]:
-        keys, joins = self._sort_columns(sq, r)
-        backward = bool(cursor and cursor.get("p"))
-        source = r.join(V, and_(V.c.rid == r.c.rid, V.c.version_id == r.c.version_id))
-        for table, on in joins:
-            source = source.outerjoin(table, on)
-        stmt = select(r.c.rid, r.c.res_type, r.c.res_id, V.c.content,
-                      *(k.label(f"k{i}") for i, (k, _) in enumerate(keys))
-                      ).select_from(source).where(where)
-        if cursor is not None:
-            stmt = stmt.where(_after(keys, cursor["k"], r.c.rid, cursor["r"], not backward))
-        order = []
-        for key, desc in keys:
-            ascending = (not desc) != backward
-            order.append(key.asc() if ascending else key.desc())
-        order.append(r.c.rid.desc() if backward else r.c.rid.asc())
-        rows = run(stmt.order_by(*order).limit(sq.count + 1)).all()
-        has_more = len(rows) > sq.count
-        rows = rows[:sq.count]
-        if backward:
-            rows.reverse()
-        return rows, has_more, backward
-
-    def _sort_values(self, sq: SearchQuery, row: Any) -> list[Any]:
-        return [getattr(row, f"k{i}") for i in range(len(sq.sort))]
 
     # ----------------------------------------------------------------------------- entries
 
@@ -308,7 +280,7 @@ class SearchEngine:
         if not targets:
             return set()
         ref = idx_reference
-        conds = [tuple_(ref.c.target_type, ref.c.target_id).in_(targets)]
+        conds = [_by_type(ref.c.target_type, ref.c.target_id, targets)]
         if include.source_type != "*":
             conds.append(ref.c.res_type == include.source_type)
         if include.param is not None:
@@ -322,12 +294,14 @@ class SearchEngine:
         source = r.join(V, and_(V.c.rid == r.c.rid, V.c.version_id == r.c.version_id))
         options = []
         if keys:
-            options.append(tuple_(r.c.res_type, r.c.res_id).in_(sorted(keys)))
+            options.append(_by_type(r.c.res_type, r.c.res_id, keys))
         if rids:
             options.append(r.c.rid.in_(sorted(rids)))
+        # Deleted resources have no content in their current version: filtered here rather than
+        # in SQL, where the flag tempts the planner into scanning by type.
         stmt = select(r.c.rid, r.c.res_type, r.c.res_id, V.c.content).select_from(source).where(
-            r.c.deleted.is_(False), or_(*options)).order_by(r.c.rid)
-        return run(stmt).all()
+            or_(*options)).order_by(r.c.rid)
+        return [row for row in run(stmt).all() if row.content is not None]
 
     # ----------------------------------------------------------------------------- value sets
 
@@ -349,31 +323,13 @@ class SearchEngine:
         return expand(jsonio.loads(stored.content))
 
 
-def _sentinel(param_type: str, desc: bool) -> Any:
-    if param_type == "date":
-        return DATE_MIN if desc else DATE_MAX
-    if param_type in ("number", "quantity"):
-        return _NUM_MIN if desc else _NUM_MAX
-    return _STR_MIN if desc else _STR_MAX
-
-
-def _after(keys: list[tuple[Any, bool]], values: list[Any], rid_col: Any, rid: int,
-           forward: bool) -> ColumnElement[bool]:
-    """Rows strictly after (forward) or before the cursor in display order."""
-    if len(values) != len(keys):
-        raise FhirError(400, "invalid", "this page link does not belong to this search",
-                        expression=["_page"])
-    options = []
-    for i in range(len(keys) + 1):
-        equal = [keys[j][0] == values[j] for j in range(i)]
-        if i < len(keys):
-            key, desc = keys[i]
-            larger = (not desc) == forward
-            step = key > values[i] if larger else key < values[i]
-        else:
-            step = rid_col > rid if forward else rid_col < rid
-        options.append(and_(*equal, step) if equal else step)
-    return or_(*options) if options else true()
+def _by_type(type_col: Any, id_col: Any, keys: Any) -> ColumnElement[bool]:
+    """(type, id) pairs as ``type = t AND id IN (…)`` per type: both databases then use the
+    (type, id) index, which a row-value IN list does not reliably get."""
+    grouped: dict[str, list[str]] = {}
+    for res_type, res_id in keys:
+        grouped.setdefault(res_type, []).append(res_id)
+    return or_(*(and_(type_col == t, id_col.in_(sorted(ids))) for t, ids in grouped.items()))
 
 
 def _digest(path: str, used: list[tuple[str, str]]) -> str:
@@ -382,8 +338,10 @@ def _digest(path: str, used: list[tuple[str, str]]) -> str:
 
 
 def _encode_cursor(keys: list[Any], rid: int, backward: bool, digest: str,
-                   total: int | None) -> str:
-    data = {"k": keys, "r": rid, "h": digest}
+                   total: int | None, segment: int = 0) -> str:
+    data: dict[str, Any] = {"k": keys, "r": rid, "h": digest}
+    if segment:
+        data["s"] = segment
     if backward:
         data["p"] = 1
     if total is not None:

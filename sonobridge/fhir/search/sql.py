@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, literal, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    false,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.orm import aliased
 
 from sonobridge.fhir.dates import parse_period
@@ -48,8 +59,78 @@ def _type_filter(table: Any, res_type: str | None) -> ColumnElement[bool]:
     return true() if res_type is None else table.c.res_type == res_type
 
 
+@dataclass
+class Condition:
+    """A clause as SQL, in a form the planner can use two ways.
+
+    A simple clause keeps its row source (``rows``: the matching rids of one index table), so the
+    query can either start from it (``r.rid IN (rows)``, best when it matches few resources) or
+    test each candidate (``EXISTS (rows WHERE rid = r.rid)``, best when it matches many and a
+    page is short). Other clauses are a fixed predicate. ``selective`` marks predicates that
+    usually match few resources (ids, chains, reverse chains, compartments).
+    """
+
+    predicate: ColumnElement[bool] | None = None
+    rows: Any = None
+    table: Any = None
+    filters: tuple[Any, ...] = ()  # the row filters without the type (for the probe's index)
+    negate: bool = False
+    selective: bool = False
+
+    def as_in(self, r: Any) -> ColumnElement[bool]:
+        if self.rows is None:
+            assert self.predicate is not None
+            return self.predicate
+        if self.negate:
+            return self.as_exists(r)
+        return r.c.rid.in_(self.rows)
+
+    def as_exists(self, r: Any) -> ColumnElement[bool]:
+        if self.rows is None:
+            assert self.predicate is not None
+            return self.predicate
+        # No type filter here: the probe must use the (rid, param) index, not a value index.
+        found = exists().where(self.table.c.rid == r.c.rid, *self.filters)
+        return not_(found) if self.negate else found
+
+    @property
+    def estimable(self) -> bool:
+        return self.rows is not None and not self.negate
+
+
 def clause_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
                      ) -> ColumnElement[bool]:
+    """The clause as one predicate (inside chains and reverse chains)."""
+    return build_condition(clause, res_type, r, ctx).as_in(r)
+
+
+def build_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+                    ) -> Condition:
+    kind = clause.kind
+    if kind in ("_id", "chain", "has", "_list"):
+        return Condition(_special(clause, res_type, r, ctx),
+                         selective=clause.modifier != "missing")
+    if kind == "_lastUpdated" or (kind == "composite" and clause.modifier != "missing"):
+        return Condition(_special(clause, res_type, r, ctx))
+    param = clause.param
+    assert param is not None
+    table = None if kind == "composite" else aliased(INDEX_TABLES[TABLE[kind]])
+    if clause.modifier == "missing":
+        return Condition(_missing(clause, r, table, ctx))
+    assert table is not None
+    code = param.code
+    if clause.modifier == "of-type":
+        code = f"{code}:of-type"
+    negate = clause.modifier in ("not", "not-in")
+    modifier = {"not": None, "not-in": "in"}.get(clause.modifier or "", clause.modifier)
+    matches = [value_match(kind, table, v, modifier, clause.name, ctx) for v in clause.values]
+    filters = (table.c.param == code, or_(*matches))
+    rows = select(table.c.rid).where(_type_filter(table, res_type), *filters)
+    return Condition(rows=rows, table=table, filters=filters, negate=negate)
+
+
+def _special(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+             ) -> ColumnElement[bool]:
     kind = clause.kind
     if kind == "_id":
         if clause.modifier == "missing":
@@ -66,28 +147,7 @@ def clause_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlConte
         return _chain_condition(clause, res_type, r, ctx)
     if kind == "has":
         return _has_condition(clause, res_type, r, ctx)
-    param = clause.param
-    assert param is not None
-    table = None if kind == "composite" else aliased(INDEX_TABLES[TABLE[kind]])
-    if clause.modifier == "missing":
-        return _missing(clause, r, table, ctx)
-    if kind == "composite":
-        return _composite_condition(clause, res_type, r, ctx)
-    assert table is not None
-    code = param.code
-    if clause.modifier == "of-type":
-        code = f"{code}:of-type"
-    matches = [value_match(kind, table, v, clause.modifier, clause.name, ctx)
-               for v in clause.values]
-    if clause.modifier in ("not", "not-in"):
-        positive = [value_match(kind, table, v, "in" if clause.modifier == "not-in" else None,
-                                clause.name, ctx) for v in clause.values]
-        sub = select(table.c.rid).where(_type_filter(table, res_type), table.c.param == code,
-                                        or_(*positive))
-        return r.c.rid.not_in(sub)
-    sub = select(table.c.rid).where(_type_filter(table, res_type), table.c.param == code,
-                                    or_(*matches))
-    return r.c.rid.in_(sub)
+    return _composite_condition(clause, res_type, r, ctx)
 
 
 def _missing(clause: Clause, r: Any, table: Any, ctx: SqlContext) -> ColumnElement[bool]:
@@ -220,10 +280,12 @@ def _date_match(low: Any, high: Any, value: str, name: str, ctx: SqlContext
         return high > vhi
     if prefix == "lt":
         return low < vlo
+    # ge/le: "the range above (below) the value overlaps the target, or the value contains it",
+    # written with one bound first so that an index on it can drive the match.
     if prefix == "ge":
-        return or_(high > vhi, contained)
+        return and_(high > vlo, or_(high > vhi, low >= vlo))
     if prefix == "le":
-        return or_(low < vlo, contained)
+        return and_(low < vhi, or_(low < vlo, high <= vhi))
     if prefix == "sa":
         return low >= vhi
     if prefix == "eb":
@@ -300,18 +362,22 @@ def _uri_match(table: Any, value: str, modifier: str | None) -> ColumnElement[bo
 def _chain_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
                      ) -> ColumnElement[bool]:
     assert clause.param is not None
-    conditions = []
+    subqueries = []
     for target_type, inner in clause.by_type.items():
         ref = aliased(idx_reference)
         target = aliased(R)
-        sub = (select(ref.c.rid)
-               .join(target, and_(target.c.res_type == ref.c.target_type,
-                                  target.c.res_id == ref.c.target_id))
-               .where(_type_filter(ref, res_type), ref.c.param == clause.param.code,
-                      ref.c.target_type == target_type, target.c.deleted.is_(False),
-                      clause_condition(inner, target_type, target, ctx)))
-        conditions.append(r.c.rid.in_(sub))
-    return or_(*conditions) if conditions else false()
+        # Targets first (usually few), then the references to them, through the
+        # (res_type, param, target_type, target_id) index.
+        targets = select(target.c.res_id).where(
+            target.c.res_type == target_type, target.c.deleted.is_(False),
+            clause_condition(inner, target_type, target, ctx))
+        subqueries.append(select(ref.c.rid).where(
+            _type_filter(ref, res_type), ref.c.param == clause.param.code,
+            ref.c.target_type == target_type, ref.c.target_id.in_(targets)))
+    if not subqueries:
+        return false()
+    # One IN over a UNION (not an OR of INs), so the database can start from it.
+    return r.c.rid.in_(subqueries[0] if len(subqueries) == 1 else union_all(*subqueries))
 
 
 def _has_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
