@@ -32,6 +32,7 @@ ENV_NAMES: dict[str, str] = {
     "search_default_count": "SONOBRIDGE_SEARCH_DEFAULT_COUNT",
     "search_max_count": "SONOBRIDGE_SEARCH_MAX_COUNT",
     "search_max_includes": "SONOBRIDGE_SEARCH_MAX_INCLUDES",
+    "db_threads": "SONOBRIDGE_DB_THREADS",
 }
 
 
@@ -69,6 +70,7 @@ class Settings:
     search_default_count: int = 20
     search_max_count: int = 1000
     search_max_includes: int = 1000
+    db_threads: int = 0  # 0: as many as CPUs for SQLite, four times that for PostgreSQL
     load_sample: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +94,15 @@ class Settings:
     @property
     def resolved_blob_url(self) -> str:
         return self.blob_url or str((self.data_dir / "blobs").resolve())
+
+    @property
+    def worker_threads(self) -> int:
+        """Threads for blocking database work (see ``db_threads``)."""
+        if self.db_threads > 0:
+            return self.db_threads
+        cpus = os.cpu_count() or 2
+        postgres = (self.database_url or "").startswith(("postgres", "postgresql"))
+        return max(2, cpus * 4 if postgres else cpus)
 
     @property
     def fhir_base_path(self) -> str:

@@ -29,7 +29,8 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
     core = core or open_core(settings)
     fhir = FhirApp(core.fhir, configured_base=settings.base_url,
                    max_body=settings.max_body_size,
-                   bundle_max_entries=settings.bundle_max_entries)
+                   bundle_max_entries=settings.bundle_max_entries,
+                   db_threads=settings.worker_threads)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})

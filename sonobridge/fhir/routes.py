@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.concurrency import run_in_threadpool
+import anyio
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
@@ -75,8 +76,10 @@ class FhirApp:
     """Holds the service and settings the endpoint needs; ``routes()`` gives Starlette routes."""
 
     def __init__(self, service: FhirService, *, configured_base: str | None, max_body: int,
-                 bundle_max_entries: int) -> None:
+                 bundle_max_entries: int, db_threads: int = 2) -> None:
         self.service = service
+        self.db_threads = db_threads
+        self._threads: anyio.CapacityLimiter | None = None
         self.configured_base = configured_base
         self.max_body = max_body
         self.bundle_max_entries = bundle_max_entries
@@ -149,13 +152,21 @@ class FhirApp:
                 # worker thread, whose scheduling adds a 30 ms p99 tail under load.
                 status, headers, content = self._run(interaction, req, body, fmt)
             else:
-                status, headers, content = await run_in_threadpool(
-                    self._run, interaction, req, body, fmt)
+                status, headers, content = await anyio.to_thread.run_sync(
+                    self._run, interaction, req, body, fmt, limiter=self._limiter())
         except FhirError as exc:
             return error_response(exc, fmt)
         if method == "HEAD":
             content = b""
         return Response(content, status, headers)
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        """Blocking work runs on a few threads, not anyio's forty: with one CPU-bound Python
+        process, more threads only queue on the GIL and stretch every request's latency
+        (8 concurrent searches: p95 halved with 2 threads instead of 40, on 2 cores)."""
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(self.db_threads)
+        return self._threads
 
     async def _form(self, request: Request) -> list[tuple[str, str]]:
         """POST _search: the parameters in an x-www-form-urlencoded body."""

@@ -20,7 +20,6 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import aliased
 
 from sonobridge import jsonio
 from sonobridge.fhir.definitions import load
@@ -37,6 +36,7 @@ from sonobridge.store.tables import resource_versions as V
 from sonobridge.store.tables import resources as R
 
 MAX_ITERATE = 5
+R_ALIAS = R.alias("r")
 _STR_MAX, _STR_MIN = "\U0010ffff", ""
 _NUM_MAX, _NUM_MIN = 1e308, -1e308
 
@@ -101,7 +101,7 @@ class SearchEngine:
         sq = self.parser(strict=True).parse([res_type], list(query))
         if not sq.clauses:
             raise FhirError(400, "invalid", "a conditional request needs search criteria")
-        r = aliased(R, name="r")
+        r = R_ALIAS
         plan = self._plan(lambda stmt: conn.execute(stmt), sq, r, self.context(base, conn),
                           None, None)
         rows = conn.execute(select(r.c.rid, r.c.res_id).where(plan.where).order_by(r.c.rid)
@@ -126,27 +126,26 @@ class SearchEngine:
         sql_type = types[0] if len(types) == 1 else None
         conditions = [build_condition(c, sql_type, r, ctx) for c in sq.clauses]
         if compartment is not None:
-            conditions.append(Condition(self._compartment_condition(compartment, types, r),
+            conditions.append(Condition(self._compartment_condition(compartment, types, r, ctx),
                                         selective=True))
-        driver: Condition | None = None
-        estimable = [c for c in conditions if c.estimable]
-        best = None
-        for condition in estimable:
-            sample = select(literal(1)).select_from(
-                condition.rows.limit(self.selective).subquery())
-            found = run(select(func.count()).select_from(sample.subquery())).scalar_one()
-            if best is None or found < best[0]:
-                best = (found, condition)
-        if best is not None and best[0] < self.selective:
-            driver = best[1]
-        else:
-            driver = next((c for c in conditions if c.selective), None)
+        driver = next((c for c in conditions if c.selective), None)
+        if driver is None:
+            # Count (up to a cap) the matches of each simple clause, likeliest first; the first
+            # under the cap drives.
+            for condition in sorted((c for c in conditions if c.estimable),
+                                    key=lambda c: c.likely_rank):
+                sample = select(literal(1)).select_from(
+                    condition.rows.limit(self.selective).subquery())
+                found = run(select(func.count()).select_from(sample.subquery())).scalar_one()
+                if found < self.selective:
+                    driver = condition
+                    break
         parts = [c.as_in(r) if c is driver else c.as_exists(r) for c in conditions]
         return Plan(and_(*base, *parts), dense=driver is None)
 
-    def _compartment_condition(self, compartment: Compartment, types: list[str], r: Any
-                               ) -> ColumnElement[bool]:
-        ref = aliased(idx_reference)
+    def _compartment_condition(self, compartment: Compartment, types: list[str], r: Any,
+                               ctx: SqlContext) -> ColumnElement[bool]:
+        ref = ctx.alias(idx_reference)
         wanted = types or [*self._compartment, "Patient"]
         pairs = [(t, p) for t in wanted for p in self._compartment.get(t, [])]
         options: list[ColumnElement[bool]] = []
@@ -163,7 +162,7 @@ class SearchEngine:
              compartment: Compartment | None, since: int | None) -> SearchResult:
         counter = [0]
         ctx = self.context(base, conn)
-        r = aliased(R, name="r")
+        r = R_ALIAS
         digest = _digest(link_path, sq.used)
         cursor = _decode_cursor(sq.page, digest) if sq.page else None
 
@@ -182,7 +181,7 @@ class SearchEngine:
         links = [("self", sq.used + ([("_page", sq.page)] if sq.page else []))]
         issues = list(sq.issues)
         if sq.summary != "count" and sq.count > 0:
-            page = Pager(run, sq, r, plan, cursor).page()
+            page = Pager(run, sq, r, plan, cursor, ctx).page()
             rows = page.rows
             if rows:
                 if (page.more and not page.backward) or (page.backward and cursor is not None):
@@ -313,7 +312,7 @@ class SearchEngine:
         if url.startswith("ValueSet/"):
             stored = _read(conn, "ValueSet", url.split("/", 1)[1])
         else:
-            ref = aliased(INDEX_TABLES["idx_uri"])
+            ref = INDEX_TABLES["idx_uri"]
             row = conn.execute(select(R.c.res_id).join(ref, ref.c.rid == R.c.rid).where(
                 ref.c.res_type == "ValueSet", ref.c.param == "url",
                 ref.c.uri == url.split("|")[0], R.c.deleted.is_(False)).limit(1)).first()

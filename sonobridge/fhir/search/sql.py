@@ -7,11 +7,12 @@ depth is one statement.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.orm import aliased
 
 from sonobridge.fhir.dates import parse_period
 from sonobridge.fhir.errors import FhirError
@@ -40,15 +40,47 @@ TABLE = {"string": "idx_string", "token": "idx_token", "reference": "idx_referen
          "uri": "idx_uri"}
 
 
+class Aliases:
+    """Table aliases for one statement, taken from a shared pool.
+
+    Building a fresh alias costs more than the rest of a simple search (SQLAlchemy builds its
+    column collection on first use). Aliases are immutable, so every statement can reuse the
+    same ``idx_token_0``, ``idx_token_1``…; each statement only needs distinct ones.
+    """
+
+    _pool: ClassVar[dict[str, list[Any]]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+
+    def get(self, table: Any) -> Any:
+        index = self._used.get(table.name, 0)
+        self._used[table.name] = index + 1
+        pool = self._pool.get(table.name)
+        if pool is None or len(pool) <= index:
+            with self._lock:
+                pool = self._pool.setdefault(table.name, [])
+                while len(pool) <= index:
+                    alias = table.alias(f"{table.name}_{len(pool)}")
+                    _ = alias.c  # build the column collection once
+                    pool.append(alias)
+        return pool[index]
+
+
 @dataclass
 class SqlContext:
     base: str
     valueset: Callable[[str], list[tuple[str | None, str | None]]]
     component: Callable[[str], Any]
     now_us: int = 0
+    aliases: Aliases = field(default_factory=Aliases)
 
     def __post_init__(self) -> None:
         self.now_us = self.now_us or time.time_ns() // 1000
+
+    def alias(self, table: Any) -> Any:
+        return self.aliases.get(table)
 
 
 def _bad(message: str, name: str) -> FhirError:
@@ -76,6 +108,7 @@ class Condition:
     filters: tuple[Any, ...] = ()  # the row filters without the type (for the probe's index)
     negate: bool = False
     selective: bool = False
+    likely_rank: int = 9  # lower: more likely to match few resources (estimated first)
 
     def as_in(self, r: Any) -> ColumnElement[bool]:
         if self.rows is None:
@@ -114,7 +147,7 @@ def build_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContex
         return Condition(_special(clause, res_type, r, ctx))
     param = clause.param
     assert param is not None
-    table = None if kind == "composite" else aliased(INDEX_TABLES[TABLE[kind]])
+    table = None if kind == "composite" else ctx.alias(INDEX_TABLES[TABLE[kind]])
     if clause.modifier == "missing":
         return Condition(_missing(clause, r, table, ctx))
     assert table is not None
@@ -126,7 +159,13 @@ def build_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContex
     matches = [value_match(kind, table, v, modifier, clause.name, ctx) for v in clause.values]
     filters = (table.c.param == code, or_(*matches))
     rows = select(table.c.rid).where(_type_filter(table, res_type), *filters)
-    return Condition(rows=rows, table=table, filters=filters, negate=negate)
+    return Condition(rows=rows, table=table, filters=filters, negate=negate,
+                     likely_rank=_LIKELY.get(kind, 9))
+
+
+# Equality on identifiers and references usually narrows most; ranges narrow least.
+_LIKELY = {"reference": 0, "token": 1, "uri": 1, "string": 2, "number": 5, "quantity": 5,
+           "date": 6}
 
 
 def _special(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
@@ -142,7 +181,7 @@ def _special(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
         return or_(*(_date_match(r.c.last_updated, r.c.last_updated + 1, v, clause.name, ctx)
                      for v in clause.values))
     if kind == "_list":
-        return _list_condition(clause, res_type, r)
+        return _list_condition(clause, res_type, r, ctx)
     if kind == "chain":
         return _chain_condition(clause, res_type, r, ctx)
     if kind == "has":
@@ -159,7 +198,7 @@ def _missing(clause: Clause, r: Any, table: Any, ctx: SqlContext) -> ColumnEleme
         if component is None or component.type not in TABLE:
             raise FhirError(400, "not-supported", f"{clause.name}: not supported",
                             expression=[clause.name])
-        table = aliased(INDEX_TABLES[TABLE[component.type]])
+        table = ctx.alias(INDEX_TABLES[TABLE[component.type]])
         code = f"{param.code}$0"
     present = exists().where(table.c.rid == r.c.rid, table.c.param == code)
     return not_(present) if clause.values == ["true"] else present
@@ -364,8 +403,8 @@ def _chain_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlConte
     assert clause.param is not None
     subqueries = []
     for target_type, inner in clause.by_type.items():
-        ref = aliased(idx_reference)
-        target = aliased(R)
+        ref = ctx.alias(idx_reference)
+        target = ctx.alias(R)
         # Targets first (usually few), then the references to them, through the
         # (res_type, param, target_type, target_id) index.
         targets = select(target.c.res_id).where(
@@ -383,8 +422,8 @@ def _chain_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlConte
 def _has_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
                    ) -> ColumnElement[bool]:
     assert clause.param is not None and clause.inner is not None
-    ref = aliased(idx_reference)
-    source = aliased(R)
+    ref = ctx.alias(idx_reference)
+    source = ctx.alias(R)
     sub = (select(ref.c.target_id)
            .join(source, source.c.rid == ref.c.rid)
            .where(ref.c.res_type == clause.source_type, ref.c.param == clause.param.code,
@@ -393,9 +432,10 @@ def _has_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
     return r.c.res_id.in_(sub)
 
 
-def _list_condition(clause: Clause, res_type: str | None, r: Any) -> ColumnElement[bool]:
-    ref = aliased(idx_reference)
-    lst = aliased(R)
+def _list_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+                    ) -> ColumnElement[bool]:
+    ref = ctx.alias(idx_reference)
+    lst = ctx.alias(R)
     ids = [unescape(v) for v in clause.values]
     sub = (select(ref.c.target_id)
            .join(lst, lst.c.rid == ref.c.rid)
@@ -418,7 +458,7 @@ def _composite_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlC
         parts = split_values(value, "$")
         if len(parts) != len(components):
             raise _bad(f"{clause.name}: expected {len(components)} values joined by $", clause.name)
-        aliases = [aliased(INDEX_TABLES[TABLE[c.type]]) for c in components]
+        aliases = [ctx.alias(INDEX_TABLES[TABLE[c.type]]) for c in components]
         first = aliases[0]
         stmt = select(first.c.rid).where(
             _type_filter(first, res_type), first.c.param == f"{param.code}$0",
