@@ -15,7 +15,7 @@ Only the rows of the page then fetch their JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select, true
 
@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 SELECTIVE = 500
 _STR_MAX, _STR_MIN = "\U0010ffff", ""
 _NUM_MAX, _NUM_MIN = 1e308, -1e308
+
+
+class _Row(NamedTuple):
+    rid: int
+    res_type: str
+    res_id: str
+    content: bytes
+    seg: int
+    k0: Any
 
 
 @dataclass
@@ -118,6 +127,8 @@ class Pager:
         with_keys = [(column, desc), *others]
 
         def first_segment(position: Any, count: int) -> list[Any]:
+            if not others:
+                return self._walk(holder, column, desc, has_value, position, count)
             source = holder.join(self.r, self.r.c.rid == holder.c.rid)
             return self._query(0, with_keys, joins, has_value, position, count, source)
 
@@ -139,6 +150,46 @@ class Pager:
             else:
                 rows = first_segment(self._position(len(with_keys)), limit)
         return self._finish(rows)
+
+    def _walk(self, holder: Any, column: Any, desc: bool, has_value: list, position: Any,
+              count: int) -> list[Any]:
+        """Walk the sort key's index in order, a batch at a time, keeping the candidates that
+        match: the plan both databases should find, spelled out so that neither has to guess
+        (PostgreSQL's estimates for several probes on one index table are far too low)."""
+        forward = not self.backward
+        ascending = (not desc) == forward
+        order = [column.asc() if ascending else column.desc(),
+                 holder.c.rid.asc() if forward else holder.c.rid.desc()]
+        found: list[tuple[int, Any]] = []
+        batch = max(4 * count, 64)
+        while len(found) < count:
+            stmt = select(holder.c.rid, column.label("k")).where(*has_value)
+            if position is not None:
+                stmt = stmt.where(after([(column, desc)], position[0], holder.c.rid,
+                                        position[1], forward))
+            candidates = self.run(stmt.order_by(*order).limit(batch)).all()
+            if not candidates:
+                break
+            keep = {row.rid for row in self.run(select(self.r.c.rid).where(
+                self.r.c.rid.in_([c.rid for c in candidates]), self.plan.where)).all()}
+            for candidate in candidates:
+                if candidate.rid in keep:
+                    found.append((candidate.rid, candidate.k))
+                    if len(found) == count:
+                        break
+            if len(candidates) < batch:
+                break
+            position = ([candidates[-1].k], candidates[-1].rid)
+            batch = min(batch * 4, 20_000)
+        if not found:
+            return []
+        r = self.r
+        rows = self.run(select(r.c.rid, r.c.res_type, r.c.res_id, V.c.content).select_from(
+            r.join(V, and_(V.c.rid == r.c.rid, V.c.version_id == r.c.version_id))).where(
+            r.c.rid.in_([rid for rid, _ in found]))).all()
+        by_rid = {row.rid: row for row in rows}
+        return [_Row(rid, by_rid[rid].res_type, by_rid[rid].res_id, by_rid[rid].content, 0, key)
+                for rid, key in found if rid in by_rid]
 
     # ------------------------------------------------------------------------ helpers
 

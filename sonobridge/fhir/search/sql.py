@@ -159,8 +159,11 @@ def build_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContex
     matches = [value_match(kind, table, v, modifier, clause.name, ctx) for v in clause.values]
     filters = (table.c.param == code, or_(*matches))
     rows = select(table.c.rid).where(_type_filter(table, res_type), *filters)
+    # A business identifier names one thing: no need to count its matches first.
+    identifies = kind == "token" and param.code == "identifier" and not modifier and \
+        all("|" in v and not v.endswith("|") for v in clause.values)
     return Condition(rows=rows, table=table, filters=filters, negate=negate,
-                     likely_rank=_LIKELY.get(kind, 9))
+                     likely_rank=_LIKELY.get(kind, 9), selective=identifies and not negate)
 
 
 # Equality on identifiers and references usually narrows most; ranges narrow least.
