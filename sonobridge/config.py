@@ -33,6 +33,10 @@ ENV_NAMES: dict[str, str] = {
     "search_max_count": "SONOBRIDGE_SEARCH_MAX_COUNT",
     "search_max_includes": "SONOBRIDGE_SEARCH_MAX_INCLUDES",
     "db_threads": "SONOBRIDGE_DB_THREADS",
+    "dicom_max_object_size": "SONOBRIDGE_DICOM_MAX_OBJECT_SIZE",
+    "dicom_patient_id_system": "SONOBRIDGE_DICOM_PATIENT_ID_SYSTEM",
+    "dicom_cache_size": "SONOBRIDGE_DICOM_CACHE_SIZE",
+    "cors_origins": "SONOBRIDGE_CORS_ORIGINS",
 }
 
 
@@ -71,6 +75,10 @@ class Settings:
     search_max_count: int = 1000
     search_max_includes: int = 1000
     db_threads: int = 0  # 0: as many as CPUs for SQLite, four times that for PostgreSQL
+    dicom_max_object_size: int = 4 * 1024**3
+    dicom_patient_id_system: str = "urn:sonobridge:dicom:patient-id"
+    dicom_cache_size: int = 256 * 1024 * 1024  # decoded frames and renderings kept in memory
+    cors_origins: str = ""  # comma-separated origins allowed to call the APIs from a browser
     load_sample: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +111,19 @@ class Settings:
         cpus = os.cpu_count() or 2
         postgres = (self.database_url or "").startswith(("postgres", "postgresql"))
         return max(2, cpus * 4 if postgres else cpus)
+
+    @property
+    def public_root(self) -> str:
+        """The root URL links use when there is no request to take it from (DIMSE, commands)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def public_base(self) -> str:
+        """The FHIR base URL without a request."""
+        return f"{self.public_root}/fhir"
 
     @property
     def fhir_base_path(self) -> str:
@@ -145,13 +166,16 @@ class Settings:
         return cls(**_coerce(values))
 
 
+_SIZES = {"max_body_size", "dicom_max_object_size", "dicom_cache_size"}
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     types = {f.name: f.type for f in fields(Settings)}
     out: dict[str, Any] = {}
     for name, value in values.items():
         kind = types.get(name)
         try:
-            if name == "max_body_size" and isinstance(value, str):
+            if name in _SIZES and isinstance(value, str):
                 out[name] = _parse_size(value)
             elif kind == "int":
                 out[name] = int(value)

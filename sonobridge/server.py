@@ -11,12 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sonobridge.config import Settings
 from sonobridge.core import Core, open_core
+from sonobridge.dicomweb.routes import DicomWebApp
+from sonobridge.dicomweb.service import DicomWeb
+from sonobridge.dicomweb.wado_uri import wado_uri
 from sonobridge.fhir.routes import FhirApp
 from sonobridge.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from sonobridge.store import migrate
@@ -50,21 +54,37 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
         yield
         core.close()
 
+    dicom = DicomWeb(core)
+    dicomweb = DicomWebApp(dicom, configured_base=settings.base_url,
+                           threads=settings.worker_threads)
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        # DICOM uploads stream to disk under their own per-object limit.
+        Middleware(BodyLimitMiddleware, max_body=settings.max_body_size,
+                   exempt=("/dicomweb/",)),
+    ]
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins.split(","),
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"], expose_headers=["ETag", "Location", "Content-Location",
+                                                 "Warning", "X-Request-ID", "Content-Range"],
+            max_age=600))
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
             *fhir.mount("/fhir"),
+            *dicomweb.routes(),
+            Route("/wado", wado_uri(dicomweb), methods=["GET", "HEAD"]),
         ],
-        middleware=[
-            Middleware(RequestContextMiddleware),
-            Middleware(BodyLimitMiddleware, max_body=settings.max_body_size),
-        ],
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.core = core
     app.state.fhir = fhir
+    app.state.dicomweb = dicom
     return app
 
 

@@ -136,7 +136,8 @@ class FhirApp:
             elif interaction in _BODY_INTERACTIONS:
                 kind = request_format(request.headers.get("content-type"))
                 body = await self._read_body(request)
-            base = base_url(request.headers, request.url.scheme, self.configured_base) + "/fhir"
+            base = base_url(request.headers, request.url.scheme, self.configured_base,
+                            request.scope.get("server")) + "/fhir"
             params = request.path_params
             req = FhirRequest(
                 method=method, res_type=params.get("type"), res_id=params.get("id"),

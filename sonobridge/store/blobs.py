@@ -26,6 +26,22 @@ class BlobKeyError(ValueError):
 class BlobStore(Protocol):
     def put(self, key: str, chunks: Iterable[bytes]) -> int: ...
     async def put_async(self, key: str, chunks: AsyncIterable[bytes]) -> int: ...
+    def adopt(self, path: Path, key: str) -> None:
+        """Move a finished temporary file (on the same filesystem) into place as ``key``."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
     def open(self, key: str) -> BinaryIO: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> bool: ...
@@ -98,6 +114,22 @@ class FileBlobStore:
             self._abort(fd, tmp)
             raise
         return size
+
+    def adopt(self, path: Path, key: str) -> None:
+        """Move a finished temporary file (on the same filesystem) into place as ``key``."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")

@@ -145,3 +145,82 @@ idx_uri = _index_table(
 
 INDEX_TABLES: dict[str, Table] = {t.name: t for t in (
     idx_string, idx_token, idx_reference, idx_date, idx_number, idx_quantity, idx_uri)}
+
+
+# ------------------------------------------------------------------------------ DICOM index
+#
+# One row per study, series and instance, with the attributes QIDO-RS and C-FIND match on.
+# ``attrs`` holds the level's DICOM JSON (patient+study, or series attributes) for answers;
+# an instance's ``metadata`` is its whole DICOM JSON with bulk data as relative BulkDataURIs.
+# ``frames`` is the frame table (JSON: per frame, the (offset, length) ranges in the file).
+
+dicom_studies = Table(
+    "dicom_studies",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=True),
+    Column("patient_name", String(324), nullable=True),
+    Column("patient_name_norm", _text(324), nullable=True),
+    Column("patient_birth_date", String(8), nullable=True),
+    Column("patient_sex", String(16), nullable=True),
+    Column("study_date", String(8), nullable=True),
+    Column("study_time", String(16), nullable=True),
+    Column("accession_number", String(64), nullable=True),
+    Column("study_id", String(16), nullable=True),
+    Column("study_description", String(64), nullable=True),
+    Column("referring_physician", String(324), nullable=True),
+    Column("modalities", String(128), nullable=True),
+    Column("num_series", Integer, nullable=False),
+    Column("num_instances", Integer, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Column("attrs", LargeBinary, nullable=False),
+    UniqueConstraint("study_uid", name="uq_dicom_studies_uid"),
+    Index("ix_dicom_studies_patient_id", "patient_id"),
+    Index("ix_dicom_studies_date", "study_date"),
+    Index("ix_dicom_studies_accession", "accession_number"),
+    Index("ix_dicom_studies_name", "patient_name_norm"),
+)
+
+dicom_series = Table(
+    "dicom_series",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("series_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("modality", String(16), nullable=True),
+    Column("series_number", Integer, nullable=True),
+    Column("series_description", String(64), nullable=True),
+    Column("series_date", String(8), nullable=True),
+    Column("series_time", String(16), nullable=True),
+    Column("body_part", String(16), nullable=True),
+    Column("num_instances", Integer, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Column("attrs", LargeBinary, nullable=False),
+    UniqueConstraint("series_uid", name="uq_dicom_series_uid"),
+    Index("ix_dicom_series_study", "study_uid"),
+)
+
+dicom_instances = Table(
+    "dicom_instances",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("sop_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer, nullable=True),
+    Column("transfer_syntax", String(64), nullable=False),
+    Column("rows", Integer, nullable=True),
+    Column("columns", Integer, nullable=True),
+    Column("number_of_frames", Integer, nullable=True),
+    Column("blob_key", String(512), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("received", BigInteger, nullable=False),
+    Column("metadata", LargeBinary, nullable=False),
+    Column("frames", LargeBinary, nullable=True),
+    UniqueConstraint("sop_uid", name="uq_dicom_instances_uid"),
+    Index("ix_dicom_instances_series", "series_uid", "instance_number"),
+    Index("ix_dicom_instances_study", "study_uid"),
+)

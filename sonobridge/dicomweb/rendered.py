@@ -1,0 +1,205 @@
+"""Rendered images and cine videos (PS3.18 8.3.5, 9.x /rendered and /thumbnail).
+
+Pixels become 8-bit display values (window from the request, else from the object, else the
+range of the data; palette colour through its LUT; MONOCHROME1 inverted), then JPEG or PNG
+(Pillow), an animated GIF, or an H.264 MP4 (PyAV) at the cine's own frame rate.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from sonobridge.dicomweb.accept import parse_accept
+from sonobridge.dicomweb.errors import DicomwebError
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
+CINE_TYPES = ("video/mp4", "image/gif")
+
+
+def _value(metadata: dict[str, Any], tag: str, default: Any = None) -> Any:
+    values = (metadata.get(tag) or {}).get("Value") or []
+    return values[0] if values else default
+
+
+def frame_rate(metadata: dict[str, Any]) -> float:
+    """Frames per second from Cine Rate, Frame Time or Recommended Display Frame Rate."""
+    for tag in ("00180040", "00082144"):
+        rate = _value(metadata, tag)
+        if rate:
+            return float(rate)
+    frame_time = _value(metadata, "00181063")
+    if frame_time:
+        return 1000.0 / float(frame_time)
+    return 25.0
+
+
+def choose(accept: str | None, *, multiframe: bool, query_accept: str | None = None) -> str:
+    """The media type of a rendering; 406 when none of the client's is one we make."""
+    offers = (*CINE_TYPES, "image/jpeg", "image/png") if multiframe else \
+        ("image/jpeg", "image/png", "image/gif")
+    wanted = parse_accept(query_accept or accept)
+    if not wanted:
+        return offers[0] if not multiframe else "image/jpeg"
+    for media_range in wanted:
+        for offer in offers:
+            if media_range.matches(offer):
+                return offer
+    raise DicomwebError(406, f"cannot render as any of {query_accept or accept!r}; this "
+                        f"server renders {', '.join(offers)}")
+
+
+def to_display(array: np.ndarray, metadata: dict[str, Any],
+               window: tuple[float, float] | None = None,
+               palette: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """8-bit greyscale (rows, cols) or RGB (rows, cols, 3) display values."""
+    photometric = str(_value(metadata, "00280004", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR" and palette is not None:
+        array = palette(array)
+    if array.ndim == 3:
+        if array.dtype == np.uint8:
+            return array
+        top = float(array.max()) or 1.0
+        return np.clip(array / top * 255, 0, 255).astype(np.uint8)
+    values = array.astype(np.float32)
+    slope = float(_value(metadata, "00281053", 1) or 1)
+    intercept = float(_value(metadata, "00281052", 0) or 0)
+    values = values * slope + intercept
+    if window is None:
+        center, width = _value(metadata, "00281050"), _value(metadata, "00281051")
+        if center is not None and width is not None:
+            window = (float(center), float(width))
+    if window is not None:
+        center, width = window
+        low, high = center - width / 2, center + width / 2
+    else:
+        low, high = float(values.min()), float(values.max())
+    scaled = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
+    if photometric == "MONOCHROME1":
+        scaled = 255 - scaled
+    return scaled.astype(np.uint8)
+
+
+def _image(display: np.ndarray, viewport: tuple[int, int] | None) -> Image.Image:
+    image = Image.fromarray(display, "RGB" if display.ndim == 3 else "L")
+    if viewport is not None:
+        image.thumbnail(viewport, Image.Resampling.LANCZOS)
+    return image
+
+
+def encode_image(display: np.ndarray, media: str, *, quality: int = 90,
+                 viewport: tuple[int, int] | None = None) -> bytes:
+    image = _image(display, viewport)
+    out = io.BytesIO()
+    if media == "image/png":
+        image.save(out, "PNG")
+    elif media == "image/gif":
+        image.convert("P", palette=Image.Palette.ADAPTIVE).save(out, "GIF")
+    else:
+        image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def encode_gif(frames: Sequence[np.ndarray], fps: float,
+               viewport: tuple[int, int] | None = None) -> bytes:
+    images = [_image(f, viewport).convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]
+    out = io.BytesIO()
+    images[0].save(out, "GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=max(round(1000 / fps), 20))
+    return out.getvalue()
+
+
+def encode_mp4(frames: Sequence[np.ndarray], fps: float,
+               viewport: tuple[int, int] | None = None) -> bytes:
+    """H.264 in MP4 (yuv420p, even dimensions), playable in every browser."""
+
+    first = _image(frames[0], viewport)
+    width, height = first.size[0] - first.size[0] % 2, first.size[1] - first.size[1] % 2
+    # faststart (index first, so playback starts before the end arrives) rewrites the file:
+    # FFmpeg needs a real file for that, not a memory buffer.
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, "cine.mp4")
+        _write_mp4(target, frames, fps, viewport, width, height)
+        with open(target, "rb") as f:
+            return f.read()
+
+
+def _write_mp4(target: str, frames: Sequence[np.ndarray], fps: float,
+               viewport: tuple[int, int] | None, width: int, height: int) -> None:
+    import av
+
+    with av.open(target, mode="w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"}
+        for display in frames:
+            image = _image(display, viewport).convert("RGB").crop((0, 0, width, height))
+            frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def remux_to_mp4(stream_bytes: bytes, fps: float) -> bytes:
+    """An H.264/HEVC elementary stream (video transfer syntaxes) into MP4, without re-encoding."""
+    import av
+
+    source = av.open(io.BytesIO(stream_bytes), format=None)
+    tmp = tempfile.TemporaryDirectory()
+    out = os.path.join(tmp.name, "video.mp4")
+    try:
+        video = source.streams.video[0]
+        with av.open(out, mode="w", format="mp4", options={"movflags": "faststart"}) as target:
+            target_stream = target.add_stream_from_template(video)
+            for packet in source.demux(video):
+                if packet.dts is None:
+                    continue
+                packet.stream = target_stream
+                target.mux(packet)
+        with open(out, "rb") as f:
+            return f.read()
+    finally:
+        source.close()
+        tmp.cleanup()
+
+
+def parse_viewport(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    parts = value.split(",")
+    try:
+        width, height = int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    except ValueError:
+        raise DicomwebError(400, "viewport is vw,vh (pixels)") from None
+    if width <= 0 or width > 8192 or height < 0 or height > 8192:
+        raise DicomwebError(400, "viewport must be between 1 and 8192 pixels")
+    return width, height or width
+
+
+def parse_window(value: str | None) -> tuple[float, float] | None:
+    if not value:
+        return None
+    parts = value.split(",")
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        raise DicomwebError(400, "window is center,width[,function]") from None
+    if width <= 0:
+        raise DicomwebError(400, "window width must be positive")
+    return center, width
+
+
+def parse_quality(value: str | None) -> int:
+    if not value:
+        return 90
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise DicomwebError(400, "quality is an integer from 1 to 100")
+    return int(value)

@@ -1,0 +1,361 @@
+"""The DICOMweb edge: HTTP in, a ``DicomWeb`` call (in a worker thread), HTTP out."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from sonobridge.dicomweb import negotiate, rendered
+from sonobridge.dicomweb.accept import parse_accept
+from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.dicomweb.frames import EXPLICIT_LE, NATIVE
+from sonobridge.dicomweb.multipart import Part, new_boundary, write_parts
+from sonobridge.dicomweb.service import DicomWeb, iter_file, with_base
+from sonobridge.dicomweb.stow import stow
+from sonobridge.dicomweb.xml import dataset_xml
+from sonobridge.fhir.headers import base_url
+
+log = logging.getLogger("sonobridge.dicomweb")
+UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+JSON = "application/dicom+json"
+ALL_METHODS = ["GET", "HEAD", "POST", "DELETE"]
+
+
+def _uid(value: str, what: str) -> str:
+    if len(value) > 64 or not UID.match(value):
+        raise DicomwebError(400, f"{what} {value!r} is not a valid UID")
+    return value
+
+
+class DicomWebApp:
+    def __init__(self, service: DicomWeb, *, configured_base: str | None, threads: int) -> None:
+        self.service = service
+        self.configured_base = configured_base
+        self.threads = threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def routes(self) -> list[BaseRoute]:
+        s, se, i = "/studies/{study}", "/series/{series}", "/instances/{sop}"
+        table: list[tuple[str, Callable[..., Any], list[str]]] = [
+            ("/studies", self.studies, ["GET", "HEAD", "POST"]),
+            ("/series", self.all_series, ["GET", "HEAD"]),
+            ("/instances", self.all_instances, ["GET", "HEAD"]),
+            (s, self.study, ["GET", "HEAD", "POST", "DELETE"]),
+            (s + "/metadata", self.metadata, ["GET", "HEAD"]),
+            (s + "/rendered", self.rendered, ["GET", "HEAD"]),
+            (s + "/thumbnail", self.thumbnail, ["GET", "HEAD"]),
+            (s + "/series", self.study_series, ["GET", "HEAD"]),
+            (s + "/instances", self.study_instances, ["GET", "HEAD"]),
+            (s + se, self.retrieve, ["GET", "HEAD", "DELETE"]),
+            (s + se + "/metadata", self.metadata, ["GET", "HEAD"]),
+            (s + se + "/rendered", self.rendered, ["GET", "HEAD"]),
+            (s + se + "/thumbnail", self.thumbnail, ["GET", "HEAD"]),
+            (s + se + "/instances", self.series_instances, ["GET", "HEAD"]),
+            (s + se + i, self.retrieve, ["GET", "HEAD", "DELETE"]),
+            (s + se + i + "/metadata", self.metadata, ["GET", "HEAD"]),
+            (s + se + i + "/rendered", self.rendered, ["GET", "HEAD"]),
+            (s + se + i + "/thumbnail", self.thumbnail, ["GET", "HEAD"]),
+            (s + se + i + "/frames/{frames}", self.frames, ["GET", "HEAD"]),
+            (s + se + i + "/frames/{frames}/rendered", self.rendered, ["GET", "HEAD"]),
+            (s + se + i + "/frames/{frames}/thumbnail", self.thumbnail, ["GET", "HEAD"]),
+            (s + se + i + "/bulkdata/{tag}", self.bulkdata, ["GET", "HEAD"]),
+        ]
+        routes = [Route(path, self._wrap(handler), methods=methods, name=f"dicomweb:{path}")
+                  for path, handler, methods in table]
+        return [Mount("/dicomweb", routes=routes)]
+
+    def _wrap(self, handler: Callable[..., Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                params = request.path_params
+                for key, what in (("study", "Study Instance UID"),
+                                  ("series", "Series Instance UID"),
+                                  ("sop", "SOP Instance UID")):
+                    if key in params:
+                        _uid(params[key], what)
+                return await handler(request)
+            except DicomwebError as exc:
+                headers = {"Warning": f'299 SonoBridge "{exc.warning}"'} if exc.warning else {}
+                return Response(orjson.dumps(exc.body()), exc.status, headers,
+                                media_type="application/json")
+
+        return endpoint
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.threads)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def root(self, request: Request) -> str:
+        return base_url(request.headers, request.url.scheme, self.configured_base,
+                        request.scope.get("server")) + "/dicomweb"
+
+    # ------------------------------------------------------------------------ QIDO
+
+    async def studies(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await stow(self, request, None)
+        return await self._search(request, "study")
+
+    async def all_series(self, request: Request) -> Response:
+        return await self._search(request, "series")
+
+    async def all_instances(self, request: Request) -> Response:
+        return await self._search(request, "instance")
+
+    async def study_series(self, request: Request) -> Response:
+        return await self._search(request, "series", request.path_params["study"])
+
+    async def study_instances(self, request: Request) -> Response:
+        return await self._search(request, "instance", request.path_params["study"])
+
+    async def series_instances(self, request: Request) -> Response:
+        return await self._search(request, "instance", request.path_params["study"],
+                                  request.path_params["series"])
+
+    async def _search(self, request: Request, level: str, study: str | None = None,
+                      series: str | None = None) -> Response:
+        params = list(request.query_params.multi_items())
+        media = _qido_media(request)
+        results, warnings = await self._run(self.service.search, level, params, study, series)
+        headers = {"Warning": ", ".join(f'299 SonoBridge "{w}"' for w in warnings)} \
+            if warnings else {}
+        root = self.root(request)
+        if media == "xml":
+            boundary = new_boundary()
+            parts = [Part("application/dicom+xml",
+                          [with_base(dataset_xml(r), root)]) for r in results]
+            body = b"".join(write_parts(boundary, parts))
+            return Response(body, 200, headers, media_type=f'multipart/related; '
+                            f'type="application/dicom+xml"; boundary={boundary}')
+        if not results:
+            return Response(b"", 204, headers)
+        body = with_base(orjson.dumps(results), root)
+        return Response(body, 200, headers, media_type=JSON)
+
+    # ------------------------------------------------------------------------ retrieve
+
+    async def study(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await stow(self, request, request.path_params["study"])
+        return await self.retrieve(request)
+
+    async def retrieve(self, request: Request) -> Response:
+        p = request.path_params
+        study, series, sop = p["study"], p.get("series"), p.get("sop")
+        if request.method == "DELETE":
+            count = await self._run(self.service.delete, study, series, sop)
+            return Response(orjson.dumps({"deleted": count}), 200,
+                            media_type="application/json")
+        rows = await self._run(self.service.instances, study, series, sop)
+        accept = request.query_params.get("accept") or request.headers.get("accept")
+        choice = negotiate.choose_instances(accept, {r.transfer_syntax for r in rows})
+        boundary = new_boundary()
+        service = self.service
+        root = self.root(request)
+
+        def parts() -> Iterator[Part]:
+            for row in rows:
+                location = f"{root}/studies/{row.study_uid}/series/{row.series_uid}" \
+                           f"/instances/{row.sop_uid}"
+                if choice.mode == "stored":
+                    ts = row.transfer_syntax
+                    chunks: Any = iter_file(service.path(row))
+                else:
+                    ts = choice.mode
+                    full = service.instance(row.study_uid, row.series_uid, row.sop_uid)
+                    chunks = [service.transcoded(full, ts)]
+                yield Part(f"application/dicom; transfer-syntax={ts}", chunks, location)
+
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        return StreamingResponse(write_parts(boundary, parts()), 200,
+                                 media_type=content_type)
+
+    async def metadata(self, request: Request) -> Response:
+        p = request.path_params
+        accept = parse_accept(request.query_params.get("accept") or
+                              request.headers.get("accept"))
+        if accept and not any(r.matches(JSON) or r.media == "application/json"
+                              for r in accept):
+            raise DicomwebError(406, "metadata is available as application/dicom+json")
+        body, etag = await self._run(self.service.metadata, p["study"], p.get("series"),
+                                     p.get("sop"))
+        root = self.root(request)
+        etag = f'W/"{etag.strip(chr(34))}-{abs(hash(root)) % 10**8}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(b"", 304, {"ETag": etag})
+        body = with_base(body, root)
+        headers = {"ETag": etag, "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 1024:
+            body = await self._run(gzip.compress, body, 5)
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, 200, headers, media_type=JSON)
+
+    # ------------------------------------------------------------------------ frames
+
+    async def frames(self, request: Request) -> Response:
+        p = request.path_params
+        numbers = _frame_list(p["frames"])
+        row = await self._run(self.service.instance, p["study"], p["series"], p["sop"])
+        accept = request.query_params.get("accept") or request.headers.get("accept")
+        choice = negotiate.choose_frames(accept, row.transfer_syntax, len(numbers))
+        if choice.mode == "stored":
+            data = await self._run(self.service.frame_bytes, row, numbers)
+        elif choice.mode == "decode":
+            data = [await self._run(self.service.decoded_frame, row, n) for n in numbers]
+        else:
+            data = [await self._run(self.service.jpeg_frame, row, n) for n in numbers]
+        syntax = choice.transfer_syntax
+        part_type = f"{choice.part_type}; transfer-syntax={syntax}"
+        if not choice.multipart:
+            return Response(data[0], 200, media_type=part_type)
+        boundary = new_boundary()
+        root = self.root(request)
+        location = f"{root}/studies/{row.study_uid}/series/{row.series_uid}/instances/" \
+                   f"{row.sop_uid}/frames/"
+        body = b"".join(write_parts(boundary, [Part(part_type, [d], f"{location}{n}")
+                                               for n, d in zip(numbers, data, strict=True)]))
+        return Response(body, 200, media_type=f'multipart/related; '
+                        f'type="{choice.part_type}"; boundary={boundary}')
+
+    async def bulkdata(self, request: Request) -> Response:
+        p = request.path_params
+        tag = p["tag"].upper()
+        row = await self._run(self.service.instance, p["study"], p["series"], p["sop"])
+        boundary = new_boundary()
+        if tag == "7FE00010":
+            count = row.number_of_frames or 1
+            data = await self._run(self.service.frame_bytes, row, list(range(1, count + 1)))
+            media = "application/octet-stream" if row.transfer_syntax in NATIVE else \
+                negotiate.stored_media_type(row.transfer_syntax)
+            part = f"{media}; transfer-syntax={row.transfer_syntax}"
+            parts = [Part(part, [d]) for d in data]
+        else:
+            value = await self._run(_bulk_value, self.service, row, tag)
+            parts = [Part("application/octet-stream", [value])]
+        body = b"".join(write_parts(boundary, parts))
+        return Response(body, 200, media_type=f'multipart/related; '
+                        f'type="application/octet-stream"; boundary={boundary}')
+
+    # ------------------------------------------------------------------------ rendered
+
+    async def rendered(self, request: Request) -> Response:
+        return await self._render(request, thumbnail=False)
+
+    async def thumbnail(self, request: Request) -> Response:
+        return await self._render(request, thumbnail=True)
+
+    async def _render(self, request: Request, thumbnail: bool) -> Response:
+        p = request.path_params
+        query = request.query_params
+        quality = rendered.parse_quality(query.get("quality"))
+        viewport = rendered.parse_viewport(query.get("viewport"))
+        window = rendered.parse_window(query.get("window"))
+        frame = None
+        if "frames" in p:
+            numbers = _frame_list(p["frames"])
+            if len(numbers) != 1:
+                raise DicomwebError(400, "render one frame at a time")
+            frame = numbers[0]
+        if "sop" in p:
+            row = await self._run(self.service.instance, p["study"], p["series"], p["sop"])
+        else:
+            rows = await self._run(self.service.instances, p["study"], p.get("series"))
+            first = rows[len(rows) // 2] if thumbnail else rows[0]
+            row = await self._run(self.service.instance, first.study_uid, first.series_uid,
+                                  first.sop_uid)
+        count = row.number_of_frames or 1
+        if frame is not None and not 1 <= frame <= count:
+            raise DicomwebError(404, f"frame {frame} does not exist: this instance has frames "
+                                f"1 to {count}")
+        from sonobridge.store.dicom.metadata import VIDEO_SYNTAXES
+
+        video = row.transfer_syntax in VIDEO_SYNTAXES
+        multiframe = (count > 1 or video) and frame is None and not thumbnail
+        media = rendered.choose(request.headers.get("accept"), multiframe=multiframe,
+                                query_accept=query.get("accept"))
+        if video and multiframe and media != "video/mp4":
+            media = "video/mp4" if "video/mp4" in (request.headers.get("accept") or "*/*") \
+                or "*/*" in (request.headers.get("accept") or "*/*") else media
+        if thumbnail:
+            data = await self._run(self.service.thumbnail, row, media
+                                   if media.startswith("image/") else "image/jpeg", viewport)
+            media = media if media.startswith("image/") else "image/jpeg"
+        else:
+            if media.startswith("image/") and not multiframe and frame is None:
+                frame = 1
+            data = await self._run(self.service.render, row, media, frame, quality, viewport,
+                                   window)
+        return _ranged(request, data, media)
+
+
+def _ranged(request: Request, data: bytes, media: str) -> Response:
+    """Honour ``Range`` (browsers seek in videos this way): 206 with Content-Range."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    header = request.headers.get("range")
+    if header and header.startswith("bytes="):
+        start_text, _, end_text = header[6:].split(",")[0].partition("-")
+        size = len(data)
+        try:
+            if start_text:
+                start = int(start_text)
+                end = int(end_text) if end_text else size - 1
+            else:
+                start, end = max(size - int(end_text), 0), size - 1
+        except ValueError:
+            start, end = 0, -1
+        if start >= size or end < start:
+            return Response(b"", 416, {"Content-Range": f"bytes */{size}"})
+        end = min(end, size - 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return Response(data[start:end + 1], 206, headers, media_type=media)
+    return Response(data, 200, headers, media_type=media)
+
+
+def _frame_list(text: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DicomwebError(400, f"frame list {text!r}: expected numbers like 1,3,5") from None
+    if not numbers:
+        raise DicomwebError(400, "no frame numbers given")
+    return numbers
+
+
+def _qido_media(request: Request) -> str:
+    accept = parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
+    if not accept:
+        return "json"
+    for media_range in accept:
+        if media_range.media == "multipart/related" and \
+                media_range.part_type == "application/dicom+xml":
+            return "xml"
+        if media_range.matches(JSON) or media_range.media in ("application/json",):
+            return "json"
+    raise DicomwebError(406, "QIDO-RS answers application/dicom+json or multipart/related; "
+                        'type="application/dicom+xml"')
+
+
+def _bulk_value(service: DicomWeb, row: Any, tag: str) -> bytes:
+    from pydicom import dcmread
+
+    with open(service.path(row), "rb") as f:
+        ds = dcmread(f, stop_before_pixels=True)
+    element = ds.get(int(tag, 16)) if re.fullmatch(r"[0-9A-F]{8}", tag) else None
+    if element is None or element.value is None:
+        raise DicomwebError(404, f"instance {row.sop_uid} has no bulk data at {tag}")
+    value = element.value
+    return value if isinstance(value, bytes) else bytes(str(value), "utf-8")
+
+
+__all__ = ["EXPLICIT_LE", "DicomWebApp"]
