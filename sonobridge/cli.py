@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -161,22 +161,94 @@ def reindex(
     Run after adding or changing a custom SearchParameter, or after an upgrade that changes how
     values are indexed. Resources stay readable and searchable while it runs.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from sonobridge.core import open_core
     from sonobridge.fhir.search.reindex import count_resources
     from sonobridge.fhir.search.reindex import reindex as run_reindex
+    from sonobridge.store.dicom.reindex import count_instances, reindex_dicom
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     core = open_core(settings)
     types = list(resource_type or []) or None
-    total = count_resources(core.store, types)
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("reindexing", total=total)
+    with _progress() as progress:
+        if not types:
+            task = progress.add_task("DICOM instances", total=count_instances(core))
+            instances = reindex_dicom(core, lambda n: progress.advance(task, n))
+        task = progress.add_task("FHIR resources", total=count_resources(core.store, types))
         done = run_reindex(core.store, types, lambda n: progress.advance(task, n))
-    console.print(f"reindexed {done} resources")
+    if not types:
+        console.print(f"rebuilt the index of {instances} DICOM instances")
+    console.print(f"reindexed {done} FHIR resources")
     core.close()
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeRemainingColumn(), console=console)
+
+
+@app.command("import")
+def import_command(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (searched "
+                                                     "recursively).", exists=True)],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Store DICOM files through the same path as STOW-RS and C-STORE (progress bar shown).
+
+    Files that are not DICOM are reported and skipped; nothing is half-stored.
+    """
+    from sonobridge.core import open_core
+    from sonobridge.store.dicom.ingest import DicomIngest
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    core = open_core(settings)
+    ingest = DicomIngest(core)
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))
+             if f.is_file()]
+    counts: dict[str, int] = {}
+    failures: list[str] = []
+    with _progress() as progress:
+        task = progress.add_task("importing", total=len(files))
+        for path in files:
+            outcome = ingest.ingest(ingest.receiver.from_file(path), source=f"import {path}")
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            if not outcome.ok:
+                failures.append(f"{path}: {outcome.message}")
+            progress.advance(task)
+    for failure in failures[:20]:
+        console.print(f"[yellow]skipped[/yellow] {failure}")
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(f"imported {len(files)} files: {summary or 'nothing'}")
+    core.close()
+    if failures and len(failures) == len(files):
+        raise typer.Exit(1)
+
+
+@app.command("delete")
+def delete_command(
+    study: Annotated[str, typer.Option("--study", help="Study Instance UID")],
+    series: Annotated[str | None, typer.Option("--series", help="Series Instance UID")] = None,
+    instance: Annotated[str | None, typer.Option("--instance", help="SOP Instance UID")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete a DICOM study, series or instance (files, index, and the ImagingStudy)."""
+    from sonobridge.core import open_core
+    from sonobridge.dicomweb.errors import DicomwebError
+    from sonobridge.dicomweb.service import DicomWeb
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    core = open_core(settings)
+    try:
+        count = DicomWeb(core).delete(study, series, instance)
+    except DicomwebError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        core.close()
+    console.print(f"deleted {count} instance{'s' if count != 1 else ''}")
 
 
 def main() -> None:

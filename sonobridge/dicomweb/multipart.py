@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
@@ -59,6 +60,7 @@ def file_chunks(open_file: Callable[[], object], start: int = 0, length: int | N
 @dataclass
 class IncomingPart:
     headers: dict[str, str] = field(default_factory=dict)
+    payload: Any = None  # what the sink made of the part's bytes
 
     @property
     def content_type(self) -> str:

@@ -126,9 +126,16 @@ class DicomWeb:
             header = self._header(row)
             from pydicom.pixels import apply_color_lut
 
+            descriptor = header.get("RedPaletteColorLookupTableDescriptor") or [0, 0, 16]
+            entry_bits = int(descriptor[2]) or 16
+
             def palette(values: np.ndarray) -> np.ndarray:
                 rgb = apply_color_lut(values, header)
-                return (rgb >> 8).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+                # 16-bit entries keep their top 8 bits; some files declare 16 bits but hold
+                # 8-bit values (seen in real ultrasound files): those are used as they are.
+                if entry_bits > 8 and int(rgb.max()) > 255:
+                    return (rgb >> (entry_bits - 8)).astype(np.uint8)
+                return rgb.astype(np.uint8)
 
         return rendered.to_display(array, metadata, window, palette)
 

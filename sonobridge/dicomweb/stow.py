@@ -69,7 +69,8 @@ class _Sink(PartSink):
     def end(self, part: IncomingPart) -> None:
         self._file.close()
         assert self._path is not None
-        self.received.append((part, Received(self._path, self._size, self._hash.hexdigest())))
+        part.payload = Received(self._path, self._size, self._hash.hexdigest())
+        self.received.append((part, part.payload))
         self._file = None
 
     def discard(self) -> None:
@@ -100,7 +101,8 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
     async def store_part(part: IncomingPart) -> None:
         if part_type != DICOM:
             return  # the metadata form needs every part first
-        _, received = sink.received.pop()
+        received = part.payload
+        sink.received = [(p, r) for p, r in sink.received if r is not received]
         kind = part.content_type.split(";")[0].strip().lower()
         if kind not in (DICOM, "application/octet-stream"):
             received.path.unlink(missing_ok=True)
