@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.live import serve
 
 
 @pytest.fixture
 def live(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    log = tmp_path / "server.log"
-    env = {**os.environ, "SONOBRIDGE_DATA_DIR": str(tmp_path / "data"),
-           "SONOBRIDGE_DATABASE_URL": db_url, "SONOBRIDGE_LOG_FORMAT": "json"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sonobridge", "serve", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base, log
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve(db_url, tmp_path, SONOBRIDGE_LOG_FORMAT="json") as running:
+        yield running
 
 
 def test_serve_starts_with_sample_and_answers(live):

@@ -14,7 +14,7 @@ from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "fixtures"))
-from make_us_cine import build_dataset, encode_jpeg_frames, render_frames  # noqa: E402
+from make_us_cine import build_dataset, encode_jpeg_frames, render_frames
 
 DATA = Path(data_store.__file__).parent / "data"
 

@@ -60,7 +60,7 @@ def test_study_level_matching(client):
 
 
 def test_fuzzy_names(client):
-    s1, s2, s3, *_ = load(client)
+    s1, _s2, s3, *_ = load(client)
     assert study_uids(client, "?PatientName=wang&fuzzymatching=true") == {s1}
     assert study_uids(client, "?PatientName=WEI&fuzzymatching=true") == {s1}
     assert study_uids(client, "?PatientName=王&fuzzymatching=true") == {s1}
@@ -87,7 +87,7 @@ def test_computed_attributes_and_includefield(client):
 
 
 def test_series_and_instance_levels(client):
-    s1, s2, s3, a, b, c, d = load(client)
+    s1, _s2, s3, a, b, _c, d = load(client)
     series = client.get(f"/dicomweb/studies/{s1}/series").json()
     assert len(series) == 2
     counts = {s["0020000E"]["Value"][0]: s["00201209"]["Value"][0] for s in series}

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_, union_all
 from sqlalchemy.engine import Connection
 
 from sonobridge import jsonio
@@ -148,15 +148,19 @@ class SearchEngine:
         ref = ctx.alias(idx_reference)
         wanted = types or [*self._compartment, "Patient"]
         pairs = [(t, p) for t in wanted for p in self._compartment.get(t, [])]
-        options: list[ColumnElement[bool]] = []
+        members = []
         if pairs:
-            sub = select(ref.c.rid).where(ref.c.target_type == compartment.kind,
-                                          ref.c.target_id == compartment.id,
-                                          tuple_(ref.c.res_type, ref.c.param).in_(pairs))
-            options.append(r.c.rid.in_(sub))
+            members.append(select(ref.c.rid).where(
+                ref.c.target_type == compartment.kind, ref.c.target_id == compartment.id,
+                tuple_(ref.c.res_type, ref.c.param).in_(pairs)))
         if "Patient" in wanted and compartment.kind == "Patient":
-            options.append(and_(r.c.res_type == "Patient", r.c.res_id == compartment.id))
-        return or_(*options) if options else literal(False)
+            patient = ctx.alias(R)
+            members.append(select(patient.c.rid).where(patient.c.res_type == "Patient",
+                                                       patient.c.res_id == compartment.id))
+        if not members:
+            return literal(False)
+        # One IN over a UNION: the compartment's members drive the query on both databases.
+        return r.c.rid.in_(members[0] if len(members) == 1 else union_all(*members))
 
     def _run(self, conn: Connection, sq: SearchQuery, base: str, link_path: str,
              compartment: Compartment | None, since: int | None) -> SearchResult:

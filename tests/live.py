@@ -1,0 +1,52 @@
+"""Run a real `sonobridge serve` process (uvicorn) on a free port for tests that need TCP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(db_url: str, work: Path, *args: str, **env: str) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    log = work / "server.log"
+    environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(work / "data"),
+               "SONOBRIDGE_DATABASE_URL": db_url, **env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sonobridge", "serve", "--port",
+                                 str(port), *args], env=environ, stdout=out,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield base, log
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
