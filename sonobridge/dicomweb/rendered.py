@@ -148,27 +148,42 @@ def _write_mp4(target: str, frames: Sequence[np.ndarray], fps: float,
             container.mux(packet)
 
 
-def remux_to_mp4(stream_bytes: bytes, fps: float) -> bytes:
-    """An H.264/HEVC elementary stream (video transfer syntaxes) into MP4, without re-encoding."""
+def video_to_mp4(stream_bytes: bytes, fps: float) -> bytes:
+    """A DICOM video (an H.264/HEVC/MPEG-2 elementary stream) as MP4.
+
+    Elementary streams carry no timestamps. Without frame reordering (no B-frames) the
+    packets are copied as they are, numbered at the cine's frame rate: no re-encoding, no
+    quality loss. With reordering the presentation order cannot be known without decoding, so
+    the frames are decoded and encoded again.
+    """
     import av
 
-    source = av.open(io.BytesIO(stream_bytes), format=None)
-    tmp = tempfile.TemporaryDirectory()
-    out = os.path.join(tmp.name, "video.mp4")
-    try:
+    rate = Fraction(fps).limit_denominator(1000)
+    with av.open(io.BytesIO(stream_bytes)) as source:
         video = source.streams.video[0]
-        with av.open(out, mode="w", format="mp4", options={"movflags": "faststart"}) as target:
-            target_stream = target.add_stream_from_template(video)
-            for packet in source.demux(video):
-                if packet.dts is None:
-                    continue
-                packet.stream = target_stream
+        packets = [p for p in source.demux(video) if p.size]
+    with av.open(io.BytesIO(stream_bytes)) as source:
+        decoded = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
+        reorders = source.streams.video[0].codec_context.has_b_frames
+    if not packets or not decoded:
+        raise ValueError("the video stream holds no frames")
+    if reorders or len(decoded) != len(packets) or video.codec_context.name not in (
+            "h264", "hevc", "mpeg2video", "mpeg4"):
+        return encode_mp4(decoded, fps)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "video.mp4")
+        with av.open(io.BytesIO(stream_bytes)) as source, \
+                av.open(out, mode="w", format="mp4", options={"movflags": "faststart"}) as target:
+            template = source.streams.video[0]
+            stream = target.add_stream_from_template(template)
+            stream.time_base = Fraction(1, 1) / rate
+            for index, packet in enumerate(p for p in source.demux(template) if p.size):
+                packet.pts = packet.dts = index
+                packet.time_base = stream.time_base
+                packet.stream = stream
                 target.mux(packet)
         with open(out, "rb") as f:
             return f.read()
-    finally:
-        source.close()
-        tmp.cleanup()
 
 
 def parse_viewport(value: str | None) -> tuple[int, int] | None:

@@ -166,7 +166,7 @@ class DicomWeb:
         if row.transfer_syntax in VIDEO_SYNTAXES:
             stream = b"".join(self.frame_bytes(row, list(range(1, len(F.frame_table(row)) + 1))))
             if media == "video/mp4":
-                return rendered.remux_to_mp4(stream, fps)
+                return rendered.video_to_mp4(stream, fps)
             raise DicomwebError(406, "this is a video: it is rendered as video/mp4")
         count = row.number_of_frames or 1
         displays = [self._display(row, n, window) for n in range(1, count + 1)]

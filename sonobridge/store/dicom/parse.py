@@ -25,6 +25,7 @@ UNDEFINED = 0xFFFFFFFF
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
+VIDEO = {f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
 
@@ -116,8 +117,11 @@ def _pixel_layout(fp: BinaryIO, position: int, size: int, ts: str, ds: Dataset
             raise DicomParseError("the file is truncated: pixel data is shorter than declared")
         return PixelLayout(False, _native_frames(ds, start, length, frames), start, length)
     fragments, bot, end = _fragments(fp, start, size)
-    eot = _extended_offsets(ds)
     layout = PixelLayout(True, [], start, end - start)
+    if ts in VIDEO:  # one compressed stream for the whole cine: it is "frame" 1
+        layout.frames = [[(f.offset, f.length) for f in fragments]] if fragments else []
+        return layout
+    eot = _extended_offsets(ds)
     layout.frames = _frames_from_fragments(fp, fragments, bot, eot, frames)
     return layout
 
