@@ -284,9 +284,6 @@ class DicomWebApp:
         multiframe = (count > 1 or video) and frame is None and not thumbnail
         media = rendered.choose(request.headers.get("accept"), multiframe=multiframe,
                                 query_accept=query.get("accept"))
-        if video and multiframe and media != "video/mp4":
-            media = "video/mp4" if "video/mp4" in (request.headers.get("accept") or "*/*") \
-                or "*/*" in (request.headers.get("accept") or "*/*") else media
         if thumbnail:
             data = await self._run(self.service.thumbnail, row, media
                                    if media.startswith("image/") else "image/jpeg", viewport)
