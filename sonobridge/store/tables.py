@@ -224,3 +224,111 @@ dicom_instances = Table(
     Index("ix_dicom_instances_series", "series_uid", "instance_number"),
     Index("ix_dicom_instances_study", "study_uid"),
 )
+
+
+# ------------------------------------------------------------------------------ authorization
+
+auth_users = Table(
+    "auth_users",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("fhir_user", String(128), nullable=True),
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
+    Column("disabled", Boolean, nullable=False),
+    Column("failed_logins", Integer, nullable=False),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("password_changed", BigInteger, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    UniqueConstraint("username", name="uq_auth_users_username"),
+)
+
+auth_clients = Table(
+    "auth_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("client_type", String(32), nullable=False),
+    Column("secret_hash", String(255), nullable=True),
+    Column("redirect_uris", LargeBinary, nullable=False),
+    Column("scope", String(2048), nullable=False),
+    Column("jwks", LargeBinary, nullable=True),
+    Column("jwks_url", String(512), nullable=True),
+    Column("approved", Boolean, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+
+auth_codes = Table(
+    "auth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("redirect_uri", String(512), nullable=False),
+    Column("scope", String(2048), nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("context", LargeBinary, nullable=False),
+    Column("nonce", String(255), nullable=True),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("amr", String(64), nullable=False),
+    Column("expires", BigInteger, nullable=False),
+)
+
+auth_tokens = Table(
+    "auth_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", BigInteger, nullable=True),
+    Column("scope", String(2048), nullable=False),
+    Column("context", LargeBinary, nullable=False),
+    Column("refresh_hash", String(64), nullable=True),
+    Column("refresh_expires", BigInteger, nullable=True),
+    Column("expires", BigInteger, nullable=False),
+    Column("issued", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Column("grant", String(32), nullable=False),
+    Index("ix_auth_tokens_refresh", "refresh_hash"),
+)
+
+auth_assertions = Table(
+    "auth_assertions",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires", BigInteger, nullable=False),
+)
+
+auth_sessions = Table(
+    "auth_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("amr", String(64), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+)
+
+auth_launches = Table(
+    "auth_launches",
+    metadata,
+    Column("launch", String(64), primary_key=True),
+    Column("user_id", BigInteger, nullable=True),
+    Column("context", LargeBinary, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+)
+
+# The audit trail: append-only, each row chained to the one before by a hash.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=True),
+    Column("recorded", BigInteger, nullable=False),
+    Column("event", LargeBinary, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
