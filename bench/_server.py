@@ -21,7 +21,9 @@ def free_port() -> int:
 
 def start(args: list[str], env: dict[str, str], health_url: str, log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **env},
+        # Benchmarks measure the APIs without authorization unless they set SONOBRIDGE_AUTH.
+        environ = {**os.environ, "SONOBRIDGE_AUTH": "disabled", **env}
+        proc = subprocess.Popen([sys.executable, *args], env=environ,
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while True:

@@ -37,6 +37,11 @@ ENV_NAMES: dict[str, str] = {
     "dicom_patient_id_system": "SONOBRIDGE_DICOM_PATIENT_ID_SYSTEM",
     "dicom_cache_size": "SONOBRIDGE_DICOM_CACHE_SIZE",
     "cors_origins": "SONOBRIDGE_CORS_ORIGINS",
+    "auth": "SONOBRIDGE_AUTH",
+    "token_lifetime": "SONOBRIDGE_TOKEN_LIFETIME",
+    "refresh_lifetime": "SONOBRIDGE_REFRESH_LIFETIME",
+    "session_idle_timeout": "SONOBRIDGE_SESSION_IDLE_TIMEOUT",
+    "audit_syslog": "SONOBRIDGE_AUDIT_SYSLOG",
 }
 
 
@@ -80,6 +85,11 @@ class Settings:
     dicom_cache_size: int = 256 * 1024 * 1024  # decoded frames and renderings kept in memory
     cors_origins: str = ""  # comma-separated origins allowed to call the APIs from a browser
     load_sample: bool = True
+    auth: str = "enabled"  # "disabled" opens the APIs: local development on loopback only
+    token_lifetime: int = 3600  # seconds an access token is valid
+    refresh_lifetime: int = 30 * 86400  # seconds an offline_access refresh token is valid
+    session_idle_timeout: int = 900  # a login session ends after this many idle seconds
+    audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +99,14 @@ class Settings:
             raise ConfigError(f"HTTP port out of range: {self.http_port}")
         if self.max_body_size < 1024:
             raise ConfigError("maximum body size must be at least 1KB")
+        if self.auth not in ("enabled", "disabled"):
+            raise ConfigError(f"SONOBRIDGE_AUTH must be 'enabled' or 'disabled', not {self.auth!r}")
+        if self.auth == "disabled" and not self.is_loopback:
+            raise ConfigError("SONOBRIDGE_AUTH=disabled is refused: the listener "
+                              f"{self.http_host} is not loopback, so the APIs would be open to "
+                              "the network")
+        if not 60 <= self.token_lifetime <= 86400:
+            raise ConfigError("token lifetime must be between 60 and 86400 seconds")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must be absolute http(s), got {self.base_url!r}")
 
@@ -128,6 +146,10 @@ class Settings:
     @property
     def fhir_base_path(self) -> str:
         return "/fhir"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth == "enabled"
 
     @property
     def is_loopback(self) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from sonobridge.auth.service import AuthService
 from sonobridge.config import Settings
 from sonobridge.fhir.search.engine import SearchEngine
 from sonobridge.fhir.search.registry import Registry
@@ -28,6 +29,7 @@ class Core:
     fhir: FhirService
     registry: Registry
     search: SearchEngine
+    auth: AuthService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -45,7 +47,8 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
                           max_count=settings.search_max_count,
                           max_includes=settings.search_max_includes)
     service = FhirService(store, search, history_page_max=settings.history_page_max)
-    core = Core(settings, engine, store, blobs, service, registry, search)
+    core = Core(settings, engine, store, blobs, service, registry, search,
+                AuthService(settings, engine))
     if run_migrations or migrate.is_current(engine):
         load_custom_search_params(core)
     store.after_commit.append(

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sonobridge.auth.guard import BearerGuard
+from sonobridge.auth.web import AuthWeb
 from sonobridge.config import Settings
 from sonobridge.core import Core, open_core
 from sonobridge.dicomweb.routes import DicomWebApp
@@ -57,8 +59,11 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
     dicom = DicomWeb(core)
     dicomweb = DicomWebApp(dicom, configured_base=settings.base_url,
                            threads=settings.worker_threads)
+    auth_web = AuthWeb(core.auth, settings.base_url, patients=lambda user: _patients(core),
+                       patient_exists=lambda pid: _patient_exists(core, pid))
     middleware = [
         Middleware(RequestContextMiddleware),
+        Middleware(BearerGuard, auth=core.auth, configured_base=settings.base_url),
         # DICOM uploads stream to disk under their own per-object limit.
         Middleware(BodyLimitMiddleware, max_body=settings.max_body_size,
                    exempt=("/dicomweb/",)),
@@ -75,6 +80,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *auth_web.routes(),
             *fhir.mount("/fhir"),
             *dicomweb.routes(),
             Route("/wado", wado_uri(dicomweb), methods=["GET", "HEAD"]),
@@ -86,6 +92,37 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
     app.state.fhir = fhir
     app.state.dicomweb = dicom
     return app
+
+
+def _patients(core: Core, limit: int = 50) -> list[tuple[str, str]]:
+    """Patients for the standalone-launch picker: (id, "Family Given (birth date)")."""
+    from sqlalchemy import and_, select
+
+    from sonobridge.store.tables import resource_versions as V
+    from sonobridge.store.tables import resources as R
+
+    stmt = select(R.c.res_id, V.c.content).select_from(
+        R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
+        R.c.res_type == "Patient", R.c.deleted.is_(False)).order_by(R.c.rid.desc()).limit(limit)
+    out = []
+    with core.store.reader.connect() as conn:
+        for row in conn.execute(stmt):
+            resource = orjson.loads(row.content)
+            name = (resource.get("name") or [{}])[0]
+            label = " ".join([name.get("family", ""), *name.get("given", [])]).strip()
+            if resource.get("birthDate"):
+                label += f" ({resource['birthDate']})"
+            out.append((row.res_id, label or row.res_id))
+    return out
+
+
+def _patient_exists(core: Core, patient_id: str) -> bool:
+    from sonobridge.fhir.validation import is_valid_id
+
+    if not is_valid_id(patient_id):
+        return False
+    stored = core.store.read("Patient", patient_id)
+    return stored is not None and not stored.deleted
 
 
 def _readiness(core: Core) -> dict[str, str]:

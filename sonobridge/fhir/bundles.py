@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from sonobridge import jsonio
+from sonobridge.auth.policy import Policy
 from sonobridge.fhir.errors import FhirError, Issue
 from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
 from sonobridge.fhir.validation import check_type
@@ -223,7 +224,8 @@ def _response_entry(resp: FhirResponse, base: str) -> dict[str, Any]:
 
 
 def process_bundle(service: FhirService, bundle: Any, base: str, headers: dict[str, str],
-                   max_entries: int) -> FhirResponse:
+                   max_entries: int, policy: Policy | None = None) -> FhirResponse:
+    """A batch or transaction; each entry is checked against ``policy`` like a lone request."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(400, "invalid", "POST to the base URL takes a batch or transaction Bundle",
                         expression=["Bundle"])
@@ -232,6 +234,9 @@ def process_bundle(service: FhirService, bundle: Any, base: str, headers: dict[s
         raise FhirError(400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}",
                         expression=["Bundle.type"])
     entries = parse_entries(bundle, base, headers, max_entries)
+    if policy is not None:
+        for entry in entries:
+            entry.req.policy = policy
     if kind == "batch":
         return _batch(service, entries, base)
     return _transaction(service, entries, base)

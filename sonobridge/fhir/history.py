@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from sonobridge.fhir import access
 from sonobridge.fhir.dates import parse_period
 from sonobridge.fhir.errors import FhirError
 from sonobridge.store.resources import HistoryKey, StoredResource
@@ -41,11 +42,23 @@ def history(service: FhirService, req: FhirRequest) -> FhirResponse:
                 after = HistoryKey.decode(value)
             except ValueError as exc:
                 raise FhirError(400, "invalid", str(exc), expression=["_page"]) from None
-    if req.res_type is not None and req.res_id is not None and service.store.read(
-            req.res_type, req.res_id) is None:
-        raise FhirError(404, "not-found", f"{req.res_type}/{req.res_id} is not known")
+    policy = req.policy
+    if req.res_type is not None and req.res_id is not None:
+        service._may(req, None, "r")
+        if service.store.read(req.res_type, req.res_id) is None:
+            raise FhirError(404, "not-found", f"{req.res_type}/{req.res_id} is not known")
+    elif req.res_type is not None:
+        access.require(policy, req.res_type, "r")
     page, next_key = service.store.history(res_type=req.res_type, res_id=req.res_id,
                                            since=since, at=at, after=after, count=max(count, 1))
+    if not policy.unrestricted and req.res_id is None:
+        # Type and system history: only the entries whose resource the caller may read (as it
+        # is now); a page can come back shorter, its next link still continues the walk.
+        assert service.engine is not None
+        with service.store.reader.connect() as conn:
+            allowed = access.visible(service.engine, conn, policy, req.base, "r",
+                                     {(s.type, s.id) for s in page})
+        page = [s for s in page if (s.type, s.id) in allowed]
     if count == 0:
         page, next_key = [], None
     path = "/".join(p for p in (req.res_type, req.res_id) if p)

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
+from sonobridge.auth.policy import Policy
 from sonobridge.conformance.capability import capability_statement
 from sonobridge.fhir.bundles import process_bundle
 from sonobridge.fhir.errors import FhirError, info_outcome
@@ -146,7 +147,8 @@ class FhirApp:
                 headers={h: request.headers[h] for h in _FORWARDED_HEADERS
                          if h in request.headers},
                 body_kind=kind, base=base, compartment_type=params.get("compartment"),
-                operation="$everything" if interaction == "everything" else None)
+                operation="$everything" if interaction == "everything" else None,
+                policy=policy_of(request))
             if interaction in _POINT_READS and self.service.store.inline_reads and \
                     fmt.kind == "json" and not fmt.pretty:
                 # A SQLite point read takes tens of microseconds: cheaper than the hop to a
@@ -203,12 +205,14 @@ class FhirApp:
         elif interaction == "reindex":
             from sonobridge.fhir.search.reindex import reindex
 
+            if not req.policy.unrestricted and req.policy.role != "system-admin":
+                raise FhirError(403, "forbidden", "$reindex is for the system administrator")
             types, _ = self.service._type_param(req.query, [])
             count = reindex(self.service.store, types or None)
             resp = FhirResponse(200, info_outcome(f"reindexed {count} resources"))
         elif interaction == "transaction batch":
             resp = process_bundle(self.service, req.body, req.base, dict(req.headers),
-                                  self.bundle_max_entries)
+                                  self.bundle_max_entries, req.policy)
         else:
             resp = self.service.handle(req)
         return to_http(resp, fmt)
@@ -220,6 +224,15 @@ class FhirApp:
                                              self.service.engine)
             self._capability[base] = statement
         return statement
+
+
+def policy_of(request: Request) -> Policy:
+    """The policy the authorization guard attached; none attached fails closed."""
+    policy = request.scope.get("state", {}).get("policy")
+    if not isinstance(policy, Policy):
+        raise FhirError(401, "security", "no authorization decision was made for this request",
+                        headers={"WWW-Authenticate": 'Bearer realm="sonobridge"'})
+    return policy
 
 
 def _too_large(limit: int) -> FhirError:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from sonobridge.auth.policy import Policy
+from sonobridge.fhir import access
 from sonobridge.fhir.errors import FhirError, info_outcome, not_found
 from sonobridge.fhir.headers import etag_matches, parse_etag_version, prefer
 from sonobridge.fhir.patch import apply_fhirpath_patch, apply_json_patch
@@ -51,6 +53,8 @@ class FhirRequest:
     # Patient/123/Observation: the type searched inside the compartment (or "*").
     compartment_type: str | None = None
     operation: str | None = None  # "$everything"
+    # Who asks, with which scopes: every interaction checks it (``fhir/access.py``).
+    policy: Policy = field(default_factory=Policy.open)
 
     def param(self, name: str) -> str | None:
         for key, value in self.query:
@@ -92,6 +96,9 @@ class FhirService:
             raise FhirError(400, "invalid", f"invalid resource id {req.res_id!r}: ids match "
                             "[A-Za-z0-9-.]{1,64}")
         method = req.method
+        if req.res_type == "AuditEvent" and method in ("PATCH", "DELETE"):
+            raise FhirError(405, "not-supported", "the audit trail is append-only: an "
+                            "AuditEvent may be created (IHE RESTful ATNA), never changed")
         if req.history:
             if method not in ("GET", "HEAD"):
                 raise FhirError(405, "not-supported", "history is read-only")
@@ -136,6 +143,7 @@ class FhirService:
             stored = writer.read(req.res_type, req.res_id)
         else:
             stored = self.store.read(req.res_type, req.res_id)
+        self._may(req, writer, "r")
         if stored is None:
             raise not_found(f"{req.res_type}/{req.res_id} is not known")
         if stored.deleted:
@@ -148,6 +156,7 @@ class FhirService:
         if not (req.version_id or "").isdigit():
             raise FhirError(400, "invalid", f"invalid version id {req.version_id!r}")
         stored = self.store.vread(req.res_type, req.res_id, int(req.version_id or 0))
+        self._may(req, writer, "r")
         if stored is None:
             raise not_found(f"{req.res_type}/{req.res_id} has no version {req.version_id}")
         if stored.deleted:
@@ -155,6 +164,26 @@ class FhirService:
                             f"{req.res_type}/{req.res_id} is a deletion",
                             headers=version_headers(stored))
         return self._conditional_read(req, stored)
+
+    def _may(self, req: FhirRequest, writer: Writer | None, permission: str,
+             res_id: str | None = None) -> None:
+        """403 unless the policy allows ``permission`` on this resource (type rights, then
+        compartment and query filters, as the index stands in this transaction)."""
+        policy = req.policy
+        if policy.unrestricted:
+            return
+        assert req.res_type is not None and self.engine is not None
+        access.require(policy, req.res_type, permission)
+        res_id = res_id or req.res_id
+        assert res_id is not None
+        if writer is not None:
+            writer.flush()
+            access.check_one(self.engine, writer.conn, policy, req.base, permission,
+                             req.res_type, res_id)
+            return
+        with self.store.reader.connect() as conn:
+            access.check_one(self.engine, conn, policy, req.base, permission, req.res_type,
+                             res_id)
 
     def _conditional_read(self, req: FhirRequest, stored: StoredResource) -> FhirResponse:
         headers = version_headers(stored)
@@ -172,6 +201,7 @@ class FhirService:
 
     def create(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
         assert req.res_type is not None
+        access.require(req.policy, req.res_type, "c")
         validate(req.body, req.res_type)
         return self._in_writer(writer, self._create, req)
 
@@ -184,11 +214,13 @@ class FhirService:
                 raise FhirError(412, "duplicate", f"If-None-Exist: {condition!r} matches more "
                                 f"than one {req.res_type}")
             if found:  # already there: nothing is created
+                self._may(req, writer, "r", found[0])
                 stored = writer.read(req.res_type, found[0])
                 assert stored is not None
                 return self.write_response(req, 200, stored)
         # The server assigns the id; one in the body is ignored (FHIR create).
         stored = writer.create(req.res_type, req.body, req.assigned_id)
+        self._may(req, writer, "c", stored.id)
         return self.write_response(req, 201, stored)
 
     def update(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -209,11 +241,22 @@ class FhirService:
 
     def _update(self, req: FhirRequest, writer: Writer, method: str = "PUT") -> FhirResponse:
         assert req.res_type is not None and req.res_id is not None
+        if req.res_type == "AuditEvent" and writer.read("AuditEvent", req.res_id) is not None:
+            raise FhirError(405, "not-supported", "the audit trail is append-only: an "
+                            "AuditEvent may be created (IHE RESTful ATNA), never changed")
+        if not req.policy.unrestricted:
+            access.require(req.policy, req.res_type, "u")
+            current = writer.read(req.res_type, req.res_id)
+            if current is not None and not current.deleted:
+                self._may(req, writer, "u")  # the resource as it is now
+            else:
+                access.require(req.policy, req.res_type, "c")  # update as create
         try:
             result = writer.update(req.res_type, req.res_id, req.body, self._if_match(req),
                                    method=method)
         except VersionConflict as exc:
             raise FhirError(412, "conflict", f"{req.res_type}/{req.res_id}: {exc}") from None
+        self._may(req, writer, "u")  # ...and as it would be
         return self.write_response(req, 201 if result.created else 200, result.stored)
 
     def patch(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -234,7 +277,7 @@ class FhirService:
             raise FhirError(422, "processing", "a patch may not change the resource id",
                             expression=[f"{req.res_type}.id"])
         patched_req = FhirRequest("PATCH", req.res_type, req.res_id, headers=req.headers,
-                                  body=patched, base=req.base)
+                                  body=patched, base=req.base, policy=req.policy)
         return self._update(patched_req, writer, method="PATCH")
 
     def delete(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -242,6 +285,11 @@ class FhirService:
 
     def _delete(self, req: FhirRequest, writer: Writer) -> FhirResponse:
         assert req.res_type is not None and req.res_id is not None
+        if not req.policy.unrestricted:
+            access.require(req.policy, req.res_type, "d")
+            current = writer.read(req.res_type, req.res_id)
+            if current is not None and not current.deleted:
+                self._may(req, writer, "d")
         try:
             stored = writer.delete(req.res_type, req.res_id, self._if_match(req))
         except VersionConflict as exc:
@@ -295,13 +343,26 @@ class FhirService:
                 types, query = self._type_param(query, [])
         elif req.res_type is None:
             types, query = self._type_param(query, [])
-        conn = None
+        policy = req.policy
+        if not policy.unrestricted:
+            if req.operation == "$everything" or req.compartment_type is not None:
+                access.require(policy, "Patient", "r")
+            types = access.search_types(policy, types)
+            compartment, extra = access.search_terms(policy, types, compartment)
+            query += extra
         if writer is not None:
             writer.flush()
-            conn = writer.conn
-        result = self.engine.search(types, query, base=req.base, headers=req.headers,
-                                    link_path=path, compartment=compartment, conn=conn,
-                                    since=since)
+            return self._search(req, types, query, path, compartment, since, writer.conn)
+        with self.store.reader.connect() as conn:
+            return self._search(req, types, query, path, compartment, since, conn)
+
+    def _search(self, req: FhirRequest, types: list[str], query: list[tuple[str, str]],
+                path: str, compartment: Any, since: int | None, conn: Any) -> FhirResponse:
+        assert self.engine is not None
+        result = self.engine.search(
+            types, query, base=req.base, headers=req.headers, link_path=path,
+            compartment=compartment, conn=conn, since=since,
+            visible=access.include_filter(self.engine, conn, req.policy, req.base))
         return FhirResponse(200, result.bundle, {"X-Search-Statements": str(result.statements)})
 
     def _must_exist(self, req: FhirRequest, writer: Writer | None) -> None:
@@ -362,7 +423,8 @@ class FhirService:
         else:
             target = body_id or new_id()
         updated = FhirRequest("PUT", req.res_type, target, headers=req.headers,
-                              body={**req.body, "id": target}, base=req.base)
+                              body={**req.body, "id": target}, base=req.base,
+                              policy=req.policy)
         return self._update(updated, writer)
 
     def conditional_delete(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -378,6 +440,7 @@ class FhirService:
             raise FhirError(412, "too-costly", f"the condition matches more than "
                             f"{CONDITIONAL_DELETE_MAX} resources; narrow it")
         for res_id in found:
+            self._may(req, writer, "d", res_id)
             writer.delete(req.res_type, res_id)
         if prefer(req.headers).get("return") == "minimal":
             return FhirResponse(204)
@@ -394,7 +457,8 @@ class FhirService:
         if not found:
             raise not_found("no resource matches the condition")
         target = FhirRequest("PATCH", req.res_type, found[0], headers=req.headers,
-                             body=req.body, body_kind=req.body_kind, base=req.base)
+                             body=req.body, body_kind=req.body_kind, base=req.base,
+                             policy=req.policy)
         return self._patch(target, writer)
 
     def write_response(self, req: FhirRequest, status: int, stored: StoredResource

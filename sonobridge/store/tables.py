@@ -292,7 +292,10 @@ auth_tokens = Table(
     Column("issued", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False),
     Column("grant", String(32), nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("session_hash", String(64), nullable=True),
     Index("ix_auth_tokens_refresh", "refresh_hash"),
+    Index("ix_auth_tokens_revoked", "revoked_at"),
 )
 
 auth_assertions = Table(
@@ -329,6 +332,7 @@ audit_log = Table(
     Column("seq", RowId, primary_key=True, autoincrement=True),
     Column("recorded", BigInteger, nullable=False),
     Column("event", LargeBinary, nullable=False),
+    Column("res_id", String(64), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )

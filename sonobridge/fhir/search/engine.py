@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +37,8 @@ from sonobridge.store.tables import resources as R
 
 MAX_ITERATE = 5
 R_ALIAS = R.alias("r")
+# Filters included rows down to those the caller may see (see ``fhir/access.py``).
+Visible = Callable[[list[Any]], list[Any]]
 _STR_MAX, _STR_MIN = "\U0010ffff", ""
 _NUM_MAX, _NUM_MIN = 1e308, -1e308
 
@@ -85,15 +87,17 @@ class SearchEngine:
     def search(self, res_types: list[str], query: Sequence[tuple[str, str]], *, base: str,
                headers: Mapping[str, str], link_path: str,
                compartment: Compartment | None = None, conn: Connection | None = None,
-               since: int | None = None) -> SearchResult:
+               since: int | None = None, visible: Visible | None = None) -> SearchResult:
+        """Run a search. ``visible`` (from the access policy) drops included resources the
+        caller may not see, before they are followed any further."""
         strict = prefer(headers).get("handling") == "strict"
         sq = self.parser(strict).parse(res_types or ["Resource"], list(query),
                                        passthrough=("_since",) if since is not None else ())
         sq.res_types = res_types
         if conn is not None:
-            return self._run(conn, sq, base, link_path, compartment, since)
+            return self._run(conn, sq, base, link_path, compartment, since, visible)
         with self.store.reader.connect() as own:
-            return self._run(own, sq, base, link_path, compartment, since)
+            return self._run(own, sq, base, link_path, compartment, since, visible)
 
     def matches(self, conn: Connection, res_type: str, query: Sequence[tuple[str, str]],
                 base: str, limit: int) -> list[tuple[int, str]]:
@@ -162,8 +166,27 @@ class SearchEngine:
         # One IN over a UNION: the compartment's members drive the query on both databases.
         return r.c.rid.in_(members[0] if len(members) == 1 else union_all(*members))
 
+    def restricted(self, conn: Connection, res_type: str, ids: Sequence[str] | None,
+                   compartment: Compartment | None, query: Sequence[tuple[str, str]],
+                   base: str, limit: int = 10_000) -> set[str]:
+        """Which of ``ids`` (or, with ``None``, which resources of the type) are in the
+        compartment and match ``query``: the access policy's membership test."""
+        params = list(query)
+        if ids is not None:
+            if not ids:
+                return set()
+            params.append(("_id", ",".join(ids)))
+        sq = self.parser(strict=True).parse([res_type], params)
+        sq.res_types = [res_type]
+        r = R_ALIAS
+        plan = self._plan(lambda stmt: conn.execute(stmt), sq, r, self.context(base, conn),
+                          compartment, None)
+        rows = conn.execute(select(r.c.res_id).where(plan.where).limit(limit)).all()
+        return {row.res_id for row in rows}
+
     def _run(self, conn: Connection, sq: SearchQuery, base: str, link_path: str,
-             compartment: Compartment | None, since: int | None) -> SearchResult:
+             compartment: Compartment | None, since: int | None,
+             visible: Visible | None = None) -> SearchResult:
         counter = [0]
         ctx = self.context(base, conn)
         r = R_ALIAS
@@ -197,7 +220,7 @@ class SearchEngine:
             for row in rows:
                 entries.append(self._entry(base, row, "match", sq))
             if sq.includes and rows:
-                included, include_issues = self._includes(run, sq, rows)
+                included, include_issues = self._includes(run, sq, rows, visible)
                 issues += include_issues
                 entries += [self._entry(base, row, "include", sq) for row in included]
         links.append(("first", sq.used))
@@ -222,8 +245,8 @@ class SearchEngine:
 
     # ----------------------------------------------------------------------------- includes
 
-    def _includes(self, run: Any, sq: SearchQuery, rows: list[Any]
-                  ) -> tuple[list[Any], list[Issue]]:
+    def _includes(self, run: Any, sq: SearchQuery, rows: list[Any],
+                  visible: Visible | None = None) -> tuple[list[Any], list[Issue]]:
         seen = {(row.res_type, row.res_id) for row in rows}
         current = [(row.rid, row.res_type, row.res_id) for row in rows]
         included: list[Any] = []
@@ -245,6 +268,8 @@ class SearchEngine:
                     wanted_keys |= self._forward(run, include, current)
             fetched = self._fetch(run, wanted_keys - seen, wanted_rids)
             fresh = [row for row in fetched if (row.res_type, row.res_id) not in seen]
+            if visible is not None:
+                fresh = visible(fresh)
             room = self.max_includes - len(included)
             if len(fresh) > room:
                 issues.append(Issue(

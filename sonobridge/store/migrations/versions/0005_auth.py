@@ -77,9 +77,12 @@ def upgrade() -> None:
         sa.Column("issued", sa.BigInteger, nullable=False),
         sa.Column("revoked", sa.Boolean, nullable=False),
         sa.Column("grant", sa.String(32), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger, nullable=True),
+        sa.Column("session_hash", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("jti", name="pk_auth_tokens"),
     )
     op.create_index("ix_auth_tokens_refresh", "auth_tokens", ["refresh_hash"])
+    op.create_index("ix_auth_tokens_revoked", "auth_tokens", ["revoked_at"])
     op.create_table(
         "auth_assertions",
         sa.Column("client_id", sa.String(64), nullable=False),
@@ -109,6 +112,7 @@ def upgrade() -> None:
         sa.Column("seq", RowId, primary_key=True, autoincrement=True),
         sa.Column("recorded", sa.BigInteger, nullable=False),
         sa.Column("event", sa.LargeBinary, nullable=False),
+        sa.Column("res_id", sa.String(64), nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_audit_log"),
