@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)  ## install if needed, migrate, and serve on 127.0.0.1:8080 (./data)
+	$(BIN)/sonobridge dev-setup
 	$(BIN)/sonobridge serve
 
 test: $(STAMP)  ## install if needed and run the test suite (SQLite, and PostgreSQL when reachable)

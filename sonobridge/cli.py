@@ -89,12 +89,10 @@ def serve(
     settings = _settings(http_host=host, http_port=port, data_dir=data_dir,
                          database_url=database_url, blob_url=blob_url, base_url=base_url,
                          log_format=log_format, max_body_size=max_body_size)
-    if not settings.is_loopback:
-        console.print(
-            "[red]refusing to listen on a non-loopback address:[/red] this build has no "
-            "authorization server yet, so the APIs would be open to the network. "
-            "Bind to 127.0.0.1 and put an authenticating proxy in front.")
-        raise typer.Exit(2)
+    if not settings.auth_enabled:
+        console.print("[bold red]WARNING: authorization is DISABLED (SONOBRIDGE_AUTH=disabled)."
+                      "[/bold red] Every API is open to anyone who can reach "
+                      f"{settings.http_host}:{settings.http_port}. Local development only.")
     logs.configure(settings.log_format, settings.log_level)
     try:
         core = open_core(settings)
@@ -117,6 +115,12 @@ def _banner(settings: Settings, root: str, loaded: int) -> None:
     table.add_row("CapabilityStatement", f"{root}/fhir/metadata")
     table.add_row("Health", f"{root}/healthz  {root}/readyz")
     table.add_row("Metrics", f"{root}/metrics")
+    table.add_row("DICOMweb", f"{root}/dicomweb")
+    if settings.auth_enabled:
+        table.add_row("Authorization", f"SMART on FHIR, required; discovery at "
+                                       f"{root}/fhir/.well-known/smart-configuration")
+    else:
+        table.add_row("Authorization", "[red]disabled[/red]")
     table.add_row("Database", _redact(settings.resolved_database_url))
     table.add_row("Blobs", settings.resolved_blob_url)
     if loaded:
@@ -249,6 +253,20 @@ def delete_command(
     finally:
         core.close()
     console.print(f"deleted {count} instance{'s' if count != 1 else ''}")
+
+
+def _register_auth_commands() -> None:
+    from sonobridge import cli_auth
+
+    app.add_typer(cli_auth.users_app, name="user")
+    app.add_typer(cli_auth.clients_app, name="client")
+    app.add_typer(cli_auth.keys_app, name="keys")
+    app.add_typer(cli_auth.audit_app, name="audit")
+    app.command("launch")(cli_auth.launch_command)
+    app.command("dev-setup")(cli_auth.dev_setup)
+
+
+_register_auth_commands()
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ ENV_NAMES: dict[str, str] = {
     "refresh_lifetime": "SONOBRIDGE_REFRESH_LIFETIME",
     "session_idle_timeout": "SONOBRIDGE_SESSION_IDLE_TIMEOUT",
     "audit_syslog": "SONOBRIDGE_AUDIT_SYSLOG",
+    "audit": "SONOBRIDGE_AUDIT",
 }
 
 
@@ -89,6 +90,7 @@ class Settings:
     token_lifetime: int = 3600  # seconds an access token is valid
     refresh_lifetime: int = 30 * 86400  # seconds an offline_access refresh token is valid
     session_idle_timeout: int = 900  # a login session ends after this many idle seconds
+    audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from sonobridge.auth.audit import AuditTrail
 from sonobridge.auth.service import AuthService
 from sonobridge.config import Settings
 from sonobridge.fhir.search.engine import SearchEngine
@@ -30,8 +31,11 @@ class Core:
     registry: Registry
     search: SearchEngine
     auth: AuthService
+    audit: AuditTrail | None  # None only when turned off (tests, benchmarks)
 
     def close(self) -> None:
+        if self.audit is not None:
+            self.audit.flush()
         self.engine.dispose()
 
 
@@ -47,8 +51,10 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
                           max_count=settings.search_max_count,
                           max_includes=settings.search_max_includes)
     service = FhirService(store, search, history_page_max=settings.history_page_max)
+    audit = AuditTrail(store, syslog=settings.audit_syslog) if settings.audit else None
+    service.audit = audit
     core = Core(settings, engine, store, blobs, service, registry, search,
-                AuthService(settings, engine))
+                AuthService(settings, engine), audit)
     if run_migrations or migrate.is_current(engine):
         load_custom_search_params(core)
     store.after_commit.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -60,7 +61,8 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
     dicomweb = DicomWebApp(dicom, configured_base=settings.base_url,
                            threads=settings.worker_threads)
     auth_web = AuthWeb(core.auth, settings.base_url, patients=lambda user: _patients(core),
-                       patient_exists=lambda pid: _patient_exists(core, pid))
+                       patient_exists=lambda pid: _patient_exists(core, pid),
+                       audit=lambda *args: _audit_auth(core, *args))
     middleware = [
         Middleware(RequestContextMiddleware),
         Middleware(BearerGuard, auth=core.auth, configured_base=settings.base_url),
@@ -123,6 +125,29 @@ def _patient_exists(core: Core, patient_id: str) -> bool:
         return False
     stored = core.store.read("Patient", patient_id)
     return stored is not None and not stored.deleted
+
+
+def _audit_auth(core: Core, kind: str, ok: bool, user: Any, client_id: str, site: Any,
+                detail: dict[str, Any]) -> None:
+    """Logins, logouts and token events into the audit trail."""
+    from sonobridge.auth.audit import Record
+
+    if core.audit is None:
+        return
+    subtype = kind
+    if kind == "token":
+        subtype = {"refresh_token": "refresh", "authorization_code": "token-issue",
+                   "client_credentials": "token-issue"}.get(detail.get("grant_type", ""),
+                                                            "token")
+    description = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v)
+    patient = detail.get("patient")
+    core.audit.later(Record(
+        kind, "E", subtype, outcome="0" if ok else "4",
+        who=str(user.id) if user is not None else client_id, client_id=client_id,
+        fhir_user=getattr(user, "fhir_user", None),
+        username=getattr(user, "username", None) or detail.get("username"),
+        ip=site.ip, patient=f"Patient/{patient}" if patient else None,
+        detail=description[:500]))
 
 
 def _readiness(core: Core) -> dict[str, str]:

@@ -149,7 +149,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=db_url, auth="disabled")
+    return Settings(data_dir=tmp_path, database_url=db_url, auth="disabled", audit=False)
 
 
 @pytest.fixture

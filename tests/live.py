@@ -26,7 +26,8 @@ def serve(db_url: str, work: Path, *args: str, **env: str) -> Iterator[tuple[str
     port = free_port()
     log = work / "server.log"
     environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(work / "data"),
-               "SONOBRIDGE_DATABASE_URL": db_url, "SONOBRIDGE_AUTH": "disabled", **env}
+               "SONOBRIDGE_DATABASE_URL": db_url, "SONOBRIDGE_AUTH": "disabled",
+               "SONOBRIDGE_AUDIT": "off", **env}
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sonobridge", "serve", "--port",
                                  str(port), *args], env=environ, stdout=out,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,9 +43,11 @@ def test_serve_starts_with_sample_and_answers(live):
         assert "sonobridge_http_requests_total" in http.get("/metrics").text
 
 
-def test_non_loopback_listener_is_refused(tmp_path):
+def test_open_apis_on_a_non_loopback_listener_are_refused(tmp_path):
+    env = {**os.environ, "SONOBRIDGE_AUTH": "disabled"}
     result = subprocess.run([sys.executable, "-m", "sonobridge", "serve", "--host", "0.0.0.0",
                              "--data-dir", str(tmp_path)], capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, env=env)
     assert result.returncode == 2
-    assert "non-loopback" in result.stderr
+    assert "SONOBRIDGE_AUTH=disabled is refused" in result.stderr
+    assert "not loopback" in result.stderr

@@ -46,7 +46,7 @@ class KeyStore:
         self._keys = keys
         self._loaded = time.time()
 
-    def keys(self) -> list[SigningKey]:
+    def all(self) -> list[SigningKey]:
         with self._lock:
             if not self._keys or time.time() - self._loaded > 30:  # other processes rotate too
                 self._load()
@@ -74,7 +74,7 @@ class KeyStore:
         os.replace(tmp, path)
 
     def current(self) -> SigningKey:
-        return next(k for k in reversed(self.keys()) if k.retired is None)
+        return next(k for k in reversed(self.all()) if k.retired is None)
 
     def rotate(self) -> SigningKey:
         with self._lock:
@@ -95,7 +95,7 @@ class KeyStore:
 
     def key_set(self) -> KeySet:
         now = time.time()
-        return KeySet([k.key for k in self.keys()
+        return KeySet([k.key for k in self.all()
                        if k.retired is None or now - k.retired <= self.token_lifetime + 300])
 
     def jwks(self) -> dict[str, Any]:

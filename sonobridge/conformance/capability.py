@@ -67,8 +67,31 @@ def _revincludes(engine: SearchEngine) -> dict[str, list[str]]:
     return out
 
 
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def security(base: str) -> dict[str, Any]:
+    """``rest.security``: SMART on FHIR, with the OAuth endpoints in the ``oauth-uris``
+    extension (some clients look only there, not at .well-known/smart-configuration)."""
+    root = base[: -len("/fhir")] if base.endswith("/fhir") else base
+    uris = [("authorize", "/auth/authorize"), ("token", "/auth/token"),
+            ("introspect", "/auth/introspect"), ("revoke", "/auth/revoke"),
+            ("register", "/auth/register")]
+    return {
+        "cors": True,
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR"}], "text": "OAuth 2 using SMART-on-FHIR profile"}],
+        "description": "SMART App Launch 2.2 and Backend Services: one bearer token for FHIR "
+                       "and DICOMweb. Discovery: .well-known/smart-configuration.",
+        "extension": [{"url": OAUTH_URIS, "extension": [
+            {"url": name, "valueUri": f"{root}{path}"} for name, path in uris]}],
+    }
+
+
 def capability_statement(base: str, served: Iterable[str], published: str,
-                         engine: SearchEngine | None = None) -> dict[str, Any]:
+                         engine: SearchEngine | None = None, secured: bool = True
+                         ) -> dict[str, Any]:
     """``served``: the interaction codes the router has a handler for."""
     codes = set(served)
     type_codes = [c for c in TYPE_CODES if c in codes]
@@ -109,6 +132,8 @@ def capability_statement(base: str, served: Iterable[str], published: str,
                               "http://hl7.org/fhir/OperationDefinition/Resource-reindex"}]
     if engine is not None:
         rest["searchParam"] = COMMON[:2]
+    if secured:
+        rest["security"] = security(base)
     return {
         "resourceType": "CapabilityStatement",
         "id": "sonobridge",

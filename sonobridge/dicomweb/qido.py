@@ -185,7 +185,7 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
 
 
 def run(conn: Any, query: Query, *, study_uid: str | None = None,
-        series_uid: str | None = None) -> list[Any]:
+        series_uid: str | None = None, allowed: set[str] | None = None) -> list[Any]:
     """Rows for the query at its level (with the study row joined for series and instances)."""
     if query.level == "study":
         stmt = select(ST).select_from(ST)
@@ -212,6 +212,8 @@ def run(conn: Any, query: Query, *, study_uid: str | None = None,
         stmt = stmt.where(ST.c.study_uid == study_uid)
     if series_uid is not None:
         stmt = stmt.where(S.c.series_uid == series_uid)
+    if allowed is not None:  # the studies the caller's token may see
+        stmt = stmt.where(ST.c.study_uid.in_(sorted(allowed)))
     stmt = stmt.order_by(order).limit(query.limit).offset(query.offset)
     return conn.execute(stmt).all()
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from sonobridge.auth.policy import Policy
 from sonobridge.dicomweb import negotiate, rendered
 from sonobridge.dicomweb.accept import parse_accept
 from sonobridge.dicomweb.errors import DicomwebError
@@ -75,6 +76,10 @@ class DicomWebApp:
         return [Mount("/dicomweb", routes=routes)]
 
     def _wrap(self, handler: Callable[..., Any]) -> Callable[[Request], Any]:
+        searches = {self.studies, self.all_series, self.all_instances, self.study_series,
+                    self.study_instances, self.series_instances}
+        search = handler in searches
+
         async def endpoint(request: Request) -> Response:
             try:
                 params = request.path_params
@@ -83,13 +88,67 @@ class DicomWebApp:
                                   ("sop", "SOP Instance UID")):
                     if key in params:
                         _uid(params[key], what)
-                return await handler(request)
+                await self.authorize(request, search)
+                response = await handler(request)
+                self._audit(request, search, response.status_code)
+                return response
             except DicomwebError as exc:
+                self._audit(request, search, exc.status, exc.message)
                 headers = {"Warning": f'299 SonoBridge "{exc.warning}"'} if exc.warning else {}
                 return Response(orjson.dumps(exc.body()), exc.status, headers,
                                 media_type="application/json")
 
         return endpoint
+
+    async def authorize(self, request: Request, search: bool) -> None:
+        """DICOMweb follows FHIR: a study is readable exactly when its ImagingStudy is; storing
+        needs create rights on ImagingStudy, deleting needs delete rights on it."""
+        policy = request.scope.get("state", {}).get("policy")
+        if not isinstance(policy, Policy):
+            raise DicomwebError(401, "no authorization decision was made for this request")
+        request.state.allowed_studies = None
+        if policy.unrestricted:
+            return
+        method = request.method
+        study = request.path_params.get("study")
+        if method == "POST":
+            permission = "c"
+        elif method == "DELETE":
+            permission = "d"
+        else:
+            permission = "s" if search else "r"
+        fhir_base = self.root(request)[: -len("/dicomweb")] + "/fhir"
+        answer = await self._run(self.service.access, policy, fhir_base, permission, study)
+        if isinstance(answer, str):
+            raise DicomwebError(403, answer)
+        request.state.allowed_studies = answer
+
+    def _audit(self, request: Request, search: bool, status: int, message: str = "") -> None:
+        """DICOMweb retrievals, queries, stores and deletions, after the response."""
+        audit = self.service.core.audit
+        policy = request.scope.get("state", {}).get("policy")
+        if audit is None or not isinstance(policy, Policy):
+            return
+        from sonobridge.auth.audit import Record
+
+        method = request.method
+        if method == "POST":
+            kind, action = "dicom-store", "C"
+        elif method == "DELETE":
+            kind, action = "dicom-access", "D"
+        elif search:
+            kind, action = "dicom-query", "E"
+        else:
+            kind, action = "dicom-access", "R"
+        outcome = "0" if status < 400 else ("8" if status >= 500 else "4")
+        audit.later(Record(kind, action, request.url.path.rsplit("/", 1)[-1][:40],
+                           outcome=outcome, who=policy.subject, client_id=policy.client_id,
+                           fhir_user=policy.fhir_user,
+                           ip=request.client.host if request.client else "",
+                           patient=f"Patient/{policy.patient}" if policy.patient else None,
+                           study=request.path_params.get("study"),
+                           query=request.url.query if search else None,
+                           detail=f"{status}: {message[:200]}" if message else ""))
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._limiter is None:
@@ -127,7 +186,8 @@ class DicomWebApp:
                       series: str | None = None) -> Response:
         params = list(request.query_params.multi_items())
         media = _qido_media(request)
-        results, warnings = await self._run(self.service.search, level, params, study, series)
+        results, warnings = await self._run(self.service.search, level, params, study, series,
+                                            request.state.allowed_studies)
         headers = {"Warning": ", ".join(f'299 SonoBridge "{w}"' for w in warnings)} \
             if warnings else {}
         root = self.root(request)

@@ -14,6 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 from sqlalchemy import select
 
+from sonobridge.auth.policy import Policy
 from sonobridge.dicomweb import frames as F
 from sonobridge.dicomweb import qido, rendered
 from sonobridge.dicomweb.cache import FrameCache
@@ -73,13 +74,39 @@ class DicomWeb:
     # ------------------------------------------------------------------------ QIDO
 
     def search(self, level: str, params: list[tuple[str, str]], study: str | None = None,
-               series: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+               series: str | None = None, allowed: set[str] | None = None
+               ) -> tuple[list[dict[str, Any]], list[str]]:
         query = qido.parse_query(level, params)
         with self.core.store.reader.connect() as conn:
-            rows = qido.run(conn, query, study_uid=study, series_uid=series)
+            rows = qido.run(conn, query, study_uid=study, series_uid=series, allowed=allowed)
         build = {"study": qido.study_result, "series": qido.series_result,
                  "instance": qido.instance_result}[level]
         return [build(row, query) for row in rows], query.warnings
+
+    def access(self, policy: Policy, fhir_base: str, permission: str, study: str | None
+               ) -> set[str] | str | None:
+        """What the policy allows here: ``None`` (everything), the set of study UIDs it may
+        search, or a message saying why not (403)."""
+        from sonobridge.fhir import access
+        from sonobridge.fhir.errors import FhirError
+
+        engine = self.core.search
+        try:
+            if permission == "c":
+                scopes = access.require(policy, "ImagingStudy", "c")
+                if any(s.context == "patient" or s.query for s in scopes):
+                    return ("storing needs user/ or system/ create rights on ImagingStudy "
+                            "without a patient or query restriction")
+                return None
+            with self.core.store.reader.connect() as conn:
+                if study is not None:
+                    access.check_one(engine, conn, policy, fhir_base, permission,
+                                     "ImagingStudy", study)
+                    return None
+                return access.allowed_ids(engine, conn, policy, fhir_base, permission,
+                                          "ImagingStudy")
+        except FhirError as exc:
+            return str(exc).replace("ImagingStudy/", "study ")
 
     # ------------------------------------------------------------------------ metadata
 

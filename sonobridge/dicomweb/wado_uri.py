@@ -37,6 +37,8 @@ async def _serve(app: DicomWebApp, request: Request) -> Response:
     series = _uid(query.get("seriesUID", ""), "seriesUID")
     sop = _uid(query.get("objectUID", ""), "objectUID")
     wanted = [c.strip().split(";")[0] for c in query.get("contentType", "image/jpeg").split(",")]
+    request.scope["path_params"] = {"study": study}
+    await app.authorize(request, search=False)
     row = await app._run(app.service.instance, study, series, sop)
     for media in wanted:
         if media == "application/dicom":

@@ -152,3 +152,20 @@ def include_filter(engine: SearchEngine, conn: Connection, policy: Policy, base:
         return [row for row in rows if (row.res_type, row.res_id) in allowed]
 
     return keep
+
+
+def allowed_ids(engine: SearchEngine, conn: Connection, policy: Policy, base: str,
+                permission: str, res_type: str) -> set[str] | None:
+    """Every id of ``res_type`` the policy allows ``permission`` on, or ``None`` for "all"
+    (DICOMweb: the studies a token may see are those whose ImagingStudy it may see)."""
+    if policy.unrestricted:
+        return None
+    scopes = require(policy, res_type, permission)
+    terms = _terms(policy, scopes)
+    if terms is None:
+        return None
+    compartment, filters = terms
+    found: set[str] = set()
+    for query in filters:
+        found |= engine.restricted(conn, res_type, None, compartment, query, base)
+    return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import anyio
 import anyio.to_thread
@@ -31,12 +31,20 @@ from sonobridge.fhir.formats import (
 )
 from sonobridge.fhir.headers import base_url
 from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
+from sonobridge.jsonio import loads as json_loads
 from sonobridge.store.timeutil import now_us, to_instant
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _BODY_INTERACTIONS = {"create", "update", "patch", "conditional-update", "conditional-patch",
                       "transaction batch"}
 _POINT_READS = {"read", "vread"}
+# Writes are audited in their transaction by the service; metadata is public.
+_AUDITED_ELSEWHERE = {"create", "update", "patch", "delete", "conditional-update",
+                      "conditional-delete", "conditional-patch", "transaction batch",
+                      "capabilities", "reindex"}
+_ACTIONS = {"create": "C", "update": "U", "patch": "U", "delete": "D", "read": "R",
+            "vread": "R", "conditional-update": "U", "conditional-delete": "D",
+            "conditional-patch": "U"}
 _FORWARDED_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-none-exist",
                       "prefer")
 
@@ -148,7 +156,8 @@ class FhirApp:
                          if h in request.headers},
                 body_kind=kind, base=base, compartment_type=params.get("compartment"),
                 operation="$everything" if interaction == "everything" else None,
-                policy=policy_of(request))
+                policy=policy_of(request),
+                source=request.client.host if request.client else "")
             if interaction in _POINT_READS and self.service.store.inline_reads and \
                     fmt.kind == "json" and not fmt.pretty:
                 # A SQLite point read takes tens of microseconds: cheaper than the hop to a
@@ -158,6 +167,7 @@ class FhirApp:
                 status, headers, content = await anyio.to_thread.run_sync(
                     self._run, interaction, req, body, fmt, limiter=self._limiter())
         except FhirError as exc:
+            self._audit_failure(request, spec, exc)
             return error_response(exc, fmt)
         if method == "HEAD":
             content = b""
@@ -215,7 +225,54 @@ class FhirApp:
                                   self.bundle_max_entries, req.policy)
         else:
             resp = self.service.handle(req)
+            if interaction not in _AUDITED_ELSEWHERE:
+                self._audit_read(interaction, req, resp)
         return to_http(resp, fmt)
+
+    def _audit_read(self, interaction: str, req: FhirRequest, resp: FhirResponse) -> None:
+        """Reads and searches are audited just after the response (writes are audited in
+        their own transaction by the service)."""
+        audit = self.service.audit
+        if audit is None:
+            return
+        from sonobridge.auth.audit import Record, patient_of
+
+        policy = req.policy
+        patient = f"Patient/{policy.patient}" if policy.patient else None
+        query = None
+        if interaction in _POINT_READS:
+            resource = f"{req.res_type}/{req.res_id}"
+            if isinstance(resp.body, bytes) and req.res_type != "Patient":
+                patient = patient_of(json_loads(resp.body)) or patient
+            elif req.res_type == "Patient":
+                patient = resource
+            action = "R"
+        else:
+            resource = req.res_type
+            query = urlencode(req.query)
+            if req.res_type == "Patient" and req.res_id:
+                patient = f"Patient/{req.res_id}"
+            action = "E"
+        audit.later(Record("rest", action, interaction, who=policy.subject,
+                           client_id=policy.client_id, fhir_user=policy.fhir_user,
+                           ip=req.source, resource=resource, patient=patient, query=query))
+
+    def _audit_failure(self, request: Request, spec: FhirRoute, exc: FhirError) -> None:
+        audit = self.service.audit
+        policy = request.scope.get("state", {}).get("policy")
+        if audit is None or not isinstance(policy, Policy):
+            return
+        from sonobridge.auth.audit import Record
+
+        interaction = spec.interactions.get(request.method, "unknown")
+        params = request.path_params
+        resource = "/".join(p for p in (params.get("type"), params.get("id")) if p) or None
+        audit.later(Record("rest", _ACTIONS.get(interaction, "E"), interaction,
+                           outcome="8" if exc.status >= 500 else "4", who=policy.subject,
+                           client_id=policy.client_id, fhir_user=policy.fhir_user,
+                           ip=request.client.host if request.client else "",
+                           resource=resource, query=request.url.query or None,
+                           detail=f"{exc.status}: {str(exc)[:200]}"))
 
     def capability(self, base: str) -> dict[str, Any]:
         statement = self._capability.get(base)

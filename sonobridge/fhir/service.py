@@ -29,6 +29,7 @@ from sonobridge.store.resources import (
 from sonobridge.store.timeutil import from_http_date
 
 if TYPE_CHECKING:
+    from sonobridge.auth.audit import AuditTrail
     from sonobridge.fhir.search.engine import SearchEngine
 
 CONDITIONAL_DELETE_MAX = 100
@@ -55,6 +56,7 @@ class FhirRequest:
     operation: str | None = None  # "$everything"
     # Who asks, with which scopes: every interaction checks it (``fhir/access.py``).
     policy: Policy = field(default_factory=Policy.open)
+    source: str = ""  # the client's network address, for the audit trail
 
     def param(self, name: str) -> str | None:
         for key, value in self.query:
@@ -83,6 +85,23 @@ class FhirService:
         self.store = store
         self.engine = engine
         self.history_page_max = history_page_max
+        self.audit: AuditTrail | None = None  # set by the core
+
+    def _record(self, writer: Writer, req: FhirRequest, action: str, subtype: str,
+                res_id: str, body: Any = None) -> None:
+        """Audit a change inside its transaction (it commits or rolls back with it)."""
+        if self.audit is None:
+            return
+        from sonobridge.auth.audit import Record, patient_of
+
+        policy = req.policy
+        patient = patient_of(body) if isinstance(body, dict) else None
+        if patient is None and policy.patient:
+            patient = f"Patient/{policy.patient}"
+        self.audit.in_transaction(writer, Record(
+            "rest", action, subtype, who=policy.subject, client_id=policy.client_id,
+            fhir_user=policy.fhir_user, ip=req.source, resource=f"{req.res_type}/{res_id}",
+            patient=patient))
 
     # --------------------------------------------------------------- dispatch
 
@@ -221,6 +240,7 @@ class FhirService:
         # The server assigns the id; one in the body is ignored (FHIR create).
         stored = writer.create(req.res_type, req.body, req.assigned_id)
         self._may(req, writer, "c", stored.id)
+        self._record(writer, req, "C", "create", stored.id, req.body)
         return self.write_response(req, 201, stored)
 
     def update(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -257,6 +277,8 @@ class FhirService:
         except VersionConflict as exc:
             raise FhirError(412, "conflict", f"{req.res_type}/{req.res_id}: {exc}") from None
         self._may(req, writer, "u")  # ...and as it would be
+        self._record(writer, req, "C" if result.created else "U",
+                     "patch" if method == "PATCH" else "update", req.res_id, req.body)
         return self.write_response(req, 201 if result.created else 200, result.stored)
 
     def patch(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -277,7 +299,8 @@ class FhirService:
             raise FhirError(422, "processing", "a patch may not change the resource id",
                             expression=[f"{req.res_type}.id"])
         patched_req = FhirRequest("PATCH", req.res_type, req.res_id, headers=req.headers,
-                                  body=patched, base=req.base, policy=req.policy)
+                                  body=patched, base=req.base, policy=req.policy,
+                                  source=req.source)
         return self._update(patched_req, writer, method="PATCH")
 
     def delete(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -295,6 +318,8 @@ class FhirService:
         except VersionConflict as exc:
             raise FhirError(412, "conflict", f"{req.res_type}/{req.res_id}: {exc}") from None
         minimal = prefer(req.headers).get("return") == "minimal"
+        if stored is not None:
+            self._record(writer, req, "D", "delete", req.res_id)
         if stored is None:
             message = f"{req.res_type}/{req.res_id} did not exist or was already deleted"
             return FhirResponse(204 if minimal else 200, None if minimal else info_outcome(message))
@@ -424,7 +449,7 @@ class FhirService:
             target = body_id or new_id()
         updated = FhirRequest("PUT", req.res_type, target, headers=req.headers,
                               body={**req.body, "id": target}, base=req.base,
-                              policy=req.policy)
+                              policy=req.policy, source=req.source)
         return self._update(updated, writer)
 
     def conditional_delete(self, req: FhirRequest, writer: Writer | None = None) -> FhirResponse:
@@ -442,6 +467,7 @@ class FhirService:
         for res_id in found:
             self._may(req, writer, "d", res_id)
             writer.delete(req.res_type, res_id)
+            self._record(writer, req, "D", "delete", res_id)
         if prefer(req.headers).get("return") == "minimal":
             return FhirResponse(204)
         return FhirResponse(200, info_outcome(f"deleted {len(found)} {req.res_type} resource"
@@ -458,7 +484,7 @@ class FhirService:
             raise not_found("no resource matches the condition")
         target = FhirRequest("PATCH", req.res_type, found[0], headers=req.headers,
                              body=req.body, body_kind=req.body_kind, base=req.base,
-                             policy=req.policy)
+                             policy=req.policy, source=req.source)
         return self._patch(target, writer)
 
     def write_response(self, req: FhirRequest, status: int, stored: StoredResource

@@ -166,6 +166,9 @@ class Writer:
         self._pending: dict[int, tuple[str, dict[str, list[dict[str, Any]]]]] = {}
         self._stale: set[int] = set()
         self.types_written: set[str] = set()
+        # Audit records of this transaction's changes, appended to the audit trail by a
+        # ``before_commit`` hook so that they commit (or roll back) with the change.
+        self.pending_audit: list[Any] = []
 
     def _index(self, rid: int, res_type: str, resource: dict[str, Any] | None, fresh: bool
                ) -> None:
@@ -320,6 +323,8 @@ class ResourceStore:
         self.indexer = indexer
         # Called with the writer after its transaction committed.
         self.after_commit: list[Callable[[Writer], None]] = []
+        # Called with the writer just before it commits (the audit trail).
+        self.before_commit: list[Callable[[Writer], None]] = []
         postgres = engine.dialect.name == "postgresql"
         # Reads need no transaction: on PostgreSQL autocommit saves the BEGIN and ROLLBACK
         # round trips. On SQLite they stay in-process and cheap, and a point read is fast enough
@@ -335,6 +340,8 @@ class ResourceStore:
             writer = Writer(conn, self.hooks, self.indexer)
             yield writer
             writer.flush()
+            for hook in self.before_commit:
+                hook(writer)
         for callback in self.after_commit:
             callback(writer)
 

@@ -60,7 +60,7 @@ CASES = [(t, code) for t in TYPES for code, p in sorted(REGISTRY.params(t).items
 def loaded(request, fresh_database, tmp_path_factory):
     url = fresh_database(request.param)
     settings = Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=url,
-                        auth="disabled")
+                        auth="disabled", audit=False)
     core = open_core(settings, run_migrations=False)
     client = TestClient(create_app(settings, core), base_url="http://sono.test")
     for resources in DATA.values():
