@@ -28,6 +28,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidRequestError,
     InvalidScopeError,
 )
+from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc6749.requests import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
@@ -277,7 +278,14 @@ class RefreshGrant(_Issuing, grants.RefreshTokenGrant):
 
 
 class BackendGrant(_Issuing, grants.ClientCredentialsGrant):
-    """SMART Backend Services: ``system/`` scopes for a client, no user."""
+    """SMART Backend Services: ``system/`` scopes for a client, no user.
+
+    Context scopes that need a user (``launch/patient``, ``openid``, ``offline_access``…) are
+    left out of the grant rather than failing it (RFC 6749 §3.3 lets a server grant less than
+    asked; the response's ``scope`` says what was granted): some clients, the Python
+    ``fhirclient`` among them, add ``launch/patient`` to every request. ``patient/`` and
+    ``user/`` scopes are refused.
+    """
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post"]
 
@@ -285,14 +293,27 @@ class BackendGrant(_Issuing, grants.ClientCredentialsGrant):
         scope = self.request.payload.scope
         if not scope:
             raise InvalidScopeError("scope is required (system/ scopes)")
-        try:
-            parsed = [parse_scope(s) for s in split(scope)]
-        except ScopeError as exc:
-            raise InvalidScopeError(str(exc)) from None
-        if any(p is None or p.context != "system" for p in parsed):
-            raise InvalidScopeError("a backend service may only ask for system/ scopes")
-        if not is_within(scope, self.request.client.scope):
+        granted = []
+        for token in split(scope):
+            try:
+                parsed = parse_scope(token)
+            except ScopeError as exc:
+                raise InvalidScopeError(str(exc)) from None
+            if parsed is None:
+                continue
+            if parsed.context != "system":
+                raise InvalidScopeError("a backend service may only ask for system/ scopes")
+            granted.append(token)
+        if not granted:
+            raise InvalidScopeError("scope needs at least one system/ scope")
+        if not is_within(" ".join(granted), self.request.client.scope):
             raise InvalidScopeError("the requested scopes exceed what this client may have")
+        self.request.scope = " ".join(granted)
+
+    @hooked
+    def create_token_response(self) -> tuple[int, Any, Any]:
+        token = self.generate_token(scope=self.request.scope, include_refresh_token=False)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
 class PrivateKeyJwt:
