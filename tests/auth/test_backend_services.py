@@ -176,6 +176,5 @@ def test_id_token_is_not_an_access_token(smart):
 
 
 def test_token_endpoint_url_in_assertion_aud_is_this_server(smart):
-    assert TOKEN_URL == f"{ROOT}/auth/token"
     conf = smart.http.get("/fhir/.well-known/smart-configuration").json()
     assert conf["token_endpoint"] == TOKEN_URL
