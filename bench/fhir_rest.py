@@ -68,7 +68,8 @@ def ingest(base: str) -> tuple[int, float]:
     return len(entries), elapsed
 
 
-async def read_load(base: str, seconds: float) -> dict[str, float]:
+async def read_load(base: str, seconds: float, headers: dict[str, str] | None = None
+                    ) -> dict[str, float]:
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
     rng = random.Random(7)
@@ -83,7 +84,8 @@ async def read_load(base: str, seconds: float) -> dict[str, float]:
             if r.status_code != 200:
                 raise SystemExit(f"read failed: {r.status_code} {r.text[:200]}")
 
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30,
+                                 headers=headers) as http:
         await asyncio.gather(*(worker(http) for _ in range(5)))  # warm-up
         latencies.clear()
         stop_at = time.perf_counter() + seconds

@@ -139,7 +139,7 @@ def to_audit_event(record: Record) -> dict[str, Any]:
 
 
 class AuditTrail:
-    def __init__(self, store: ResourceStore, *, syslog: str = "", batch: int = 500) -> None:
+    def __init__(self, store: ResourceStore, *, syslog: str = "", batch: int = 100) -> None:
         self.store = store
         self.batch = batch
         self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=50_000)
