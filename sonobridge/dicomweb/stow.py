@@ -97,6 +97,7 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
     ingest = service.ingest
     sink = _Sink(ingest.receiver.incoming, ingest.receiver.max_size)
     outcomes: list[StoreOutcome] = []
+    deferred: set[str] = set()  # studies whose ImagingStudy is rebuilt once, at the end
 
     async def store_part(part: IncomingPart) -> None:
         if part_type != DICOM:
@@ -110,7 +111,7 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
                                          message=f"a part of type {kind} in an "
                                                  "application/dicom request"))
             return
-        outcomes.append(await app._run(_ingest, ingest, received, study))
+        outcomes.append(await app._run(_ingest, ingest, received, study, deferred))
 
     try:
         count = await read_parts(request.stream(), boundary, sink, store_part)
@@ -123,13 +124,17 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
     except BaseException:
         sink.discard()
         raise
+    finally:
+        if deferred:
+            await app._run(ingest.sync_studies, deferred)
     if count == 0:
         raise DicomwebError(400, "the request holds no parts")
     return _response(app.root(request), outcomes)
 
 
-def _ingest(ingest: Any, received: Received, study: str | None) -> StoreOutcome:
-    return ingest.ingest(received, expected_study=study, source="STOW-RS")
+def _ingest(ingest: Any, received: Received, study: str | None, deferred: set[str]
+            ) -> StoreOutcome:
+    return ingest.ingest(received, expected_study=study, source="STOW-RS", deferred=deferred)
 
 
 def _store_metadata_form(ingest: Any, parts: list[tuple[IncomingPart, Received]],

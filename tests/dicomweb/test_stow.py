@@ -157,3 +157,20 @@ def test_multipart_writer_round_trip():
     body = multipart([b"a", b"bb"], boundary="q")
     assert body == b"--q\r\nContent-Type: application/dicom\r\n\r\na\r\n--q\r\nContent-Type: " \
                    b"application/dicom\r\n\r\nbb\r\n--q--\r\n"
+
+
+def test_a_series_in_one_request_rebuilds_the_imaging_study_once(client):
+    study, series = generate_uid(), generate_uid()
+    datasets = [cine(frames=1, study=study, series=series) for _ in range(6)]
+    for number, ds in enumerate(datasets, 1):
+        ds.InstanceNumber = number
+    assert stow(client, datasets).status_code == 200
+    resource = client.get(f"/fhir/ImagingStudy/{study}").json()
+    assert resource["numberOfInstances"] == 6
+    assert resource["meta"]["versionId"] == "1"  # not one version per instance
+    history = client.get(f"/fhir/ImagingStudy/{study}/_history").json()
+    assert len(history["entry"]) == 1
+    # a second request adds to the same study: one more version
+    more = cine(frames=1, study=study, series=series)
+    assert stow(client, [more]).status_code == 200
+    assert client.get(f"/fhir/ImagingStudy/{study}").json()["numberOfInstances"] == 7

@@ -60,7 +60,7 @@ def _clip(value: Any, size: int) -> str | None:
 
 
 def upsert(writer: Writer, core: Any, metadata: dict[str, Any], parsed: Parsed, key: str,
-           size: int, sha256: str, frames: bytes | None) -> None:
+           size: int, sha256: str, frames: bytes | None, *, sync: bool = True) -> None:
     conn = writer.conn
     ds = parsed.dataset
     sop_uid, series_uid, study_uid = (str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),
@@ -96,7 +96,8 @@ def upsert(writer: Writer, core: Any, metadata: dict[str, Any], parsed: Parsed, 
     else:
         conn.execute(update(S).where(S.c.series_uid == series_uid).values(**series_values))
     refresh_study(conn, study_uid, pick(metadata, STUDY_TAGS, patient=True), now)
-    sync_imaging_study(writer, core, study_uid)
+    if sync:
+        sync_imaging_study(writer, core, study_uid)
 
 
 def refresh_study(conn: Connection, study_uid: str, attrs: dict[str, Any] | None,

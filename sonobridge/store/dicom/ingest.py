@@ -221,8 +221,13 @@ class DicomIngest:
         self.receiver = Receiver(blob_root / ".incoming", core.settings.dicom_max_object_size)
 
     def ingest(self, received: Received, *, expected_study: str | None = None,
-               source: str = "") -> StoreOutcome:
-        """Store one received object (the temporary file is consumed either way)."""
+               source: str = "", deferred: set[str] | None = None) -> StoreOutcome:
+        """Store one received object (the temporary file is consumed either way).
+
+        With ``deferred``, the study's ImagingStudy is not rebuilt now: its UID is added to the
+        set and the caller runs ``sync_studies`` once after the last object of a request, so
+        storing a series of N instances rebuilds it once, not N times.
+        """
         try:
             received = as_part10(received, self.receiver)
             with received.path.open("rb") as f:
@@ -262,7 +267,9 @@ class DicomIngest:
                 if parsed.pixels is not None:
                     frames = orjson.dumps(parsed.pixels.frames)
                 index.upsert(writer, self.core, metadata, parsed, key, received.size,
-                             received.sha256, frames)
+                             received.sha256, frames, sync=deferred is None)
+                if deferred is not None:
+                    deferred.add(study)
                 blobs.adopt(received.path, key)  # moved into place before the commit
             if old_key and old_key != key:
                 blobs.delete(old_key)
@@ -279,6 +286,15 @@ class DicomIngest:
             return StoreOutcome("failed", sop_class, sop_uid, study, series,
                                 PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}")
         return outcome
+
+
+    def sync_studies(self, studies: set[str]) -> None:
+        """Rebuild the ImagingStudy of each study (after a request's deferred ingests). A
+        crash before this leaves the ImagingStudy stale; ``sonobridge reindex`` rebuilds it."""
+        for study in sorted(studies):
+            with self.core.store.write() as writer:
+                index.sync_imaging_study(writer, self.core, study)
+        studies.clear()
 
 
 def _pixel_vr(parsed: Parsed) -> str | None:
