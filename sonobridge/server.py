@@ -63,20 +63,22 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
     auth_web = AuthWeb(core.auth, settings.base_url, patients=lambda user: _patients(core),
                        patient_exists=lambda pid: _patient_exists(core, pid),
                        audit=lambda *args: _audit_auth(core, *args))
-    middleware = [
-        Middleware(RequestContextMiddleware),
+    middleware = [Middleware(RequestContextMiddleware)]
+    if settings.cors_origins:
+        # Outside the guard, so that a 401 reaches a browser app with its CORS headers.
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins.split(","),
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"], expose_headers=["ETag", "Location", "Content-Location",
+                                                 "Warning", "X-Request-ID", "Content-Range",
+                                                 "WWW-Authenticate"],
+            max_age=600))
+    middleware += [
         Middleware(BearerGuard, auth=core.auth, configured_base=settings.base_url),
         # DICOM uploads stream to disk under their own per-object limit.
         Middleware(BodyLimitMiddleware, max_body=settings.max_body_size,
                    exempt=("/dicomweb/",)),
     ]
-    if settings.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins.split(","),
-            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["*"], expose_headers=["ETag", "Location", "Content-Location",
-                                                 "Warning", "X-Request-ID", "Content-Range"],
-            max_age=600))
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),

@@ -36,6 +36,10 @@ _CORS = {"Access-Control-Allow-Origin": "*",
          "Access-Control-Allow-Headers": "Authorization, Content-Type",
          "Access-Control-Allow-Methods": "GET, POST, OPTIONS"}
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# The login and consent pages: never framed, no scripts, forms post only to this server.
+_PAGE = {"X-Frame-Options": "DENY", "Content-Security-Policy":
+         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+         "frame-ancestors 'none'; base-uri 'none'", "Referrer-Policy": "no-referrer"}
 SMART_STYLE = {"color_background": "#f4f7fa", "color_error": "#a40000",
                "color_highlight": "#00629b", "color_modal_backdrop": "",
                "color_success": "#2e7d32", "color_text": "#1d2a35",
@@ -280,7 +284,7 @@ class AuthWeb:
                ) -> Response:
         page = login_page(lang, "/auth/authorize", list(oreq.payload.data.items()), error,
                           username)
-        return HTMLResponse(page, 200, headers={**_NO_STORE, "X-Frame-Options": "DENY"})
+        return HTMLResponse(page, 200, headers={**_NO_STORE, **_PAGE})
 
     def _authorize_error(self, oreq: FormRequest, error: OAuth2Error, lang: str) -> Response:
         error.state = oreq.payload.state
@@ -298,7 +302,7 @@ class AuthWeb:
     def _finish(self, answer: tuple[int, Any, list[tuple[str, str]]], new_session: str | None,
                 site: Site) -> Response:
         status, body, headers = answer
-        out = {**dict(headers), **_NO_STORE, "X-Frame-Options": "DENY"}
+        out = {**dict(headers), **_NO_STORE, **_PAGE}
         response = Response(body if isinstance(body, str | bytes) else b"", status, out)
         if new_session:
             response.set_cookie(COOKIE, new_session, httponly=True, samesite="lax",

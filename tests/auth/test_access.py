@@ -231,3 +231,19 @@ def test_dicomweb_writes_need_imaging_study_rights(smart, studies):
     deleter = token(smart, "system/ImagingStudy.d system/ImagingStudy.r")
     assert smart.http.delete("/dicomweb/studies/2.25.1003", headers=bearer(deleter)
                              ).status_code == 200
+
+
+def test_v1_scopes_map_to_v2(smart):
+    read = token(smart, "patient/Observation.read", patient="p1")
+    assert get(smart, read, "/fhir/Observation/o1").status_code == 200
+    assert ids(get(smart, read, "/fhir/Observation")) == {"Observation/o1", "Observation/o3"}
+    mine = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"}}
+    assert smart.http.post("/fhir/Observation", json=mine, headers=bearer(read)
+                           ).status_code == 403
+    write = token(smart, "user/*.write", role="remote-expert")
+    assert smart.http.post("/fhir/Observation", json=mine, headers=bearer(write)
+                           ).status_code == 201
+    assert get(smart, write, "/fhir/Observation/o1").status_code == 403  # .write has no read
+    everything = token(smart, "user/*.*", role="remote-expert")
+    assert get(smart, everything, "/fhir/Observation/o1").status_code == 200

@@ -178,3 +178,20 @@ def test_id_token_is_not_an_access_token(smart):
 def test_token_endpoint_url_in_assertion_aud_is_this_server(smart):
     conf = smart.http.get("/fhir/.well-known/smart-configuration").json()
     assert conf["token_endpoint"] == TOKEN_URL
+
+
+def test_keys_from_a_jwks_url(smart, respx_mock):
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-384")
+    url = "https://platform.example.org/.well-known/jwks.json"
+    route = respx_mock.get(url).respond(json={"keys": [
+        {**key.as_dict(private=False), "kid": "k1", "alg": "ES384"}]})
+    client, _ = smart.accounts.add_client("Platform", "confidential-asymmetric",
+                                          "system/*.rs", jwks_url=url)
+    r = smart.backend_token(client.client_id, key, "system/*.rs", alg="ES384")
+    assert r.status_code == 200, r.text
+    assert route.called
+    stranger = ECKey.generate_key("P-384")
+    assert _error(smart.backend_token(client.client_id, stranger, "system/*.rs",
+                                      alg="ES384")) == "invalid_client"

@@ -287,3 +287,25 @@ def test_confidential_client_needs_its_secret_and_pkce(smart):
     code, verifier, _ = smart.code(client.client_id, "sono6", scope, patient="p1")
     ok = smart.exchange(client.client_id, code, verifier, secret=secret)
     assert ok.status_code == 200, ok.text
+
+
+def test_ehr_launch_with_encounter(smart):
+    scope = "launch launch/encounter patient/*.rs"
+    client, _ = smart.app(scope)
+    smart.user("sono7", "sonographer")
+    handle = smart.accounts.create_launch({"patient": "p1", "encounter": "e1"},
+                                          smart.accounts.user("sono7"))
+    body = smart.user_token(client.client_id, "sono7", scope, launch=handle)
+    assert body["patient"] == "p1" and body["encounter"] == "e1"
+
+
+def test_idle_session_ends(smart, app_and_user, monkeypatch):
+    _, challenge = pkce()
+    params = smart.authorize_params(app_and_user, SCOPE, challenge)
+    assert "_csrf" in smart.login(params, "sono1").page
+    again = smart.http.get("/auth/authorize", params=params)
+    assert "_csrf" in again.text  # the session is live: straight to consent
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 16 * 60)
+    idle = smart.http.get("/auth/authorize", params=params)
+    assert 'name="username"' in idle.text and "_csrf" not in idle.text
