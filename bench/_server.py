@@ -21,8 +21,10 @@ def free_port() -> int:
 
 def start(args: list[str], env: dict[str, str], health_url: str, log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
-        # Benchmarks measure the APIs without authorization unless they set SONOBRIDGE_AUTH.
-        environ = {**os.environ, "SONOBRIDGE_AUTH": "disabled", **env}
+        # Benchmarks measure the APIs without authorization and audit trail unless they set
+        # SONOBRIDGE_AUTH / SONOBRIDGE_AUDIT (bench/auth.py measures both).
+        environ = {**os.environ, "SONOBRIDGE_AUTH": "disabled", "SONOBRIDGE_AUDIT": "off",
+                   **env}
         proc = subprocess.Popen([sys.executable, *args], env=environ,
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
