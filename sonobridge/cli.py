@@ -104,7 +104,7 @@ def serve(
     if sample and not core.store.exists_any():
         loaded = load_sample(core.fhir, f"{root}/fhir")
     _banner(settings, root, loaded)
-    app_ = create_app(settings, core)
+    app_ = create_app(settings, core, listeners=True)
     uvicorn.run(app_, host=settings.http_host, port=settings.http_port, log_config=None,
                 access_log=False, server_header=False, proxy_headers=False)
 
@@ -116,6 +116,8 @@ def _banner(settings: Settings, root: str, loaded: int) -> None:
     table.add_row("Health", f"{root}/healthz  {root}/readyz")
     table.add_row("Metrics", f"{root}/metrics")
     table.add_row("DICOMweb", f"{root}/dicomweb")
+    if settings.mllp_port:
+        table.add_row("HL7 v2 (MLLP)", f"{settings.mllp_host}:{settings.mllp_port}")
     if settings.auth_enabled:
         table.add_row("Authorization", f"SMART on FHIR, required; discovery at "
                                        f"{root}/fhir/.well-known/smart-configuration")
@@ -253,6 +255,44 @@ def delete_command(
     finally:
         core.close()
     console.print(f"deleted {count} instance{'s' if count != 1 else ''}")
+
+
+@app.command()
+def mllp(
+    host: Annotated[str | None, typer.Option(help="Env: SONOBRIDGE_MLLP_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Env: SONOBRIDGE_MLLP_PORT.")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the HL7 v2 MLLP listener alone (``serve`` also runs it)."""
+    import asyncio
+
+    from sonobridge import logs
+    from sonobridge.core import open_core
+    from sonobridge.hie.mllp.listener import MllpListener
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, mllp_host=host,
+                         mllp_port=port)
+    logs.configure(settings.log_format, settings.log_level)
+    core = open_core(settings)
+
+    async def run() -> None:
+        listener = MllpListener(core, settings.mllp_host, settings.mllp_port or 2575,
+                                settings.hl7_max_message_size)
+        await listener.start()
+        console.print(f"HL7 v2 MLLP listener on {settings.mllp_host}:{listener.port}, "
+                      f"database {_redact(settings.resolved_database_url)}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await listener.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        core.close()
 
 
 def _register_auth_commands() -> None:

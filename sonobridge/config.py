@@ -43,6 +43,10 @@ ENV_NAMES: dict[str, str] = {
     "session_idle_timeout": "SONOBRIDGE_SESSION_IDLE_TIMEOUT",
     "audit_syslog": "SONOBRIDGE_AUDIT_SYSLOG",
     "audit": "SONOBRIDGE_AUDIT",
+    "mllp_host": "SONOBRIDGE_MLLP_HOST",
+    "mllp_port": "SONOBRIDGE_MLLP_PORT",
+    "hl7_receiving_application": "SONOBRIDGE_HL7_RECEIVING_APPLICATION",
+    "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
 }
 
 
@@ -90,6 +94,10 @@ class Settings:
     token_lifetime: int = 3600  # seconds an access token is valid
     refresh_lifetime: int = 30 * 86400  # seconds an offline_access refresh token is valid
     session_idle_timeout: int = 900  # a login session ends after this many idle seconds
+    mllp_host: str = "127.0.0.1"  # HL7 v2 MLLP listener address
+    mllp_port: int = 2575  # 0: no MLLP listener in `serve`
+    hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
+    hl7_max_message_size: int = 32 * 1024 * 1024
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +107,8 @@ class Settings:
             raise ConfigError(f"log format must be 'text' or 'json', not {self.log_format!r}")
         if not 0 < self.http_port < 65536:
             raise ConfigError(f"HTTP port out of range: {self.http_port}")
+        if not 0 <= self.mllp_port < 65536:
+            raise ConfigError(f"MLLP port out of range: {self.mllp_port}")
         if self.max_body_size < 1024:
             raise ConfigError("maximum body size must be at least 1KB")
         if self.auth not in ("enabled", "disabled"):
@@ -190,7 +200,8 @@ class Settings:
         return cls(**_coerce(values))
 
 
-_SIZES = {"max_body_size", "dicom_max_object_size", "dicom_cache_size"}
+_SIZES = {"max_body_size", "dicom_max_object_size", "dicom_cache_size",
+          "hl7_max_message_size"}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:

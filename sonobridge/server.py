@@ -31,8 +31,10 @@ from sonobridge.store import migrate
 log = logging.getLogger("sonobridge.server")
 
 
-def create_app(settings: Settings, core: Core | None = None) -> Starlette:
-    """Build the app. Opens the core (and migrates) unless one is given."""
+def create_app(settings: Settings, core: Core | None = None, *, listeners: bool = False
+               ) -> Starlette:
+    """Build the app. Opens the core (and migrates) unless one is given. With ``listeners``
+    (``sonobridge serve``), its lifespan also runs the MLLP listener."""
     core = core or open_core(settings)
     fhir = FhirApp(core.fhir, configured_base=settings.base_url,
                    max_body=settings.max_body_size,
@@ -53,9 +55,21 @@ def create_app(settings: Settings, core: Core | None = None) -> Starlette:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        core.close()
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        mllp = None
+        if listeners and settings.mllp_port:
+            from sonobridge.hie.mllp.listener import MllpListener
+
+            mllp = MllpListener(core, settings.mllp_host, settings.mllp_port,
+                                settings.hl7_max_message_size)
+            await mllp.start()
+        app.state.mllp = mllp
+        try:
+            yield
+        finally:
+            if mllp is not None:
+                await mllp.stop()
+            core.close()
 
     dicom = DicomWeb(core)
     dicomweb = DicomWebApp(dicom, configured_base=settings.base_url,

@@ -336,3 +336,34 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+
+# ------------------------------------------------------------------------------ HL7 v2
+
+# Every HL7 v2 message in or out, stored raw before anything is done with it. Inbound rows are
+# unique per (sender, control id): a resend gets the stored ACK and is not applied again.
+# Outbound rows are the persistent send queue.
+hl7_messages = Table(
+    "hl7_messages",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("direction", String(3), nullable=False),
+    Column("peer", String(255), nullable=False),
+    Column("sending_app", String(227), nullable=False),
+    Column("sending_facility", String(227), nullable=False),
+    Column("control_id", String(199), nullable=False),
+    Column("message_type", String(32), nullable=False),
+    Column("charset", String(32), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ack", LargeBinary, nullable=True),
+    Column("error", String(1024), nullable=True),
+    Column("destination", String(255), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", BigInteger, nullable=True),
+    Column("received", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    UniqueConstraint("direction", "sending_app", "sending_facility", "control_id",
+                     name="uq_hl7_messages_control"),
+    Index("ix_hl7_messages_queue", "direction", "status", "next_attempt"),
+)

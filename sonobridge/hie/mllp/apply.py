@@ -1,0 +1,179 @@
+"""What an inbound HL7 v2 message does to the FHIR store, inside the caller's transaction.
+
+ADT^A01/A04/A08/A28/A31 create or update the Patient (matched on any of its identifiers);
+ADT^A40 merges two Patients; ORM^O01 and OMI^O23 create, change or cancel a ServiceRequest
+(the worklist entry a modality sees). Every write goes through the FHIR service, so it is
+validated, indexed and audited like a REST write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hl7
+
+from sonobridge.auth.policy import Policy
+from sonobridge.fhir.bundles import rewrite_references
+from sonobridge.fhir.errors import FhirError
+from sonobridge.fhir.service import FhirRequest
+from sonobridge.jsonio import loads
+from sonobridge.mappings import hl7v2
+from sonobridge.mappings.hl7v2 import HL7Error
+from sonobridge.store.resources import Writer, new_id
+
+ADT_UPDATES = {"A01", "A04", "A05", "A08", "A28", "A31"}
+
+
+class Applier:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.base = core.settings.public_base
+
+    def apply(self, writer: Writer, message: hl7.Message, sender: str) -> str:
+        """Apply the message; returns a short description for the ACK text and the log."""
+        code, event = hl7v2.message_type(message)
+        policy = Policy(subject=f"hl7:{sender}", client_id="mllp", unrestricted=True)
+        if code == "ADT" and event in ADT_UPDATES:
+            pid = self.upsert_patient(writer, hl7v2.patient(message), policy)
+            return f"Patient/{pid}"
+        if code == "ADT" and event == "A40":
+            return self.merge(writer, message, policy)
+        if (code, event) in (("ORM", "O01"), ("OMI", "O23")):
+            return self.order(writer, message, policy)
+        raise HL7Error(f"message type {code}^{event} is not supported", "200" if code not in (
+            "ADT", "ORM", "OMI") else "201", ("MSH", 1, 9), reject=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _find(self, writer: Writer, res_type: str, identifiers: list[dict[str, Any]]
+              ) -> str | None:
+        for ident in identifiers:
+            found = self.core.fhir.find(writer, res_type, [
+                ("identifier", f"{ident['system']}|{ident['value']}")], self.base, limit=2)
+            if found:
+                return found[0]
+        return None
+
+    def _put(self, writer: Writer, res_type: str, res_id: str, body: dict[str, Any],
+             policy: Policy) -> None:
+        req = FhirRequest("PUT", res_type, res_id, body={**body, "id": res_id},
+                          base=self.base, policy=policy, source="mllp")
+        try:
+            self.core.fhir.handle(req, writer)
+        except FhirError as exc:
+            raise HL7Error(f"the {res_type} cannot be stored: {exc}", "207") from None
+
+    def _read(self, writer: Writer, res_type: str, res_id: str) -> dict[str, Any] | None:
+        stored = writer.read(res_type, res_id)
+        if stored is None or stored.deleted or stored.content is None:
+            return None
+        return loads(stored.content)
+
+    # ------------------------------------------------------------------ patients
+
+    def upsert_patient(self, writer: Writer, incoming: dict[str, Any], policy: Policy) -> str:
+        """Match on any identifier; update what the message carries, keep the rest (other
+        identifiers, links, fields the HIS does not send)."""
+        identifiers = list(incoming["identifier"])
+        # The medical record number is also the DICOM Patient ID modalities will send (IHE
+        # SWF): the same Patient must be found when their images arrive.
+        first = identifiers[0]["value"]
+        dicom = {"system": self.core.settings.dicom_patient_id_system, "value": first}
+        if dicom not in identifiers:
+            identifiers.append(dicom)
+        res_id = self._find(writer, "Patient", identifiers)
+        current = self._read(writer, "Patient", res_id) if res_id else None
+        if current is None:
+            self._put(writer, "Patient", res_id or new_id(),
+                      {**incoming, "identifier": identifiers}, policy)
+            return res_id or self._find(writer, "Patient", identifiers) or ""
+        merged = {**current, **{k: v for k, v in incoming.items() if k != "identifier"}}
+        known = {(i.get("system"), i.get("value")) for i in current.get("identifier", [])}
+        merged["identifier"] = current.get("identifier", []) + [
+            i for i in identifiers if (i["system"], i["value"]) not in known]
+        merged.pop("meta", None)
+        self._put(writer, "Patient", current["id"], merged, policy)
+        return current["id"]
+
+    def merge(self, writer: Writer, message: hl7.Message, policy: Policy) -> str:
+        """ADT^A40: the patient in MRG-1 is merged into the one in PID-3. The survivor gets a
+        ``replaces`` link, the old record becomes inactive with ``replaced-by``, and every
+        resource that pointed at the old record points at the survivor."""
+        prior_ids = hl7v2.patient_identifiers(message, "MRG", 1)
+        if not prior_ids:
+            raise HL7Error("MRG-1 (prior patient identifier) is required", "101",
+                           ("MRG", 1, 1))
+        survivor = self.upsert_patient(writer, hl7v2.patient(message), policy)
+        prior = self._find(writer, "Patient", prior_ids)
+        if prior is None:
+            raise HL7Error("the patient in MRG-1 is not known", "204", ("MRG", 1, 1))
+        if prior == survivor:
+            return f"Patient/{survivor}"
+        old, new = f"Patient/{prior}", f"Patient/{survivor}"
+        for res_type, res_id in self._referrers(writer, prior):
+            body = self._read(writer, res_type, res_id)
+            if body is None:
+                continue
+            body = rewrite_references(body, {old: new})
+            body.pop("meta", None)
+            self._put(writer, res_type, res_id, body, policy)
+        prior_body = self._read(writer, "Patient", prior) or {}
+        prior_body.pop("meta", None)
+        prior_body["active"] = False
+        prior_body["link"] = [{"other": {"reference": new}, "type": "replaced-by"}]
+        self._put(writer, "Patient", prior, prior_body, policy)
+        survivor_body = self._read(writer, "Patient", survivor) or {}
+        survivor_body.pop("meta", None)
+        links = [lk for lk in survivor_body.get("link", [])
+                 if lk.get("other", {}).get("reference") != old]
+        survivor_body["link"] = [*links, {"other": {"reference": old}, "type": "replaces"}]
+        self._put(writer, "Patient", survivor, survivor_body, policy)
+        return f"{old} merged into {new}"
+
+    def _referrers(self, writer: Writer, patient_id: str) -> list[tuple[str, str]]:
+        from sqlalchemy import select
+
+        from sonobridge.store.tables import idx_reference as ref
+        from sonobridge.store.tables import resources as R
+
+        writer.flush()
+        rows = writer.conn.execute(
+            select(R.c.res_type, R.c.res_id).where(R.c.rid.in_(
+                select(ref.c.rid).where(ref.c.target_type == "Patient",
+                                        ref.c.target_id == patient_id)),
+                R.c.deleted.is_(False), R.c.res_type != "AuditEvent")).all()
+        return [(row.res_type, row.res_id) for row in rows
+                if not (row.res_type == "Patient" and row.res_id == patient_id)]
+
+    # ------------------------------------------------------------------ orders
+
+    def order(self, writer: Writer, message: hl7.Message, policy: Policy) -> str:
+        parsed = hl7v2.order(message)
+        res_id = self._find(writer, "ServiceRequest", parsed.identifiers)
+        if res_id is None and parsed.status == "revoked":
+            raise HL7Error("the order to cancel is not known", "204", ("ORC", 1, 2))
+        patient_id = self.upsert_patient(writer, parsed.patient, policy)
+        resource = dict(parsed.resource)
+        resource["subject"] = {"reference": f"Patient/{patient_id}"}
+        if parsed.study_uid:
+            resource["identifier"] = [*resource["identifier"], {
+                "system": "urn:dicom:uid", "value": f"urn:oid:{parsed.study_uid}"}]
+        for key, system in (("requested_procedure_id", "urn:sonobridge:requested-procedure"),
+                            ("scheduled_step_id", "urn:sonobridge:scheduled-procedure-step")):
+            if parsed.extra.get(key):
+                resource["identifier"] = [*resource["identifier"],
+                                          {"system": system, "value": parsed.extra[key]}]
+        if res_id is not None:
+            current = self._read(writer, "ServiceRequest", res_id) or {}
+            if parsed.control in ("CA", "OC", "DC", "OD", "CR", "SC") and \
+                    parsed.status in ("revoked", "completed", "on-hold", "active") and current:
+                # a cancel or status change keeps what the order said
+                current.pop("meta", None)
+                resource = {**current, "status": parsed.status}
+            else:
+                known = {(i["system"], i["value"]) for i in resource["identifier"]}
+                resource["identifier"] += [i for i in current.get("identifier", [])
+                                           if (i.get("system"), i.get("value")) not in known]
+        target = res_id or new_id()
+        self._put(writer, "ServiceRequest", target, resource, policy)
+        return f"ServiceRequest/{target} {parsed.status}"

@@ -1,0 +1,130 @@
+"""One inbound HL7 v2 message, from raw bytes to ACK bytes.
+
+1. The raw message is stored (its own transaction) before anything else: nothing received is
+   lost, whatever happens next.
+2. A message whose (sending application, facility, MSH-10) was seen before gets the ACK it got
+   then and is not applied again (a sender resending after a dropped connection).
+3. The message is applied and its log row marked applied with its ACK in one transaction: it
+   is applied exactly once or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sonobridge.hie.mllp.apply import Applier
+from sonobridge.mappings import hl7v2
+from sonobridge.mappings.hl7v2 import HL7Error
+from sonobridge.store.tables import hl7_messages as M
+
+log = logging.getLogger("sonobridge.hl7")
+
+MESSAGES = Counter("sonobridge_hl7_messages_total", "HL7 v2 messages received, by ACK code",
+                   ["type", "ack"])
+
+
+class Inbound:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.applier = Applier(core)
+        self.receiving = core.settings.hl7_receiving_application
+
+    def handle(self, raw: bytes, peer: str = "") -> bytes:
+        now = time.time_ns() // 1000
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        try:
+            header = hl7v2.header_fields(raw)
+        except HL7Error as exc:
+            # No MSH: still logged, answered AR with a minimal header.
+            self._log_unusable(raw, peer, now, str(exc))
+            MESSAGES.labels("unknown", "AR").inc()
+            fake = [b"MSH", b"|", b"^~\\&"]
+            return hl7v2.ack(fake, "AR", str(exc), exc, self._control_id(), stamp).encode()
+        field = [f.decode("ascii", "replace") for f in header]
+        sender = field[3] if len(field) > 3 else ""
+        facility = field[4] if len(field) > 4 else ""
+        control = (field[10] if len(field) > 10 else "") or f"no-id-{uuid.uuid4().hex}"
+        kind = field[9].replace("^", "_")[:32] if len(field) > 9 else ""
+        codec = "ascii"
+        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
+                conn.begin():
+            row = conn.execute(select(M.c.id, M.c.ack, M.c.charset).where(
+                M.c.direction == "in", M.c.sending_app == sender[:227],
+                M.c.sending_facility == facility[:227], M.c.control_id == control[:199])
+            ).first()
+            if row is not None and row.ack is not None:
+                log.info("HL7 %s %s from %s: a resend, answered with the stored ACK", kind,
+                         control, peer)
+                MESSAGES.labels(kind, "resend").inc()
+                return bytes(row.ack)
+            if row is None:
+                try:
+                    row_id = conn.execute(insert(M).values(
+                        direction="in", peer=peer[:255], sending_app=sender[:227],
+                        sending_facility=facility[:227], control_id=control[:199],
+                        message_type=kind, charset="", raw=raw, status="received",
+                        attempts=1, received=now, updated=now)).inserted_primary_key[0]
+                except IntegrityError:  # the same message on another connection, just now
+                    return self._busy(header, control, stamp)
+            else:
+                row_id = row.id
+        try:
+            text, codec = hl7v2.decode(raw)
+            message = hl7v2.parse(text)
+            receiving = field[5] if len(field) > 5 else ""
+            if self.receiving and receiving != self.receiving:
+                raise HL7Error(f"this is {self.receiving}, not {receiving!r} (MSH-5)", "207",
+                               ("MSH", 1, 5), reject=True)
+            with self.core.store.write() as writer:
+                done = self.applier.apply(writer, message, sender)
+                ack = hl7v2.ack(header, "AA", "", None, self._control_id(), stamp)
+                data = ack.encode(codec or "utf-8", "replace")
+                writer.conn.execute(update(M).where(M.c.id == row_id).values(
+                    status="applied", ack=data, charset=codec, error=done[:1024],
+                    updated=time.time_ns() // 1000))
+            MESSAGES.labels(kind, "AA").inc()
+            log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done)
+            return data
+        except HL7Error as exc:
+            error = exc
+        except Exception as exc:  # a bug or the database: AE, and the raw message is kept
+            log.exception("HL7 %s %s from %s failed", kind, control, peer)
+            error = HL7Error(f"application internal error: {type(exc).__name__}", "207")
+        code = "AR" if error.reject else "AE"
+        status = "rejected" if error.reject else "error"
+        text_error = str(error)
+        ack = hl7v2.ack(header, code, text_error, error, self._control_id(), stamp)
+        data = ack.encode(codec or "utf-8", "replace")
+        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
+                conn.begin():
+            # An error ACK is not stored as final: a resend after the cause is fixed (e.g. the
+            # order it cancels has arrived) is applied then.
+            conn.execute(update(M).where(M.c.id == row_id).values(
+                status=status, error=text_error[:1024], updated=time.time_ns() // 1000))
+        MESSAGES.labels(kind, code).inc()
+        log.info("HL7 %s %s from %s: %s %s", kind, control, peer, code, text_error)
+        return data
+
+    def _busy(self, header: list[bytes], control: str, stamp: str) -> bytes:
+        error = HL7Error("the same message is being applied on another connection", "206")
+        return hl7v2.ack(header, "AE", str(error), error, self._control_id(), stamp).encode()
+
+    def _log_unusable(self, raw: bytes, peer: str, now: int, error: str) -> None:
+        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
+                conn.begin():
+            conn.execute(insert(M).values(
+                direction="in", peer=peer[:255], sending_app="", sending_facility="",
+                control_id=f"no-msh-{uuid.uuid4().hex}", message_type="", charset="",
+                raw=raw, status="rejected", error=error[:1024], attempts=1, received=now,
+                updated=now))
+
+    @staticmethod
+    def _control_id() -> str:
+        return uuid.uuid4().hex[:20]

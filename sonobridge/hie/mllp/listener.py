@@ -1,0 +1,109 @@
+"""The MLLP listener: ``<VT> message <FS><CR>`` blocks over TCP, one ACK per message.
+
+asyncio streams, with the framing read by hand rather than through ``hl7.mllp``'s readers:
+those decode text with one fixed encoding, while the character set of each message is only
+known from its own MSH-18, and an oversized block must be drained (not the connection closed)
+so the sender gets an AR and the next message still arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import anyio.to_thread
+
+from sonobridge.hie.mllp.inbound import Inbound
+from sonobridge.mappings import hl7v2
+from sonobridge.mappings.hl7v2 import HL7Error
+
+log = logging.getLogger("sonobridge.mllp")
+
+START, END = b"\x0b", b"\x1c\x0d"
+_READ = 64 * 1024
+
+
+class MllpListener:
+    def __init__(self, core: Any, host: str, port: int, max_size: int) -> None:
+        self.inbound = Inbound(core)
+        self.host = host
+        self.port = port
+        self.max_size = max_size
+        self.server: asyncio.Server | None = None
+        self._limiter = anyio.CapacityLimiter(4)
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, self.host, self.port)
+        sock = self.server.sockets[0].getsockname()
+        self.port = sock[1]
+        log.info("MLLP listener on %s:%d", sock[0], sock[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        peer_info = writer.get_extra_info("peername")
+        peer = f"{peer_info[0]}:{peer_info[1]}" if peer_info else ""
+        buffer = bytearray()
+        try:
+            while True:
+                block, too_large = await self._block(reader, buffer)
+                if block is None:
+                    return  # closed: a message without its end is not acknowledged
+                if too_large:
+                    error = HL7Error(f"the message is larger than {self.max_size} bytes", "207",
+                                     reject=True)
+                    ack = _reject(block, error)
+                elif not block.startswith(START):
+                    ack = _reject(block.lstrip(b"\r\n\x00 "), HL7Error(
+                        "the block does not start with <VT> (MLLP framing)", "100",
+                        reject=True))
+                else:
+                    ack = await anyio.to_thread.run_sync(self.inbound.handle, block[1:], peer,
+                                                         limiter=self._limiter)
+                writer.write(START + ack + END)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def _block(self, reader: asyncio.StreamReader, buffer: bytearray
+                     ) -> tuple[bytes | None, bool]:
+        """The next block up to ``<FS><CR>`` (without it), and whether it was too large. A
+        block over the size limit is read through to its end, keeping only its first 64 KB
+        (enough for the MSH the AR needs) so memory stays bounded."""
+        oversized = False
+        head = b""
+        while True:
+            end = buffer.find(END)
+            if end >= 0:
+                block = bytes(buffer[:end])
+                del buffer[:end + len(END)]
+                return (head, True) if oversized else (block, False)
+            if oversized or len(buffer) > self.max_size:
+                if not oversized:
+                    head, oversized = bytes(buffer[:_READ]), True
+                last = bytes(buffer[-1:])  # <FS> may end this chunk and <CR> start the next
+                buffer.clear()
+                buffer.extend(last)
+            chunk = await reader.read(_READ)
+            if not chunk:
+                return None, False
+            buffer.extend(chunk)
+
+
+def _reject(block: bytes, error: HL7Error) -> bytes:
+    import time
+    import uuid
+
+    try:
+        header = hl7v2.header_fields(block.lstrip(START))
+    except HL7Error:
+        header = [b"MSH", b"|", b"^~\\&"]
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return hl7v2.ack(header, "AR", str(error), error, uuid.uuid4().hex[:20], stamp).encode()
