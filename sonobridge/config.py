@@ -47,6 +47,7 @@ ENV_NAMES: dict[str, str] = {
     "mllp_port": "SONOBRIDGE_MLLP_PORT",
     "hl7_receiving_application": "SONOBRIDGE_HL7_RECEIVING_APPLICATION",
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
+    "hl7_time_zone": "SONOBRIDGE_HL7_TIME_ZONE",
 }
 
 
@@ -98,6 +99,7 @@ class Settings:
     mllp_port: int = 2575  # 0: no MLLP listener in `serve`
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
     hl7_max_message_size: int = 32 * 1024 * 1024
+    hl7_time_zone: str = "+08:00"  # the zone of HL7 times that carry none (China Standard Time)
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +109,9 @@ class Settings:
             raise ConfigError(f"log format must be 'text' or 'json', not {self.log_format!r}")
         if not 0 < self.http_port < 65536:
             raise ConfigError(f"HTTP port out of range: {self.http_port}")
+        if not (len(self.hl7_time_zone) == 6 and self.hl7_time_zone[0] in "+-"
+                and self.hl7_time_zone[3] == ":"):
+            raise ConfigError(f"HL7 time zone must look like +08:00, not {self.hl7_time_zone!r}")
         if not 0 <= self.mllp_port < 65536:
             raise ConfigError(f"MLLP port out of range: {self.mllp_port}")
         if self.max_body_size < 1024:

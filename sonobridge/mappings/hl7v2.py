@@ -137,9 +137,9 @@ def hl7_date(text: str) -> str | None:
     return None
 
 
-def hl7_datetime(text: str) -> str | None:
-    """TS/DTM ``YYYYMMDDHHMM[SS][+ZZZZ]`` to a FHIR dateTime (no zone: +08:00 is not assumed,
-    the value stays a local date-time written without offset only when minutes are absent)."""
+def hl7_datetime(text: str, offset: str = "+08:00") -> str | None:
+    """TS/DTM ``YYYYMMDDHHMM[SS][+ZZZZ]`` to a FHIR dateTime. FHIR needs a zone on any time of
+    day; a value without one is taken in ``offset`` (the sender's zone, a setting)."""
     main, plus, zone = text.partition("+")
     if not plus:
         main, minus, zone = text.partition("-")
@@ -151,7 +151,7 @@ def hl7_datetime(text: str) -> str | None:
           f"{digits[12:14] or '00'}"
     if plus and len(zone) >= 4:
         return f"{out}{plus}{zone[:2]}:{zone[2:4]}"
-    return out
+    return out + offset
 
 
 def identifier_system(authority: list[str] | str) -> str:
@@ -275,7 +275,7 @@ def _status(control: str, order_status: str) -> str:
     raise HL7Error(f"order control {control!r} (ORC-1) is not supported", "103", ("ORC", 1, 1))
 
 
-def order(message: hl7.Message) -> Order:
+def order(message: hl7.Message, offset: str = "+08:00") -> Order:
     code, _ = message_type(message)
     control = value(message, "ORC", 1).upper()
     if not control:
@@ -324,7 +324,7 @@ def order(message: hl7.Message) -> Order:
         resource["priority"] = priority
     when = value(message, "TQ1", 7) or value(message, "ORC", 7, 4) or \
         value(message, "OBR", 36) or value(message, "OBR", 7)
-    occurrence = hl7_datetime(when) if when else None
+    occurrence = hl7_datetime(when, offset) if when else None
     if occurrence:
         resource["occurrenceDateTime"] = occurrence
     requester = value(message, "ORC", 12, 2) or value(message, "OBR", 16, 2)
@@ -371,7 +371,7 @@ def ack(raw_header: list[bytes], code: str, text: str = "", error: HL7Error | No
                     control_id, field_of(11) or "P", version, "", "", "", "",
                     field_of(18)])
     msa = sep.join(["MSA", code, field_of(10), _escape(text, sep, enc)[:80]])
-    segments = [msh.rstrip(sep), msa]
+    segments = [msh.rstrip(sep), msa.rstrip(sep)]
     if error is not None:
         where = ""
         if error.location:

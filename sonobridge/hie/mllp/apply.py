@@ -148,7 +148,7 @@ class Applier:
     # ------------------------------------------------------------------ orders
 
     def order(self, writer: Writer, message: hl7.Message, policy: Policy) -> str:
-        parsed = hl7v2.order(message)
+        parsed = hl7v2.order(message, self.core.settings.hl7_time_zone)
         res_id = self._find(writer, "ServiceRequest", parsed.identifiers)
         if res_id is None and parsed.status == "revoked":
             raise HL7Error("the order to cancel is not known", "204", ("ORC", 1, 2))

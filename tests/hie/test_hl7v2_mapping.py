@@ -1,0 +1,61 @@
+"""The pure HL7 v2 mappings: fields in, FHIR out, ACKs built from the raw header."""
+
+from __future__ import annotations
+
+import pytest
+
+from sonobridge.mappings import hl7v2
+from sonobridge.mappings.hl7v2 import HL7Error
+
+
+def parsed(*segments: str, charset: str = "") -> object:
+    msh = "MSH|^~\\&|HIS|H|US|T|20261127||ADT^A04|1|P|2.5.1" + (
+        f"||||||{charset}" if charset else "")
+    return hl7v2.parse("\r".join([msh, *segments]))
+
+
+def test_patient_fields():
+    m = parsed("PID|1||123^^^&1.2.156.1&ISO^MR~A99^^^CITY^NI||王^小明^^^Dr||20010203|F|||"
+               "1 Road^Apt 2^Qingshui^Gansu^741000^CN||^PRN^PH^^^^13912345678")
+    p = hl7v2.patient(m)
+    assert p["identifier"][0] == {"system": "urn:oid:1.2.156.1", "value": "123", "type": {
+        "coding": [{"system": hl7v2.V2_0203, "code": "MR"}]}}
+    assert p["identifier"][1]["system"] == "urn:sonobridge:hl7:id:CITY"
+    assert p["name"][0] == {"family": "王", "given": ["小明"], "prefix": ["Dr"], "text": "王小明"}
+    assert p["birthDate"] == "2001-02-03" and p["gender"] == "female"
+    assert p["address"][0] == {"city": "Qingshui", "state": "Gansu", "postalCode": "741000",
+                               "country": "CN", "line": ["1 Road", "Apt 2"]}
+    assert p["telecom"] == [{"system": "phone", "value": "13912345678", "use": "home"}]
+
+
+def test_patient_needs_an_identifier():
+    with pytest.raises(HL7Error) as err:
+        hl7v2.patient(parsed("PID|1||||Nobody"))
+    assert err.value.code == "101" and err.value.location == ("PID", 1, 3)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("20250101120000", "2025-01-01T12:00:00+08:00"),
+    ("202501011200+0100", "2025-01-01T12:00:00+01:00"),
+    ("20250101", "2025-01-01"), ("2025", "2025")])
+def test_datetimes(text, expected):
+    assert hl7v2.hl7_datetime(text) == expected
+
+
+def test_charsets():
+    raw = "MSH|^~\\&|A|B|C|D|20261127||ADT^A04|1|P|2.5||||||GB 18030\rPID|1||1^^^A^MR||张".encode(
+        "gb18030")
+    assert hl7v2.decode(raw) == (raw.decode("gb18030"), "gb18030")
+    undeclared = "MSH|^~\\&|A|B|C|D|1||ADT^A04|1|P|2.5\rPID|1||1||李".encode("gb18030")
+    assert hl7v2.decode(undeclared)[1] == "gb18030"  # not UTF-8: tried as GB 18030
+    with pytest.raises(HL7Error):
+        hl7v2.decode(b"PID|1||x")
+
+
+def test_ack_with_error_escapes_delimiters():
+    header = hl7v2.header_fields(b"MSH|^~\\&|HIS|H|US|T|1||ORM^O01|C9|P|2.3")
+    error = HL7Error("bad | value ^ here", "102", ("OBR", 1, 4))
+    ack = hl7v2.ack(header, "AE", str(error), error, "A1", "20261127").split("\r")
+    assert ack[0] == "MSH|^~\\&|US|T|HIS|H|20261127||ACK^O01^ACK|A1|P|2.3"
+    assert ack[1] == "MSA|AE|C9|bad \\F\\ value \\S\\ here"
+    assert ack[2].startswith("ERR||OBR^1^4|102^Data type error^HL70357|E")

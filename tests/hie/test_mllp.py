@@ -1,0 +1,253 @@
+"""HL7 v2 over MLLP against a live server, sent with the ``hl7`` package's MLLP client (and a
+raw socket where the client cannot do the damage a test needs)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hl7.client import MLLPClient
+
+from tests.live import free_port, serve
+
+TESTDATA = Path(__file__).parent.parent / "fixtures" / "hl7"
+VT, FS_CR = b"\x0b", b"\x1c\r"
+
+
+class Bridge:
+    def __init__(self, base: str, port: int) -> None:
+        self.base = base
+        self.port = port
+
+    def send(self, message: str | bytes, encoding: str = "utf-8") -> str:
+        with MLLPClient("127.0.0.1", self.port, encoding=encoding) as client:
+            reply = client.send_message(message)
+        return reply.strip(VT + FS_CR).decode(encoding, "replace")
+
+    def raw(self, data: bytes, read: bool = True) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            sock.sendall(data)
+            if not read:
+                return b""
+            out = b""
+            while not out.endswith(FS_CR):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            return out
+
+    def fhir(self, path: str, **params: str) -> dict:
+        r = httpx.get(f"{self.base}/fhir/{path}", params=params or None, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def search(self, path: str, **params: str) -> list[dict]:
+        return [e["resource"] for e in self.fhir(path, **params).get("entry", [])]
+
+
+def msa(ack: str) -> list[str]:
+    line = next(s for s in ack.split("\r") if s.startswith("MSA"))
+    return line.split("|")
+
+
+def err(ack: str) -> str:
+    return next((s for s in ack.split("\r") if s.startswith("ERR")), "")
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+    work = tmp_path_factory.mktemp("mllp")
+    port = free_port()
+    with serve(f"sqlite:///{work / 'hl7.db'}", work, "--no-sample",
+               SONOBRIDGE_MLLP_PORT=str(port),
+               SONOBRIDGE_HL7_MAX_MESSAGE_SIZE="12MB") as (base, _log):
+        yield Bridge(base, port)
+
+
+def message(kind: str, control: str, *segments: str, charset: str = "") -> str:
+    msh = f"MSH|^~\\&|HIS|COUNTY|USSRV|TELEUS|20261127093000||{kind}|{control}|P|2.5.1"
+    if charset:
+        msh += f"||||||{charset}"
+    return "\r".join([msh, *segments]) + "\r"
+
+
+def test_orm_o01_creates_the_order_and_a_resend_is_not_applied_twice(bridge):
+    text = (TESTDATA / "orm_o01.hl7").read_text()
+    ack = bridge.send(text)
+    assert msa(ack)[1] == "AA" and msa(ack)[2] == "MSG00001"
+    assert "ACK^O01" in ack.split("\r")[0]
+    orders = bridge.search("ServiceRequest", identifier="ACC0001")
+    assert len(orders) == 1
+    order = orders[0]
+    assert order["status"] == "active" and order["intent"] == "order"
+    assert order["code"]["coding"][0]["code"] == "US-ABD"
+    assert order["occurrenceDateTime"].startswith("2025-01-01T12:00")
+    patient = bridge.fhir(order["subject"]["reference"])
+    assert patient["name"][0]["family"] == "Doe" and patient["birthDate"] == "1980-01-01"
+    again = bridge.send(text)
+    assert again == ack  # the stored ACK, byte for byte
+    assert len(bridge.search("ServiceRequest", identifier="ACC0001")) == 1
+    history = bridge.fhir(f"ServiceRequest/{order['id']}/_history")
+    assert len(history["entry"]) == 1
+
+
+def test_omi_o23_carries_the_study_uid_and_modality(bridge):
+    ack = bridge.send((TESTDATA / "omi_o23.hl7").read_text())
+    assert msa(ack)[1] == "AA", ack
+    order = bridge.search("ServiceRequest", identifier="ACC0002")[0]
+    systems = {i["system"]: i["value"] for i in order["identifier"]}
+    assert systems["urn:dicom:uid"] == "urn:oid:1.2.826.0.1.3680043.8.498.2"
+    assert systems["urn:sonobridge:scheduled-procedure-step"] == "SPS0002"
+    assert order["category"][0]["coding"][0]["code"] == "US"
+
+
+def test_cancel_withdraws_the_order(bridge):
+    pid = "PID|1||CX-9^^^COUNTY^MR||Zhao^Lei||19700101|M"
+    new = message("ORM^O01", "C1", pid, "ORC|NW|P900|F900||SC",
+                  "OBR|1|P900|F900|US-TH^US THYROID^L")
+    assert msa(bridge.send(new))[1] == "AA"
+    cancel = message("ORM^O01", "C2", pid, "ORC|CA|P900|F900||CA",
+                     "OBR|1|P900|F900|US-TH^US THYROID^L")
+    assert msa(bridge.send(cancel))[1] == "AA"
+    order = bridge.search("ServiceRequest", identifier="F900")[0]
+    assert order["status"] == "revoked"
+    unknown = message("ORM^O01", "C3", pid, "ORC|CA|NOPE|NOPE||CA",
+                      "OBR|1|NOPE|NOPE|US-TH^US THYROID^L")
+    ack = bridge.send(unknown)
+    assert msa(ack)[1] == "AE" and "204" in err(ack)
+
+
+@pytest.mark.parametrize("charset,encoding", [("UNICODE UTF-8", "utf-8"),
+                                              ("GB 18030", "gb18030")])
+def test_chinese_names_survive(bridge, charset, encoding):
+    ident = f"CN-{encoding}"
+    adt = message("ADT^A04^ADT_A01", f"A04-{encoding}",
+                  "EVN|A04|20261127093000",
+                  f"PID|1||{ident}^^^COUNTY^MR||张^伟||19850315|M|||幸福路1号^^青水镇^^^CN"
+                  "||^PRN^PH^^^^^13800000000",
+                  charset=charset)
+    ack = bridge.send(adt.encode(encoding))
+    assert msa(ack)[1] == "AA", ack
+    patient = bridge.search("Patient", identifier=ident)[0]
+    assert patient["name"][0]["family"] == "张" and patient["name"][0]["given"] == ["伟"]
+    assert patient["name"][0]["text"] == "张伟"
+    assert patient["address"][0]["city"] == "青水镇"
+    update = message("ADT^A08^ADT_A01", f"A08-{encoding}", "EVN|A08|20261127100000",
+                     f"PID|1||{ident}^^^COUNTY^MR||张^伟强||19850315|M", charset=charset)
+    assert msa(bridge.send(update.encode(encoding)))[1] == "AA"
+    patients = bridge.search("Patient", identifier=ident)
+    assert len(patients) == 1 and patients[0]["name"][0]["given"] == ["伟强"]
+    assert patients[0]["address"][0]["city"] == "青水镇"  # kept: A08 did not send it
+
+
+def test_a40_merge_moves_references(bridge):
+    first = message("ORM^O01", "M1", "PID|1||OLD-1^^^COUNTY^MR||Sun^Li||19900101|F",
+                    "ORC|NW|P777|F777||SC", "OBR|1|P777|F777|US-OB^US OB^L")
+    assert msa(bridge.send(first))[1] == "AA"
+    keep = message("ADT^A04^ADT_A01", "M2", "PID|1||NEW-1^^^COUNTY^MR||Sun^Li||19900101|F")
+    assert msa(bridge.send(keep))[1] == "AA"
+    merge = message("ADT^A40^ADT_A39", "M3", "EVN|A40|20261127",
+                    "PID|1||NEW-1^^^COUNTY^MR||Sun^Li||19900101|F",
+                    "MRG|OLD-1^^^COUNTY^MR")
+    ack = bridge.send(merge)
+    assert msa(ack)[1] == "AA", ack
+    survivor = bridge.search("Patient", identifier="NEW-1")[0]
+    prior = bridge.search("Patient", identifier="OLD-1")[0]
+    assert prior["active"] is False
+    assert prior["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"},
+                              "type": "replaced-by"}]
+    assert {"other": {"reference": f"Patient/{prior['id']}"}, "type": "replaces"} in \
+        survivor["link"]
+    order = bridge.search("ServiceRequest", identifier="F777")[0]
+    assert order["subject"]["reference"] == f"Patient/{survivor['id']}"
+
+
+# ---------------------------------------------------------------------- bad input
+
+def test_unsupported_type_is_rejected(bridge):
+    ack = bridge.send(message("SIU^S12", "U1", "SCH|1"))
+    assert msa(ack)[1] == "AR" and "200" in err(ack)
+
+
+def test_missing_required_field_is_an_application_error(bridge):
+    ack = bridge.send(message("ADT^A04^ADT_A01", "R1", "PID|1||||NoId^Person"))
+    assert msa(ack)[1] == "AE"
+    assert "101" in err(ack) and "PID^1^3" in err(ack)
+
+
+def test_message_without_msh_is_rejected(bridge):
+    reply = bridge.raw(VT + b"PID|1||X^^^A^MR\r" + FS_CR)
+    text = reply.strip(VT + FS_CR).decode()
+    assert msa(text)[1] == "AR"
+
+
+def test_broken_framing_gets_an_ar_and_the_connection_keeps_working(bridge):
+    good = message("ADT^A04^ADT_A01", "F2", "PID|1||FRAME-2^^^COUNTY^MR||Wu^Fang")
+    reply = bridge.raw(message("ADT^A04^ADT_A01", "F1", "PID|1||FRAME-1^^^COUNTY^MR").encode()
+                       + FS_CR + VT + good.encode() + FS_CR)
+    acks = [a.strip(VT).decode() for a in reply.split(FS_CR) if a]
+    assert msa(acks[0])[1] == "AR"  # no <VT>
+    if len(acks) == 1:  # the second ACK may arrive in a later read
+        acks.append(bridge.send(good))
+    assert msa(acks[1])[1] == "AA"
+    assert bridge.search("Patient", identifier="FRAME-2")
+
+
+def test_wrong_character_set_is_an_error(bridge):
+    bad = message("ADT^A04^ADT_A01", "W1", "PID|1||CS-1^^^COUNTY^MR||张^伟",
+                  charset="UNICODE UTF-8").encode("gb18030")
+    ack = bridge.send(bad)
+    assert msa(ack)[1] == "AE" and "203" in err(ack)
+    unknown = message("ADT^A04^ADT_A01", "W2", "PID|1||CS-2^^^COUNTY^MR||Li",
+                      charset="KLINGON")
+    assert msa(bridge.send(unknown))[1] == "AE"
+
+
+def test_large_messages(bridge):
+    note = "NTE|1||" + "x" * (10 * 1024 * 1024)
+    big = message("ADT^A04^ADT_A01", "BIG1", "PID|1||BIG-1^^^COUNTY^MR||Big^One", note)
+    reply = bridge.raw(VT + big.encode() + FS_CR)
+    assert msa(reply.strip(VT + FS_CR).decode())[1] == "AA"
+    huge = message("ADT^A04^ADT_A01", "BIG2", "PID|1||BIG-2^^^COUNTY^MR", note + note)
+    after = message("ADT^A04^ADT_A01", "BIG3", "PID|1||BIG-3^^^COUNTY^MR||After^Big")
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=60) as sock:
+        sock.sendall(VT + huge.encode() + FS_CR + VT + after.encode() + FS_CR)
+        out = b""
+        while out.count(FS_CR) < 2:
+            chunk = sock.recv(65536)
+            assert chunk, out
+            out += chunk
+    first, second = [a.strip(VT).decode() for a in out.split(FS_CR) if a][:2]
+    assert msa(first)[1] == "AR" and "larger than" in first
+    assert msa(second)[1] == "AA"
+    assert not bridge.search("Patient", identifier="BIG-2")
+    assert bridge.search("Patient", identifier="BIG-3")
+
+
+def test_dropped_connection_then_resend_applies_once(bridge):
+    order = message("ORM^O01", "DROP1", "PID|1||DROP-1^^^COUNTY^MR||Qian^Yu",
+                    "ORC|NW|P555|F555||SC", "OBR|1|P555|F555|US-KID^US KIDNEY^L")
+    bridge.raw(VT + order.encode() + FS_CR, read=False)  # hang up before the ACK
+    time.sleep(0.5)
+    ack = bridge.send(order)
+    assert msa(ack)[1] == "AA"
+    orders = bridge.search("ServiceRequest", identifier="F555")
+    assert len(orders) == 1
+    assert len(bridge.fhir(f"ServiceRequest/{orders[0]['id']}/_history")["entry"]) == 1
+
+
+def test_mllp_send_command_line(bridge):
+    """The hl7 package's own command, as the README of the test data shows."""
+    result = subprocess.run([sys.executable, "-c", "from hl7.client import mllp_send; "
+                             "mllp_send()", "--loose", "--file",
+                             str(TESTDATA / "orm_o01.hl7"), "--port", str(bridge.port),
+                             "127.0.0.1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "MSA|AA|MSG00001" in result.stdout.replace("\r", "\n")
