@@ -24,7 +24,7 @@ def start(args: list[str], env: dict[str, str], health_url: str, log: Path) -> s
         # Benchmarks measure the APIs without authorization and audit trail unless they set
         # SONOBRIDGE_AUTH / SONOBRIDGE_AUDIT (bench/auth.py measures both).
         environ = {**os.environ, "SONOBRIDGE_AUTH": "disabled", "SONOBRIDGE_AUDIT": "off",
-                   "SONOBRIDGE_MLLP_PORT": "0", **env}
+                   "SONOBRIDGE_MLLP_PORT": "0", "SONOBRIDGE_DICOM_PORT": "0", **env}
         proc = subprocess.Popen([sys.executable, *args], env=environ,
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

@@ -118,6 +118,9 @@ def _banner(settings: Settings, root: str, loaded: int) -> None:
     table.add_row("DICOMweb", f"{root}/dicomweb")
     if settings.mllp_port:
         table.add_row("HL7 v2 (MLLP)", f"{settings.mllp_host}:{settings.mllp_port}")
+    if settings.dicom_port:
+        table.add_row("DICOM (DIMSE)", f"{settings.dicom_aet} at "
+                                       f"{settings.dicom_host}:{settings.dicom_port}")
     if settings.auth_enabled:
         table.add_row("Authorization", f"SMART on FHIR, required; discovery at "
                                        f"{root}/fhir/.well-known/smart-configuration")
@@ -292,6 +295,40 @@ def mllp(
     except KeyboardInterrupt:
         pass
     finally:
+        core.close()
+
+
+@app.command()
+def dimse(
+    host: Annotated[str | None, typer.Option(help="Env: SONOBRIDGE_DICOM_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Env: SONOBRIDGE_DICOM_PORT.")] = None,
+    aet: Annotated[str | None, typer.Option(help="Env: SONOBRIDGE_DICOM_AET.")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the DICOM DIMSE listener alone (``serve`` also runs it): C-ECHO, C-STORE, C-FIND,
+    C-MOVE, C-GET and Modality Worklist."""
+    import time
+
+    from sonobridge import logs
+    from sonobridge.core import open_core
+    from sonobridge.hie.dimse.scp import DimseServer
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, dicom_host=host,
+                         dicom_port=port, dicom_aet=aet)
+    logs.configure(settings.log_format, settings.log_level)
+    core = open_core(settings)
+    server = DimseServer(core)
+    server.start()
+    console.print(f"DICOM listener {settings.dicom_aet} on {settings.dicom_host}:{server.port}"
+                  f", known peers: {', '.join(sorted(server.peers)) or 'none'}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
         core.close()
 
 

@@ -48,6 +48,12 @@ ENV_NAMES: dict[str, str] = {
     "hl7_receiving_application": "SONOBRIDGE_HL7_RECEIVING_APPLICATION",
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
     "hl7_time_zone": "SONOBRIDGE_HL7_TIME_ZONE",
+    "dicom_aet": "SONOBRIDGE_DICOM_AET",
+    "dicom_host": "SONOBRIDGE_DICOM_HOST",
+    "dicom_port": "SONOBRIDGE_DICOM_PORT",
+    "dicom_peers": "SONOBRIDGE_DICOM_PEERS",
+    "dicom_peers_file": "SONOBRIDGE_DICOM_PEERS_FILE",
+    "dicom_known_callers_only": "SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY",
 }
 
 
@@ -100,6 +106,12 @@ class Settings:
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
     hl7_max_message_size: int = 32 * 1024 * 1024
     hl7_time_zone: str = "+08:00"  # the zone of HL7 times that carry none (China Standard Time)
+    dicom_aet: str = "SONOBRIDGE"  # our AE title
+    dicom_host: str = "127.0.0.1"  # DIMSE listener address
+    dicom_port: int = 11112  # 0: no DIMSE listener in `serve`
+    dicom_peers: str = ""  # known remote AEs: AET@host:port, comma-separated
+    dicom_peers_file: str = ""  # more peers, one AET@host:port per line
+    dicom_known_callers_only: bool = False  # refuse associations from unknown calling AEs
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +124,10 @@ class Settings:
         if not (len(self.hl7_time_zone) == 6 and self.hl7_time_zone[0] in "+-"
                 and self.hl7_time_zone[3] == ":"):
             raise ConfigError(f"HL7 time zone must look like +08:00, not {self.hl7_time_zone!r}")
+        if not 0 <= self.dicom_port < 65536:
+            raise ConfigError(f"DICOM port out of range: {self.dicom_port}")
+        if not 0 < len(self.dicom_aet) <= 16:
+            raise ConfigError(f"DICOM AE title must be 1-16 characters: {self.dicom_aet!r}")
         if not 0 <= self.mllp_port < 65536:
             raise ConfigError(f"MLLP port out of range: {self.mllp_port}")
         if self.max_body_size < 1024:

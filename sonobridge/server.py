@@ -34,7 +34,7 @@ log = logging.getLogger("sonobridge.server")
 def create_app(settings: Settings, core: Core | None = None, *, listeners: bool = False
                ) -> Starlette:
     """Build the app. Opens the core (and migrates) unless one is given. With ``listeners``
-    (``sonobridge serve``), its lifespan also runs the MLLP listener."""
+    (``sonobridge serve``), its lifespan also runs the MLLP and DIMSE listeners."""
     core = core or open_core(settings)
     fhir = FhirApp(core.fhir, configured_base=settings.base_url,
                    max_body=settings.max_body_size,
@@ -64,11 +64,20 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                                 settings.hl7_max_message_size)
             await mllp.start()
         app.state.mllp = mllp
+        dimse = None
+        if listeners and settings.dicom_port:
+            from sonobridge.hie.dimse.scp import DimseServer
+
+            dimse = DimseServer(core)
+            dimse.start()
+        app.state.dimse = dimse
         try:
             yield
         finally:
             if mllp is not None:
                 await mllp.stop()
+            if dimse is not None:
+                dimse.stop()
             core.close()
 
     dicom = DicomWeb(core)

@@ -27,7 +27,8 @@ def serve(db_url: str, work: Path, *args: str, **env: str) -> Iterator[tuple[str
     log = work / "server.log"
     environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(work / "data"),
                "SONOBRIDGE_DATABASE_URL": db_url, "SONOBRIDGE_AUTH": "disabled",
-               "SONOBRIDGE_AUDIT": "off", "SONOBRIDGE_MLLP_PORT": "0", **env}
+               "SONOBRIDGE_AUDIT": "off", "SONOBRIDGE_MLLP_PORT": "0",
+               "SONOBRIDGE_DICOM_PORT": "0", **env}
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sonobridge", "serve", "--port",
                                  str(port), *args], env=environ, stdout=out,

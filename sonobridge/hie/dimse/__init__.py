@@ -1,0 +1,1 @@
+"""DICOM DIMSE with pynetdicom: the SCP (echo, store, find, move, get, worklist) and peers."""

@@ -1,0 +1,232 @@
+"""The DIMSE listener (pynetdicom): C-ECHO, C-STORE through the one ingest path, C-FIND from
+the QIDO index, C-MOVE/C-GET in the stored transfer syntax, Modality Worklist from open
+ServiceRequests. Handlers translate DIMSE to core calls and back; nothing else lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import Counter
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import (
+    ModalityWorklistInformationFind,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from sonobridge.hie.dimse import find as finder
+from sonobridge.hie.dimse import retrieve, worklist
+from sonobridge.hie.dimse.peers import load_peers
+from sonobridge.store.dicom.ingest import DicomIngest
+
+log = logging.getLogger("sonobridge.dimse")
+
+OPERATIONS = Counter("sonobridge_dimse_operations_total", "DIMSE operations answered",
+                     ["operation", "status"])
+
+# The transfer syntaxes objects are stored in as received (no transcoding on the way in).
+# Explicit VR Big Endian (retired) is left out, so that senders keep little-endian data as is.
+STORE_SYNTAXES = [
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101", "1.2.840.10008.1.2.4.102",
+    "1.2.840.10008.1.2.4.103", "1.2.840.10008.1.2.4.104", "1.2.840.10008.1.2.4.105",
+    "1.2.840.10008.1.2.4.106",
+]
+NATIVE = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
+# Storage failure reasons from the ingest path are PS3.4 C-STORE statuses already.
+PROCESSING_FAILURE = 0x0110
+
+
+class DimseServer:
+    def __init__(self, core: Any) -> None:
+        settings = core.settings
+        self.core = core
+        self.ingest = DicomIngest(core)
+        self.peers = load_peers(settings)
+        self.aet = settings.dicom_aet
+        self.host = settings.dicom_host
+        self.port = settings.dicom_port
+        self.server: ThreadedAssociationServer | None = None
+        self._deferred: dict[int, set[str]] = {}
+        self._lock = threading.Lock()
+        # Stream C-STORE data to disk and send stored files without decoding them: a 2 GB
+        # cine must not need 2 GB of memory, and is sent in the syntax it is stored in.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        ae = AE(ae_title=self.aet)
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.dimse_timeout = 120
+        ae.acse_timeout = 30
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            # Both roles: a C-GET requestor proposes the SCP role for itself (SCP/SCU role
+            # selection) so that the objects come back over its own association.
+            ae.add_supported_context(context.abstract_syntax, STORE_SYNTAXES, scu_role=True,
+                                     scp_role=True)
+        for sop_class in (PatientRootQueryRetrieveInformationModelFind,
+                          StudyRootQueryRetrieveInformationModelFind,
+                          PatientRootQueryRetrieveInformationModelMove,
+                          StudyRootQueryRetrieveInformationModelMove,
+                          PatientRootQueryRetrieveInformationModelGet,
+                          StudyRootQueryRetrieveInformationModelGet,
+                          ModalityWorklistInformationFind):
+            ae.add_supported_context(sop_class, NATIVE)
+        # C-GET sends back over the same association: offer storage as SCU too.
+        for context in AllStoragePresentationContexts[:100]:
+            ae.add_requested_context(context.abstract_syntax, STORE_SYNTAXES[:3])
+        if settings.dicom_known_callers_only:
+            ae.require_calling_aet = sorted(self.peers) or ["-"]
+        self.ae = ae
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        handlers = [(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
+                    (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
+                    (evt.EVT_C_GET, self._get), (evt.EVT_RELEASED, self._closed),
+                    (evt.EVT_ABORTED, self._closed)]
+        self.server = self.ae.start_server((self.host, self.port), block=False,
+                                           evt_handlers=handlers)
+        self.port = self.server.server_address[1]
+        log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    # ------------------------------------------------------------------ handlers
+
+    def _echo(self, event: Any) -> int:
+        OPERATIONS.labels("C-ECHO", "0000").inc()
+        return 0x0000
+
+    def _store(self, event: Any) -> int:
+        calling = event.assoc.requestor.ae_title
+        path = event.dataset_path
+        try:
+            received = self.ingest.receiver.from_file(path)
+        except Exception:
+            log.exception("C-STORE from %s: could not receive the dataset", calling)
+            OPERATIONS.labels("C-STORE", "A700").inc()
+            return 0xA700
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with self._lock:
+            deferred = self._deferred.setdefault(id(event.assoc), set())
+        outcome = self.ingest.ingest(received, source=f"C-STORE {calling}", deferred=deferred)
+        status = 0x0000 if outcome.ok else (outcome.failure or PROCESSING_FAILURE)
+        OPERATIONS.labels("C-STORE", f"{status:04X}").inc()
+        return status
+
+    def _closed(self, event: Any) -> None:
+        """At the end of an association: rebuild each touched ImagingStudy once, audit."""
+        with self._lock:
+            studies = self._deferred.pop(id(event.assoc), set())
+        if not studies:
+            return
+        audit = self.core.audit
+        if audit is not None:
+            from sonobridge.auth.audit import Record
+
+            calling = event.assoc.requestor.ae_title
+            for study in studies:
+                audit.later(Record("dicom-store", "C", "C-STORE", who=f"dicom:{calling}",
+                                   client_id=calling,
+                                   ip=event.assoc.requestor.address, study=study))
+        try:
+            self.ingest.sync_studies(studies)
+        except Exception:  # the index is committed; `sonobridge reindex` rebuilds these
+            log.exception("could not rebuild ImagingStudy for %s", sorted(studies))
+
+    def _find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        identifier = event.identifier
+        model = event.request.AffectedSOPClassUID
+        self._audit_query(event, identifier)
+        if model == ModalityWorklistInformationFind:
+            source = worklist.worklist(self.core, identifier)
+        else:
+            try:
+                source = finder.find(self.core, identifier, self.aet)
+            except finder.FindError as exc:
+                log.info("C-FIND refused: %s", exc)
+                OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
+                yield exc.status, None
+                return
+        try:
+            for ds in source:
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield 0xFF00, ds
+        except finder.FindError as exc:
+            yield exc.status, None
+            return
+        OPERATIONS.labels("C-FIND", "0000").inc()
+
+    def _audit_query(self, event: Any, identifier: Dataset) -> None:
+        if self.core.audit is None:
+            return
+        from sonobridge.auth.audit import Record
+
+        calling = event.assoc.requestor.ae_title
+        self.core.audit.later(Record(
+            "dicom-query", "E", "C-FIND", who=f"dicom:{calling}", client_id=calling,
+            ip=event.assoc.requestor.address, query=str(identifier)[:2000]))
+
+    def _move(self, event: Any) -> Iterator[Any]:
+        destination = self.peers.get(event.move_destination)
+        if destination is None:
+            log.info("C-MOVE to unknown destination %r", event.move_destination)
+            OPERATIONS.labels("C-MOVE", "A801").inc()
+            yield None, None
+            return
+        instances = retrieve.matching(self.core, event.identifier)
+        yield destination.host, destination.port, {
+            "contexts": retrieve.contexts_for(instances) or None}
+        yield len(instances)
+        yield from self._send(event, instances, "C-MOVE")
+
+    def _get(self, event: Any) -> Iterator[Any]:
+        instances = retrieve.matching(self.core, event.identifier)
+        yield len(instances)
+        yield from self._send(event, instances, "C-GET")
+
+    def _send(self, event: Any, instances: list[retrieve.Stored], operation: str
+              ) -> Iterator[tuple[int, Any]]:
+        if self.core.audit is not None and instances:
+            from sonobridge.auth.audit import Record
+
+            calling = event.assoc.requestor.ae_title
+            for study in sorted({i.study_uid for i in instances})[:20]:
+                self.core.audit.later(Record(
+                    "dicom-access", "R", operation, who=f"dicom:{calling}", client_id=calling,
+                    ip=event.assoc.requestor.address, study=study))
+        for item in instances:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            # pynetdicom's C-MOVE/C-GET take datasets, not paths: read the stored file (its
+            # transfer syntax and encapsulated pixel data unchanged), large values deferred
+            # until they are written to the peer.
+            yield 0xFF00, dcmread(item.path, defer_size="1 MB")
+        OPERATIONS.labels(operation, "0000").inc()
