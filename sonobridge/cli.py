@@ -260,29 +260,42 @@ def delete_command(
     console.print(f"deleted {count} instance{'s' if count != 1 else ''}")
 
 
-@app.command()
+mllp_app = typer.Typer(help="HL7 v2 over MLLP: run the listener alone, or see the message "
+                       "log and the results queue.", invoke_without_command=True)
+app.add_typer(mllp_app, name="mllp")
+
+
+@mllp_app.callback()
 def mllp(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Env: SONOBRIDGE_MLLP_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Env: SONOBRIDGE_MLLP_PORT.")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Run the HL7 v2 MLLP listener alone (``serve`` also runs it)."""
+    """Run the HL7 v2 MLLP listener alone (``serve`` also runs it), with the results sender
+    when SONOBRIDGE_HL7_DESTINATIONS is set."""
+    if ctx.invoked_subcommand is not None:
+        return
     import asyncio
 
     from sonobridge import logs
     from sonobridge.core import open_core
     from sonobridge.hie.mllp.listener import MllpListener
+    from sonobridge.hie.mllp.outbound import OutboxSender
 
     settings = _settings(data_dir=data_dir, database_url=database_url, mllp_host=host,
                          mllp_port=port)
     logs.configure(settings.log_format, settings.log_level)
     core = open_core(settings)
+    sender = OutboxSender(core) if settings.hl7_destinations else None
 
     async def run() -> None:
         listener = MllpListener(core, settings.mllp_host, settings.mllp_port or 2575,
                                 settings.hl7_max_message_size)
         await listener.start()
+        if sender is not None:
+            sender.start()
         console.print(f"HL7 v2 MLLP listener on {settings.mllp_host}:{listener.port}, "
                       f"database {_redact(settings.resolved_database_url)}")
         try:
@@ -295,7 +308,34 @@ def mllp(
     except KeyboardInterrupt:
         pass
     finally:
+        if sender is not None:
+            sender.stop()
         core.close()
+
+
+@mllp_app.command("status")
+def mllp_status(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Messages in and out by state, and the latest problems (errors, ACK failures, retries)."""
+    import time
+
+    from sonobridge.core import open_core
+    from sonobridge.hie.mllp.outbound import status
+
+    core = open_core(_settings(data_dir=data_dir, database_url=database_url))
+    report = status(core)
+    core.close()
+    table = Table("direction", "state", "messages")
+    for direction, state, count in sorted(report["counts"]):
+        table.add_row(direction, state, str(count))
+    Console().print(table)
+    if report["problems"]:
+        problems = Table("when (UTC)", "dir", "type", "control id", "peer", "tries", "error")
+        for row in report["problems"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["updated"] / 1e6))
+            problems.add_row(when, row["direction"], row["message_type"], row["control_id"],
+                             row["destination"] or row["peer"], str(row["attempts"]),
+                             (row["error"] or "")[:80])
+        Console().print(problems)
 
 
 @app.command()

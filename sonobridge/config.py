@@ -48,6 +48,9 @@ ENV_NAMES: dict[str, str] = {
     "hl7_receiving_application": "SONOBRIDGE_HL7_RECEIVING_APPLICATION",
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
     "hl7_time_zone": "SONOBRIDGE_HL7_TIME_ZONE",
+    "hl7_destinations": "SONOBRIDGE_HL7_DESTINATIONS",
+    "hl7_sending_application": "SONOBRIDGE_HL7_SENDING_APPLICATION",
+    "hl7_sending_facility": "SONOBRIDGE_HL7_SENDING_FACILITY",
     "dicom_aet": "SONOBRIDGE_DICOM_AET",
     "dicom_host": "SONOBRIDGE_DICOM_HOST",
     "dicom_port": "SONOBRIDGE_DICOM_PORT",
@@ -105,6 +108,9 @@ class Settings:
     mllp_port: int = 2575  # 0: no MLLP listener in `serve`
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
     hl7_max_message_size: int = 32 * 1024 * 1024
+    hl7_destinations: str = ""  # where results (ORU^R01) go: name@host:port, comma-separated
+    hl7_sending_application: str = "SONOBRIDGE"  # MSH-3 of what we send
+    hl7_sending_facility: str = ""  # MSH-4 of what we send
     hl7_time_zone: str = "+08:00"  # the zone of HL7 times that carry none (China Standard Time)
     dicom_aet: str = "SONOBRIDGE"  # our AE title
     dicom_host: str = "127.0.0.1"  # DIMSE listener address

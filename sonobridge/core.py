@@ -57,6 +57,10 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
                 AuthService(settings, engine), audit)
     if run_migrations or migrate.is_current(engine):
         load_custom_search_params(core)
+    if settings.hl7_destinations:
+        from sonobridge.hie.mllp.outbound import ResultsOutbox
+
+        store.hooks.append(ResultsOutbox(core))
     store.after_commit.append(
         lambda writer: load_custom_search_params(core)
         if "SearchParameter" in writer.types_written else None)

@@ -64,6 +64,12 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                                 settings.hl7_max_message_size)
             await mllp.start()
         app.state.mllp = mllp
+        outbox = None
+        if listeners and settings.hl7_destinations:
+            from sonobridge.hie.mllp.outbound import OutboxSender
+
+            outbox = OutboxSender(core)
+            outbox.start()
         dimse = None
         if listeners and settings.dicom_port:
             from sonobridge.hie.dimse.scp import DimseServer
@@ -76,6 +82,8 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
         finally:
             if mllp is not None:
                 await mllp.stop()
+            if outbox is not None:
+                outbox.stop()
             if dimse is not None:
                 dimse.stop()
             core.close()

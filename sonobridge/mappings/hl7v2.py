@@ -368,8 +368,8 @@ def ack(raw_header: list[bytes], code: str, text: str = "", error: HL7Error | No
     version = field_of(12) or "2.5.1"
     msh = sep.join(["MSH", enc, field_of(5) or "SONOBRIDGE", field_of(6), field_of(3),
                     field_of(4), now, "", f"ACK{comp}{trigger}{comp}ACK" if trigger else "ACK",
-                    control_id, field_of(11) or "P", version, "", "", "", "",
-                    field_of(18)])
+                    control_id, field_of(11) or "P", version, "", "", "", "", "",
+                    field_of(18)])  # MSH-13 to MSH-17 empty, MSH-18 echoes the character set
     msa = sep.join(["MSA", code, field_of(10), _escape(text, sep, enc)[:80]])
     segments = [msh.rstrip(sep), msa.rstrip(sep)]
     if error is not None:

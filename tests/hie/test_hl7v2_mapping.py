@@ -59,3 +59,9 @@ def test_ack_with_error_escapes_delimiters():
     assert ack[0] == "MSH|^~\\&|US|T|HIS|H|20261127||ACK^O01^ACK|A1|P|2.3"
     assert ack[1] == "MSA|AE|C9|bad \\F\\ value \\S\\ here"
     assert ack[2].startswith("ERR||OBR^1^4|102^Data type error^HL70357|E")
+
+
+def test_ack_echoes_the_character_set_in_msh_18():
+    raw = "MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P|2.5||||||UNICODE UTF-8".encode()
+    ack = hl7v2.ack(hl7v2.header_fields(raw), "AA", control_id="X", now="1")
+    assert ack.split("\r")[0].split("|")[17] == "UNICODE UTF-8"

@@ -1,0 +1,222 @@
+"""Results out: ORU^R01 to the HIS when a report for an ordered study becomes final.
+
+The message is queued (``hl7_messages``, direction ``out``) in the same transaction as the
+report change, so a final report always leaves a message behind, and the queue survives a
+restart. A sender thread delivers it over MLLP, one destination at a time, and retries with
+backoff (5 s doubling to one hour) until the destination answers; an AE/AR answer is kept as
+failed with its error (``sonobridge mllp status``, ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import func, insert, select, update
+
+from sonobridge.jsonio import loads
+from sonobridge.mappings.oru import oru_r01
+from sonobridge.store.resources import StoredResource, Writer
+from sonobridge.store.tables import hl7_messages as M
+
+log = logging.getLogger("sonobridge.hl7.out")
+
+SENT = Counter("sonobridge_hl7_outbound_total", "HL7 v2 messages sent, by outcome",
+               ["outcome"])
+QUEUED = Gauge("sonobridge_hl7_outbound_queue", "HL7 v2 messages waiting to be sent")
+REPORTABLE = {"final", "amended", "corrected", "appended"}
+MAX_BACKOFF = 3600
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    host: str
+    port: int
+
+
+def parse_destinations(text: str) -> list[Destination]:
+    from sonobridge.config import ConfigError
+
+    out = []
+    for item in (p.strip() for p in text.split(",") if p.strip()):
+        name, at, address = item.partition("@")
+        host, colon, port = address.rpartition(":")
+        if not (at and colon and name and host and port.isdigit()):
+            raise ConfigError(f"an HL7 destination is name@host:port, not {item!r}")
+        out.append(Destination(name, host, int(port)))
+    return out
+
+
+class ResultsOutbox:
+    """The write hook that queues ORU^R01 messages for final reports."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        settings = core.settings
+        self.destinations = parse_destinations(settings.hl7_destinations)
+        self.sending = (settings.hl7_sending_application, settings.hl7_sending_facility)
+
+    def __call__(self, writer: Writer, stored: StoredResource,
+                 resource: dict[str, Any] | None) -> None:
+        if stored.type != "DiagnosticReport" or resource is None or not self.destinations:
+            return
+        if resource.get("status") not in REPORTABLE:
+            return
+        order = self._order(writer, resource)
+        if order is None:
+            return  # not an ordered study: no HIS is waiting for it
+        patient = self._ref(writer, (resource.get("subject") or order.get("subject") or {}
+                                     ).get("reference", "")) or {}
+        observations = [obs for ref in resource.get("result", [])
+                        if (obs := self._ref(writer, ref.get("reference", ""))) is not None]
+        now = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "+0000"
+        for destination in self.destinations:
+            control = uuid.uuid4().hex[:20]
+            message = oru_r01(resource, order, patient, observations, control_id=control,
+                              now=now, sending=self.sending, receiving=(destination.name, ""),
+                              patient_id_system=self.core.settings.dicom_patient_id_system)
+            stamp = time.time_ns() // 1000
+            writer.conn.execute(insert(M).values(
+                direction="out", peer=f"{destination.host}:{destination.port}",
+                sending_app=self.sending[0], sending_facility=self.sending[1],
+                control_id=control, message_type="ORU_R01", charset="utf-8",
+                raw=message.encode("utf-8"), status="queued", destination=destination.name,
+                error=f"DiagnosticReport/{stored.id}/_history/{stored.version_id}",
+                attempts=0, next_attempt=stamp, received=stamp, updated=stamp))
+
+    def _ref(self, writer: Writer, reference: str) -> dict[str, Any] | None:
+        parts = reference.split("/")
+        if len(parts) < 2:
+            return None
+        stored = writer.read(parts[-2], parts[-1])
+        if stored is None or stored.deleted or stored.content is None:
+            return None
+        return loads(stored.content)
+
+    def _order(self, writer: Writer, report: dict[str, Any]) -> dict[str, Any] | None:
+        for ref in report.get("basedOn", []):
+            if "ServiceRequest/" in ref.get("reference", ""):
+                found = self._ref(writer, ref["reference"])
+                if found is not None:
+                    return found
+        for ref in report.get("imagingStudy", []):
+            study = self._ref(writer, ref.get("reference", ""))
+            for based in (study or {}).get("basedOn", []):
+                found = self._ref(writer, based.get("reference", ""))
+                if found is not None and found.get("resourceType") == "ServiceRequest":
+                    return found
+        return None
+
+
+class OutboxSender:
+    """Delivers queued messages; one thread per process (rows are claimed before sending)."""
+
+    def __init__(self, core: Any, interval: float = 1.0, timeout: float = 30.0) -> None:
+        self.core = core
+        self.interval = interval
+        self.timeout = timeout
+        self.destinations = {d.name: d for d in
+                             parse_destinations(core.settings.hl7_destinations)}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hl7-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.send_due()
+            except Exception:  # the database may be briefly away: try again next round
+                log.exception("HL7 outbox round failed")
+            self._stop.wait(self.interval)
+
+    def _tx(self) -> Any:
+        return self.core.store.engine.connect().execution_options(sqlite_write=True)
+
+    def send_due(self) -> int:
+        now = time.time_ns() // 1000
+        with self.core.store.reader.connect() as conn:
+            rows = conn.execute(select(M.c.id, M.c.raw, M.c.destination, M.c.attempts).where(
+                M.c.direction == "out", M.c.status.in_(("queued", "retry")),
+                M.c.next_attempt <= now).order_by(M.c.id).limit(50)).all()
+            waiting = conn.execute(select(func.count()).select_from(M).where(
+                M.c.direction == "out", M.c.status.in_(("queued", "retry")))).scalar_one()
+        QUEUED.set(waiting)
+        for row in rows:
+            if self._stop.is_set():
+                break
+            self._deliver(row)
+        return len(rows)
+
+    def _deliver(self, row: Any) -> None:
+        destination = self.destinations.get(row.destination)
+        attempts = row.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "updated": time.time_ns() // 1000}
+        if destination is None:
+            values.update(status="failed", error=f"destination {row.destination!r} is no "
+                                                 "longer configured")
+        else:
+            try:
+                ack = send(destination.host, destination.port, bytes(row.raw), self.timeout)
+                code, text = _ack_code(ack)
+                values["ack"] = ack
+                if code in ("AA", "CA"):
+                    values.update(status="sent", error=None)
+                else:
+                    values.update(status="failed", error=f"{code}: {text}"[:1024])
+            except (OSError, ValueError) as exc:
+                delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
+                values.update(status="retry", error=f"{type(exc).__name__}: {exc}"[:1024],
+                              next_attempt=time.time_ns() // 1000 + delay * 1_000_000)
+        SENT.labels(values["status"]).inc()
+        with self._tx() as conn, conn.begin():
+            conn.execute(update(M).where(M.c.id == row.id).values(**values))
+
+
+def send(host: str, port: int, message: bytes, timeout: float) -> bytes:
+    """One MLLP exchange: the framed message out, its framed ACK back."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(b"\x0b" + message + b"\x1c\r")
+        reply = b""
+        while not reply.endswith(b"\x1c\r"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ValueError("the connection closed before the ACK")
+            reply += chunk
+    return reply.strip(b"\x0b\x1c\r")
+
+
+def _ack_code(ack: bytes) -> tuple[str, str]:
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA"):
+            fields = segment.decode("utf-8", "replace").split(segment[3:4].decode() or "|")
+            return (fields[1] if len(fields) > 1 else "", fields[3] if len(fields) > 3 else "")
+    raise ValueError("the reply has no MSA segment")
+
+
+def status(core: Any) -> dict[str, Any]:
+    """Counts by direction and state, and the latest failures (``sonobridge mllp status``)."""
+    with core.store.reader.connect() as conn:
+        counts = conn.execute(select(M.c.direction, M.c.status, func.count()).group_by(
+            M.c.direction, M.c.status)).all()
+        failures = conn.execute(select(M.c.direction, M.c.control_id, M.c.message_type,
+                                       M.c.destination, M.c.peer, M.c.error, M.c.attempts,
+                                       M.c.updated).where(
+            M.c.status.in_(("failed", "retry", "error", "rejected"))).order_by(
+            M.c.updated.desc()).limit(20)).all()
+    return {"counts": [(d, s, n) for d, s, n in counts],
+            "problems": [dict(row._mapping) for row in failures]}

@@ -1,0 +1,188 @@
+"""Results out: a final report for an ordered study becomes an ORU^R01, queued with the change
+and delivered over MLLP to the HIS, with retry; the queue survives a restart."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from sonobridge.config import Settings
+from sonobridge.core import open_core
+from sonobridge.fhir.service import FhirRequest
+from sonobridge.hie.mllp.outbound import OutboxSender, status
+from sonobridge.store.tables import hl7_messages as M
+from tests.live import free_port
+
+V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+class FakeHis:
+    """A HIS that records what it receives and answers with a chosen ACK code."""
+
+    def __init__(self, port: int, code: str = "AA") -> None:
+        self.port, self.code = port, code
+        self.received: list[str] = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\x1c\r"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                text = data.strip(b"\x0b\x1c\r").decode("utf-8")
+                self.received.append(text)
+                control = text.split("\r")[0].split("|")[9]
+                ack = f"MSH|^~\\&|HIS||SONOBRIDGE||20261127||ACK|A1|P|2.5.1\rMSA|{self.code}|" \
+                      f"{control}|{'bad' if self.code != 'AA' else ''}\r"
+                conn.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def setup(db_url: str, tmp_path: Path, port: int) -> Iterator[tuple]:
+    settings = Settings(data_dir=tmp_path, database_url=db_url, auth="disabled", audit=False,
+                        hl7_destinations=f"HIS@127.0.0.1:{port}")
+    core = open_core(settings, run_migrations=False)
+    put = _putter(core)
+    put({"resourceType": "Patient", "id": "p1", "name": [{"family": "张", "given": ["伟"]}],
+         "gender": "male", "birthDate": "1985-03-15", "identifier": [
+             {"system": "urn:sonobridge:hl7:id:COUNTY", "value": "MR-1",
+              "type": {"coding": [{"system": V2, "code": "MR"}]}}]})
+    put({"resourceType": "ServiceRequest", "id": "sr1", "status": "active", "intent": "order",
+         "subject": {"reference": "Patient/p1"},
+         "code": {"coding": [{"system": "urn:x", "code": "US-ABD", "display": "US ABD"}]},
+         "identifier": [{"system": "urn:p", "value": "P-1",
+                         "type": {"coding": [{"system": V2, "code": "PLAC"}]}},
+                        {"system": "urn:f", "value": "F-1",
+                         "type": {"coding": [{"system": V2, "code": "FILL"}]}}]})
+    put({"resourceType": "Observation", "id": "o1", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "11348-0",
+                              "display": "liver length"}]},
+         "subject": {"reference": "Patient/p1"},
+         "valueQuantity": {"value": 14.5, "unit": "cm", "code": "cm",
+                           "system": "http://unitsofmeasure.org"}})
+    yield core, put, settings
+    core.close()
+
+
+def _putter(core):
+    def put(resource: dict) -> None:
+        core.fhir.handle(FhirRequest("PUT", resource["resourceType"], resource["id"],
+                                     body=resource, base="http://sono.test/fhir"))
+    return put
+
+
+def report(status: str, conclusion: str = "肝脏大小正常。No focal lesion.") -> dict:
+    return {"resourceType": "DiagnosticReport", "id": "dr1", "status": status,
+            "code": {"text": "US abdomen report"}, "subject": {"reference": "Patient/p1"},
+            "basedOn": [{"reference": "ServiceRequest/sr1"}], "conclusion": conclusion,
+            "issued": "2026-11-27T10:00:00+08:00", "result": [{"reference": "Observation/o1"}]}
+
+
+def test_final_report_goes_out_as_oru(setup, port):
+    core, put, _ = setup
+    his = FakeHis(port)
+    try:
+        put(report("preliminary"))
+        sender = OutboxSender(core)
+        assert sender.send_due() == 0  # nothing for a preliminary report
+        put(report("final"))
+        assert sender.send_due() == 1
+    finally:
+        his.close()
+    assert len(his.received) == 1
+    segments = {s.split("|")[0]: s.split("|") for s in his.received[0].split("\r") if s}
+    msh = segments["MSH"]
+    assert msh[8] == "ORU^R01^ORU_R01" and msh[17] == "UNICODE UTF-8" and msh[4] == "HIS"
+    assert segments["PID"][3] == "MR-1^^^COUNTY^MR" and segments["PID"][5] == "张^伟"
+    obr = segments["OBR"]
+    assert obr[2] == "P-1" and obr[3] == "F-1" and obr[25] == "F"
+    obx = [s.split("|") for s in his.received[0].split("\r") if s.startswith("OBX")]
+    assert obx[0][2] == "TX" and obx[0][5] == "肝脏大小正常。No focal lesion."
+    assert obx[1][2] == "NM" and obx[1][5] == "14.5" and obx[1][6] == "cm"
+    assert obx[1][3] == "11348-0^liver length^LN"
+    counts = {(d, s): n for d, s, n in status(core)["counts"]}
+    assert counts[("out", "sent")] == 1
+
+
+def test_amended_report_is_sent_again_as_a_correction(setup, port):
+    core, put, _ = setup
+    his = FakeHis(port)
+    try:
+        put(report("final"))
+        put(report("amended", "Amended: small cyst."))
+        assert OutboxSender(core).send_due() == 2
+    finally:
+        his.close()
+    assert [m.split("\r")[3].split("|")[25] for m in his.received] == ["F", "C"]
+
+
+def test_unreachable_his_is_retried_with_backoff_and_survives_a_restart(setup, port):
+    core, put, settings = setup
+    put(report("final"))
+    sender = OutboxSender(core, timeout=2)
+    assert sender.send_due() == 1  # refused: nobody listens
+    first = status(core)
+    assert first["problems"][0]["attempts"] == 1
+    assert "ConnectionRefused" in first["problems"][0]["error"]
+    assert sender.send_due() == 0  # not due yet (5 s backoff)
+    core.close()
+    restarted = open_core(settings, run_migrations=False)
+    try:
+        with restarted.engine.begin() as conn:  # time passes
+            conn.execute(update(M).where(M.c.direction == "out").values(next_attempt=0))
+        his = FakeHis(port)
+        try:
+            assert OutboxSender(restarted).send_due() == 1
+        finally:
+            his.close()
+        assert len(his.received) == 1
+        counts = {(d, s): n for d, s, n in status(restarted)["counts"]}
+        assert counts[("out", "sent")] == 1
+    finally:
+        restarted.close()
+
+
+def test_an_error_ack_is_kept_as_failed(setup, port):
+    core, put, _ = setup
+    his = FakeHis(port, code="AE")
+    try:
+        put(report("final"))
+        OutboxSender(core).send_due()
+    finally:
+        his.close()
+    problem = status(core)["problems"][0]
+    assert problem["direction"] == "out" and problem["error"].startswith("AE")
+
+
+def test_report_without_order_sends_nothing(setup, port):
+    core, put, _ = setup
+    lone = {**report("final"), "id": "dr2"}
+    del lone["basedOn"]
+    put(lone)
+    assert OutboxSender(core).send_due() == 0
