@@ -62,6 +62,6 @@ def test_ack_with_error_escapes_delimiters():
 
 
 def test_ack_echoes_the_character_set_in_msh_18():
-    raw = "MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P|2.5||||||UNICODE UTF-8".encode()
+    raw = b"MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P|2.5||||||UNICODE UTF-8"
     ack = hl7v2.ack(hl7v2.header_fields(raw), "AA", control_id="X", now="1")
     assert ack.split("\r")[0].split("|")[17] == "UNICODE UTF-8"
