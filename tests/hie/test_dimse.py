@@ -274,3 +274,56 @@ def test_aborted_transfer_leaves_nothing_half_stored(pacs, tmp_path):
         assert len(r.content) > len(to_bytes(big)) - 1024
     else:
         assert r.status_code == 404
+
+
+def test_mpps_from_a_modality(pacs):
+    from hl7.client import MLLPClient
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+    order = ("MSH|^~\\&|RIS|HOSP|USSRV|TELEUS|20261127||ORM^O01|MPPS-ORDER|P|2.3\r"
+             "PID|1||PID-JPEG^^^HOSP^MR||Zhang^Wei\rORC|NW|P-MPPS|ACC-MPPS||SC\r"
+             "OBR|1|P-MPPS|ACC-MPPS|US-ABD^US ABDOMEN^L\r")
+    with MLLPClient("127.0.0.1", pacs.mllp) as client:
+        assert b"MSA|AA" in client.send_message(order)
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="SONOBRIDGE")
+    assert assoc.is_established
+    uid = generate_uid()
+    create = Dataset()
+    step = Dataset()
+    step.AccessionNumber = "ACC-MPPS"
+    step.StudyInstanceUID = STUDY_JPEG
+    create.ScheduledStepAttributesSequence = [step]
+    create.PatientID = "PID-JPEG"
+    create.PerformedProcedureStepStatus = "IN PROGRESS"
+    create.PerformedProcedureStepStartDate = "20261127"
+    create.PerformedProcedureStepStartTime = "101500"
+    create.Modality = "US"
+    status, _ = assoc.send_n_create(create, ModalityPerformedProcedureStep, uid)
+    assert status.Status == 0x0000
+    done = Dataset()
+    done.PerformedProcedureStepStatus = "COMPLETED"
+    done.PerformedProcedureStepEndDate = "20261127"
+    done.PerformedProcedureStepEndTime = "103000"
+    series = Dataset()
+    series.SeriesInstanceUID = dcmread(pacs.work / "in" / "jpeg.dcm").SeriesInstanceUID
+    done.PerformedSeriesSequence = [series]
+    status, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, uid)
+    assert status.Status == 0x0000
+    again, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, uid)
+    assert again.Status == 0x0110  # already final
+    unknown, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, generate_uid())
+    assert unknown.Status == 0x0112
+    assoc.release()
+    task = httpx.get(f"{pacs.base}/fhir/Task",
+                     params={"identifier": f"urn:dicom:uid|urn:oid:{uid}"}).json()
+    task = task["entry"][0]["resource"]
+    assert task["status"] == "completed"
+    assert task["executionPeriod"]["end"].startswith("2026-11-27T10:30:00")
+    order_ref = task["basedOn"][0]["reference"]
+    assert httpx.get(f"{pacs.base}/fhir/{order_ref}").json()["status"] == "completed"
+    study = httpx.get(f"{pacs.base}/fhir/ImagingStudy/{STUDY_JPEG}").json()
+    assert {"reference": order_ref} in study["basedOn"]

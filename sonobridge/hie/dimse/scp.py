@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -30,6 +31,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from sonobridge.hie.dimse import find as finder
 from sonobridge.hie.dimse import retrieve, worklist
+from sonobridge.hie.dimse.mpps import Mpps, MppsError
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.store.dicom.ingest import DicomIngest
 
@@ -59,6 +61,7 @@ class DimseServer:
         settings = core.settings
         self.core = core
         self.ingest = DicomIngest(core)
+        self.mpps = Mpps(core)
         self.peers = load_peers(settings)
         self.aet = settings.dicom_aet
         self.host = settings.dicom_host
@@ -87,7 +90,7 @@ class DimseServer:
                           StudyRootQueryRetrieveInformationModelMove,
                           PatientRootQueryRetrieveInformationModelGet,
                           StudyRootQueryRetrieveInformationModelGet,
-                          ModalityWorklistInformationFind):
+                          ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
             ae.add_supported_context(sop_class, NATIVE)
         # C-GET sends back over the same association: offer storage as SCU too.
         for context in AllStoragePresentationContexts[:100]:
@@ -101,7 +104,8 @@ class DimseServer:
     def start(self) -> None:
         handlers = [(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
                     (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
-                    (evt.EVT_C_GET, self._get), (evt.EVT_RELEASED, self._closed),
+                    (evt.EVT_C_GET, self._get), (evt.EVT_N_CREATE, self._n_create),
+                    (evt.EVT_N_SET, self._n_set), (evt.EVT_RELEASED, self._closed),
                     (evt.EVT_ABORTED, self._closed)]
         self.server = self.ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=handlers)
@@ -157,6 +161,32 @@ class DimseServer:
             self.ingest.sync_studies(studies)
         except Exception:  # the index is committed; `sonobridge reindex` rebuilds these
             log.exception("could not rebuild ImagingStudy for %s", sorted(studies))
+
+    def _n_create(self, event: Any) -> tuple[int, Dataset | None]:
+        if event.request.AffectedSOPClassUID != ModalityPerformedProcedureStep:
+            return 0x0112, None
+        uid = event.request.AffectedSOPInstanceUID
+        attributes = event.attribute_list
+        try:
+            self.mpps.create(str(uid), attributes, event.assoc.requestor.ae_title)
+        except MppsError as exc:
+            log.info("MPPS N-CREATE %s refused: %s", uid, exc)
+            OPERATIONS.labels("N-CREATE", f"{exc.status:04X}").inc()
+            return exc.status, None
+        OPERATIONS.labels("N-CREATE", "0000").inc()
+        return 0x0000, attributes
+
+    def _n_set(self, event: Any) -> tuple[int, Dataset | None]:
+        uid = event.request.RequestedSOPInstanceUID
+        modifications = event.modification_list
+        try:
+            self.mpps.set(str(uid), modifications, event.assoc.requestor.ae_title)
+        except MppsError as exc:
+            log.info("MPPS N-SET %s refused: %s", uid, exc)
+            OPERATIONS.labels("N-SET", f"{exc.status:04X}").inc()
+            return exc.status, None
+        OPERATIONS.labels("N-SET", "0000").inc()
+        return 0x0000, modifications
 
     def _find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         identifier = event.identifier
