@@ -381,6 +381,9 @@ def _register_auth_commands() -> None:
     app.add_typer(cli_auth.audit_app, name="audit")
     app.command("launch")(cli_auth.launch_command)
     app.command("dev-setup")(cli_auth.dev_setup)
+    from sonobridge.cli_bridges import dicom_app
+
+    app.add_typer(dicom_app, name="dicom")
 
 
 _register_auth_commands()

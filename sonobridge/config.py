@@ -57,6 +57,7 @@ ENV_NAMES: dict[str, str] = {
     "dicom_peers": "SONOBRIDGE_DICOM_PEERS",
     "dicom_peers_file": "SONOBRIDGE_DICOM_PEERS_FILE",
     "dicom_known_callers_only": "SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY",
+    "dicom_forward": "SONOBRIDGE_DICOM_FORWARD",
 }
 
 
@@ -118,6 +119,7 @@ class Settings:
     dicom_peers: str = ""  # known remote AEs: AET@host:port, comma-separated
     dicom_peers_file: str = ""  # more peers, one AET@host:port per line
     dicom_known_callers_only: bool = False  # refuse associations from unknown calling AEs
+    dicom_forward: str = ""  # routing rules: DEST[:modality=US,source=CART*];DEST2
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)

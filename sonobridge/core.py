@@ -6,6 +6,7 @@ One ``Core`` per process, opened from the settings; the HTTP app and the command
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -32,6 +33,7 @@ class Core:
     search: SearchEngine
     auth: AuthService
     audit: AuditTrail | None  # None only when turned off (tests, benchmarks)
+    forwarder: Any = None  # DICOM routing rules (hie/dimse/forward.py), when configured
 
     def close(self) -> None:
         if self.audit is not None:
@@ -57,6 +59,10 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
                 AuthService(settings, engine), audit)
     if run_migrations or migrate.is_current(engine):
         load_custom_search_params(core)
+    if settings.dicom_forward:
+        from sonobridge.hie.dimse.forward import Forwarder
+
+        core.forwarder = Forwarder(core)
     if settings.hl7_destinations:
         from sonobridge.hie.mllp.outbound import ResultsOutbox
 

@@ -77,6 +77,12 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
             dimse = DimseServer(core)
             dimse.start()
         app.state.dimse = dimse
+        forwards = None
+        if listeners and settings.dicom_forward:
+            from sonobridge.hie.dimse.forward import ForwardSender
+
+            forwards = ForwardSender(core)
+            forwards.start()
         try:
             yield
         finally:
@@ -86,6 +92,8 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                 outbox.stop()
             if dimse is not None:
                 dimse.stop()
+            if forwards is not None:
+                forwards.stop()
             core.close()
 
     dicom = DicomWeb(core)

@@ -367,3 +367,20 @@ hl7_messages = Table(
                      name="uq_hl7_messages_control"),
     Index("ix_hl7_messages_queue", "direction", "status", "next_attempt"),
 )
+
+
+# Received DICOM objects waiting to be forwarded to a remote AE (routing rules), with retry.
+dicom_forwards = Table(
+    "dicom_forwards",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("sop_uid", String(64), nullable=False),
+    Column("destination", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", BigInteger, nullable=False),
+    Column("error", String(1024), nullable=True),
+    Column("created", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Index("ix_dicom_forwards_due", "status", "next_attempt"),
+)

@@ -64,7 +64,8 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     shutil.copy(DATA / "OBXXXX1A_rle.dcm", files / "rle.dcm")
     peers = ",".join([f"STORESCP@127.0.0.1:{store_port}", "STORESCU@127.0.0.1:1",
                       "ECHOSCU@127.0.0.1:1", "FINDSCU@127.0.0.1:1", "MOVESCU@127.0.0.1:1",
-                      "GETSCU@127.0.0.1:1", "PYNETDICOM@127.0.0.1:1"])
+                      "GETSCU@127.0.0.1:1", "PYNETDICOM@127.0.0.1:1",
+                      f"SONOBRIDGE@127.0.0.1:{port}"])
     with serve(f"sqlite:///{work / 'pacs.db'}", work, "--no-sample",
                SONOBRIDGE_DICOM_PORT=str(port), SONOBRIDGE_DICOM_PEERS=peers,
                SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY="true",
@@ -327,3 +328,59 @@ def test_mpps_from_a_modality(pacs):
     assert httpx.get(f"{pacs.base}/fhir/{order_ref}").json()["status"] == "completed"
     study = httpx.get(f"{pacs.base}/fhir/ImagingStudy/{STUDY_JPEG}").json()
     assert {"reference": order_ref} in study["basedOn"]
+
+
+def _cli(pacs, *args: str) -> subprocess.CompletedProcess:
+    import sys
+
+    env = {**os.environ, "SONOBRIDGE_DICOM_PEERS": f"SELF@127.0.0.1:{pacs.port}",
+           "SONOBRIDGE_DATA_DIR": str(pacs.work / "cli-data")}
+    return subprocess.run([sys.executable, "-m", "sonobridge", "dicom", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_scu_commands(pacs, storescp):
+    target = f"SONOBRIDGE@127.0.0.1:{pacs.port}"
+    echo = _cli(pacs, "echo", target)
+    assert echo.returncode == 0 and "status 0x0000" in echo.stdout, echo.stderr
+    found = _cli(pacs, "find", target, "-k", "PatientID=PID-JPEG", "-k", "StudyInstanceUID")
+    assert found.returncode == 0 and STUDY_JPEG in found.stdout, found.stderr
+    moved = _cli(pacs, "move", target, "--to", "STORESCP", "-k",
+                 f"StudyInstanceUID={STUDY_NATIVE}")
+    assert moved.returncode == 0 and "1 sent" in moved.stdout, moved.stderr + moved.stdout
+    assert len(list(storescp.iterdir())) == 1
+    nobody = _cli(pacs, "echo", "NOBODY@127.0.0.1:1")
+    assert nobody.returncode == 1
+
+
+def test_forwarding_rules_send_on_with_retry(tmp_path):
+    port, store_port = free_port(), free_port()
+    received = tmp_path / "pacs"
+    received.mkdir()
+    ds = cine(frames=2, study=generate_uid())
+    path = tmp_path / "cine.dcm"
+    path.write_bytes(to_bytes(ds))
+    with serve(f"sqlite:///{tmp_path / 'fwd.db'}", tmp_path, "--no-sample",
+               SONOBRIDGE_DICOM_PORT=str(port),
+               SONOBRIDGE_DICOM_PEERS=f"PACS@127.0.0.1:{store_port}",
+               SONOBRIDGE_DICOM_FORWARD="PACS:modality=US") as (base, _log):
+        result = subprocess.run(["storescu", "-xf", str(FIXTURES / "storescu-us.cfg"), "US",
+                                 "-aec", "SONOBRIDGE", "127.0.0.1", str(port), str(path)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        time.sleep(2)  # the PACS is down: the first attempt fails and is retried later
+        proc = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), "+xa",
+                                 str(store_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not list(received.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    files = list(received.iterdir())
+    assert len(files) == 1
+    forwarded = dcmread(files[0])
+    assert forwarded.SOPInstanceUID == ds.SOPInstanceUID
+    assert forwarded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"

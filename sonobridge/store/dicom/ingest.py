@@ -29,7 +29,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sonobridge.store.dicom import index
-from sonobridge.store.dicom.metadata import instance_json
+from sonobridge.store.dicom.metadata import first, instance_json
 from sonobridge.store.dicom.parse import DicomParseError, Parsed, has_preamble, parse
 
 log = logging.getLogger("sonobridge.dicom")
@@ -270,6 +270,10 @@ class DicomIngest:
                              received.sha256, frames, sync=deferred is None)
                 if deferred is not None:
                     deferred.add(study)
+                forwarder = getattr(self.core, "forwarder", None)
+                if forwarder is not None:  # routing rules: queued with the object
+                    forwarder.enqueue(writer, sop_uid, sop_class,
+                                      str(first(metadata, "Modality") or ""), source)
                 blobs.adopt(received.path, key)  # moved into place before the commit
             if old_key and old_key != key:
                 blobs.delete(old_key)

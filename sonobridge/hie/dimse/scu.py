@@ -1,0 +1,105 @@
+"""SonoBridge as a DICOM SCU: echo, find and move against a remote AE, and C-STORE of stored
+files in their own transfer syntax (forwarding)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from sonobridge.hie.dimse.peers import Peer
+from sonobridge.hie.dimse.retrieve import Stored, contexts_for
+
+
+class ScuError(RuntimeError):
+    """The remote AE could not be reached or refused the association."""
+
+
+def _associate(aet: str, peer: Peer, contexts: list[Any]) -> Any:
+    ae = AE(ae_title=aet)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 120
+    ae.network_timeout = 60
+    for context in contexts:
+        if isinstance(context, str):
+            ae.add_requested_context(context)
+        else:
+            ae.requested_contexts = [*ae.requested_contexts, context]
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
+    if not assoc.is_established:
+        raise ScuError(f"{peer.aet} at {peer.host}:{peer.port} did not accept the association")
+    return assoc
+
+
+def echo(aet: str, peer: Peer) -> int:
+    assoc = _associate(aet, peer, [Verification])
+    try:
+        status = assoc.send_c_echo()
+        return int(status.Status) if "Status" in status else -1
+    finally:
+        assoc.release()
+
+
+def find(aet: str, peer: Peer, identifier: Dataset, patient_root: bool = False
+         ) -> Iterator[Dataset]:
+    model = PatientRootQueryRetrieveInformationModelFind if patient_root else \
+        StudyRootQueryRetrieveInformationModelFind
+    assoc = _associate(aet, peer, [model])
+    try:
+        for status, found in assoc.send_c_find(identifier, model):
+            if status and status.Status in (0xFF00, 0xFF01) and found is not None:
+                yield found
+    finally:
+        assoc.release()
+
+
+def move(aet: str, peer: Peer, destination: str, identifier: Dataset,
+         patient_root: bool = False) -> tuple[int, int, int]:
+    """(final status, completed, failed) of a C-MOVE asking ``peer`` to send to
+    ``destination``."""
+    model = PatientRootQueryRetrieveInformationModelMove if patient_root else \
+        StudyRootQueryRetrieveInformationModelMove
+    assoc = _associate(aet, peer, [model])
+    final = (-1, 0, 0)
+    try:
+        for status, _ in assoc.send_c_move(identifier, destination, model):
+            if status and "Status" in status:
+                final = (int(status.Status),
+                         int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+                         int(status.get("NumberOfFailedSuboperations", 0) or 0))
+    finally:
+        assoc.release()
+    return final
+
+
+def store(aet: str, peer: Peer, instances: list[Stored]) -> dict[str, str | None]:
+    """C-STORE stored files as they are (no decoding: the peer must accept the stored
+    syntax). Returns an error per SOP Instance UID, ``None`` for the ones stored."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    assoc = _associate(aet, peer, contexts_for(instances))
+    results: dict[str, str | None] = {}
+    try:
+        for item in instances:
+            try:
+                status = assoc.send_c_store(item.path)
+            except (ValueError, RuntimeError) as exc:  # no accepted context for its syntax
+                results[item.sop_uid] = str(exc)[:300]
+                continue
+            code = int(status.Status) if "Status" in status else -1
+            ok = code == 0 or 0xB000 <= code <= 0xBFFF
+            results[item.sop_uid] = None if ok else f"C-STORE status 0x{code & 0xFFFF:04X}"
+            if not assoc.is_established:
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return results
