@@ -363,7 +363,7 @@ def test_forwarding_rules_send_on_with_retry(tmp_path):
     with serve(f"sqlite:///{tmp_path / 'fwd.db'}", tmp_path, "--no-sample",
                SONOBRIDGE_DICOM_PORT=str(port),
                SONOBRIDGE_DICOM_PEERS=f"PACS@127.0.0.1:{store_port}",
-               SONOBRIDGE_DICOM_FORWARD="PACS:modality=US") as (base, _log):
+               SONOBRIDGE_DICOM_FORWARD="PACS:modality=US") as (_base, _log):
         result = subprocess.run(["storescu", "-xf", str(FIXTURES / "storescu-us.cfg"), "US",
                                  "-aec", "SONOBRIDGE", "127.0.0.1", str(port), str(path)],
                                 capture_output=True, text=True, timeout=60)
