@@ -50,6 +50,8 @@ KINDS = {
     "introspect": (DCM, "110114", "User Authentication"),
     "revoke": (DCM, "110114", "User Authentication"),
     "register": (DCM, "110114", "User Authentication"),
+    "hl7-in": (DCM, "110107", "Import"),
+    "hl7-out": (DCM, "110106", "Export"),
 }
 _SUBTYPE = {"login": (DCM, "110122", "Login"), "logout": (DCM, "110123", "Logout")}
 _OUTCOME = {"0": "success", "4": "minor failure", "8": "serious failure"}

@@ -186,3 +186,33 @@ def test_report_without_order_sends_nothing(setup, port):
     del lone["basedOn"]
     put(lone)
     assert OutboxSender(core).send_due() == 0
+
+
+def test_hl7_messages_are_audited(db_url, tmp_path):
+    from sonobridge.hie.mllp.inbound import Inbound
+
+    core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled"),
+                     run_migrations=False)
+    try:
+        fixture = Path(__file__).parent.parent / "fixtures" / "hl7" / "orm_o01.hl7"
+        assert b"MSA|AA" in Inbound(core).handle(fixture.read_bytes(), "10.0.0.9:5000")
+        assert b"MSA|AR" in Inbound(core).handle(
+            b"MSH|^~\\&|A|B|C|D|1||ZZZ^Z01|Z1|P|2.5\r", "10.0.0.9:5001")
+        core.audit.flush()
+        result = core.search.search(["AuditEvent"], [("type", "110107")], base="",
+                                    headers={}, link_path="AuditEvent")
+        events = [_json(e) for e in result.bundle.get("entry", [])]
+        assert sorted(e["outcome"] for e in events) == ["0", "4"]
+        applied = next(e for e in events if e["outcome"] == "0")
+        assert applied["agent"][0]["network"]["address"] == "10.0.0.9"
+        assert "MSH-10 MSG00001" in applied["outcomeDesc"]
+    finally:
+        core.close()
+
+
+def _json(entry: dict) -> dict:
+    import orjson
+
+    from sonobridge.jsonio import loads
+
+    return loads(orjson.dumps(entry["resource"]))

@@ -91,6 +91,7 @@ class Inbound:
                     updated=time.time_ns() // 1000))
             MESSAGES.labels(kind, "AA").inc()
             log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done)
+            self._audit(kind, control, sender, peer, "0", done)
             return data
         except HL7Error as exc:
             error = exc
@@ -110,7 +111,22 @@ class Inbound:
                 status=status, error=text_error[:1024], updated=time.time_ns() // 1000))
         MESSAGES.labels(kind, code).inc()
         log.info("HL7 %s %s from %s: %s %s", kind, control, peer, code, text_error)
+        self._audit(kind, control, sender, peer, "4" if error.reject else "8",
+                    f"{code}: {text_error}")
         return data
+
+    def _audit(self, kind: str, control: str, sender: str, peer: str, outcome: str,
+               detail: str) -> None:
+        audit = self.core.audit
+        if audit is None:
+            return
+        from sonobridge.auth.audit import Record
+
+        resource = detail.split(" ")[0] if "/" in detail.split(" ")[0] else None
+        audit.later(Record("hl7-in", "C" if outcome == "0" else "E", kind or "unknown",
+                           outcome=outcome, who=f"hl7:{sender}", client_id=sender,
+                           ip=peer.rsplit(":", 1)[0], resource=resource,
+                           detail=f"MSH-10 {control}: {detail}"[:500]))
 
     def _busy(self, header: list[bytes], control: str, stamp: str) -> bytes:
         error = HL7Error("the same message is being applied on another connection", "206")

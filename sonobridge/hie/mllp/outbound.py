@@ -185,6 +185,14 @@ class OutboxSender:
         SENT.labels(values["status"]).inc()
         with self._tx() as conn, conn.begin():
             conn.execute(update(M).where(M.c.id == row.id).values(**values))
+        if self.core.audit is not None and values["status"] != "retry":
+            from sonobridge.auth.audit import Record
+
+            self.core.audit.later(Record(
+                "hl7-out", "R", "ORU_R01", outcome="0" if values["status"] == "sent" else "4",
+                who="sonobridge", client_id=row.destination or "",
+                ip=destination.host if destination else "",
+                detail=f"{values['status']}: {values.get('error') or ''}"[:500]))
 
 
 def send(host: str, port: int, message: bytes, timeout: float) -> bytes:
