@@ -77,6 +77,7 @@ class Server:
     proc: subprocess.Popen
     log: Path
     problems: list[str] = field(default_factory=list)
+    dicom_port: int = 0
 
 
 @dataclass
@@ -140,7 +141,7 @@ def start_orthanc(work: Path) -> Server:
     plugins = httpx.get(f"{base}/plugins").json()
     if "dicom-web" not in plugins:
         raise SystemExit(f"Orthanc {version} started without the DICOMweb plugin: {plugins}")
-    return Server(f"Orthanc {version}", f"{base}/dicom-web", proc, log)
+    return Server(f"Orthanc {version}", f"{base}/dicom-web", proc, log, dicom_port=dicom_port)
 
 
 def start_sonobridge(work: Path) -> Server:

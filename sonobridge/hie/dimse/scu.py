@@ -37,7 +37,17 @@ def _associate(aet: str, peer: Peer, contexts: list[Any]) -> Any:
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
     if not assoc.is_established:
         raise ScuError(f"{peer.aet} at {peer.host}:{peer.port} did not accept the association")
+    no_delay(assoc)
     return assoc
+
+
+def no_delay(assoc: Any) -> None:
+    """TCP_NODELAY on an association's socket (see ``scp._no_delay``)."""
+    import socket
+
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def echo(aet: str, peer: Peer) -> int:

@@ -47,12 +47,14 @@ class Applier:
 
     def _find(self, writer: Writer, res_type: str, identifiers: list[dict[str, Any]]
               ) -> str | None:
-        for ident in identifiers:
-            found = self.core.fhir.find(writer, res_type, [
-                ("identifier", f"{ident['system']}|{ident['value']}")], self.base, limit=2)
-            if found:
-                return found[0]
-        return None
+        """The resource carrying any of the identifiers: one search, the identifiers OR-ed."""
+        if not identifiers:
+            return None
+        writer.flush()  # resources written earlier in this transaction are matched too
+        found = self.core.search.by_identifier(
+            writer.conn, res_type, [(str(i.get("system", "")), str(i.get("value", "")))
+                                    for i in identifiers])
+        return found[0] if found else None
 
     def _put(self, writer: Writer, res_type: str, res_id: str, body: dict[str, Any],
              policy: Policy) -> None:
@@ -91,8 +93,10 @@ class Applier:
         known = {(i.get("system"), i.get("value")) for i in current.get("identifier", [])}
         merged["identifier"] = current.get("identifier", []) + [
             i for i in identifiers if (i["system"], i["value"]) not in known]
+        current.pop("meta", None)
         merged.pop("meta", None)
-        self._put(writer, "Patient", current["id"], merged, policy)
+        if merged != current:  # most orders repeat what is known: no new version then
+            self._put(writer, "Patient", current["id"], merged, policy)
         return current["id"]
 
     def merge(self, writer: Writer, message: hl7.Message, policy: Policy) -> str:
@@ -177,3 +181,4 @@ class Applier:
         target = res_id or new_id()
         self._put(writer, "ServiceRequest", target, resource, policy)
         return f"ServiceRequest/{target} {parsed.status}"
+

@@ -53,28 +53,20 @@ class Inbound:
         control = (field[10] if len(field) > 10 else "") or f"no-id-{uuid.uuid4().hex}"
         kind = field[9].replace("^", "_")[:32] if len(field) > 9 else ""
         codec = "ascii"
-        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
-                conn.begin():
-            row = conn.execute(select(M.c.id, M.c.ack, M.c.charset).where(
+        with self.core.store.reader.connect() as conn:
+            row = conn.execute(select(M.c.id, M.c.ack).where(
                 M.c.direction == "in", M.c.sending_app == sender[:227],
                 M.c.sending_facility == facility[:227], M.c.control_id == control[:199])
             ).first()
-            if row is not None and row.ack is not None:
-                log.info("HL7 %s %s from %s: a resend, answered with the stored ACK", kind,
-                         control, peer)
-                MESSAGES.labels(kind, "resend").inc()
-                return bytes(row.ack)
-            if row is None:
-                try:
-                    row_id = conn.execute(insert(M).values(
-                        direction="in", peer=peer[:255], sending_app=sender[:227],
-                        sending_facility=facility[:227], control_id=control[:199],
-                        message_type=kind, charset="", raw=raw, status="received",
-                        attempts=1, received=now, updated=now)).inserted_primary_key[0]
-                except IntegrityError:  # the same message on another connection, just now
-                    return self._busy(header, control, stamp)
-            else:
-                row_id = row.id
+        if row is not None and row.ack is not None:
+            log.info("HL7 %s %s from %s: a resend, answered with the stored ACK", kind,
+                     control, peer)
+            MESSAGES.labels(kind, "resend").inc()
+            return bytes(row.ack)
+        row_id = row.id if row is not None else None
+        log_row = {"direction": "in", "peer": peer[:255], "sending_app": sender[:227],
+                   "sending_facility": facility[:227], "control_id": control[:199],
+                   "message_type": kind, "raw": raw, "attempts": 1, "received": now}
         try:
             text, codec = hl7v2.decode(raw)
             message = hl7v2.parse(text)
@@ -82,17 +74,24 @@ class Inbound:
             if self.receiving and receiving != self.receiving:
                 raise HL7Error(f"this is {self.receiving}, not {receiving!r} (MSH-5)", "207",
                                ("MSH", 1, 5), reject=True)
+            # The raw message, its effect and its ACK commit together: applied exactly once,
+            # and never acknowledged without being stored.
             with self.core.store.write() as writer:
                 done = self.applier.apply(writer, message, sender)
                 ack = hl7v2.ack(header, "AA", "", None, self._control_id(), stamp)
                 data = ack.encode(codec or "utf-8", "replace")
-                writer.conn.execute(update(M).where(M.c.id == row_id).values(
-                    status="applied", ack=data, charset=codec, error=done[:1024],
-                    updated=time.time_ns() // 1000))
+                final = {"status": "applied", "ack": data, "charset": codec,
+                         "error": done[:1024], "updated": time.time_ns() // 1000}
+                if row_id is None:
+                    writer.conn.execute(insert(M).values(**log_row, **final))
+                else:
+                    writer.conn.execute(update(M).where(M.c.id == row_id).values(**final))
             MESSAGES.labels(kind, "AA").inc()
             log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done)
             self._audit(kind, control, sender, peer, "0", done)
             return data
+        except IntegrityError:  # the same message on another connection, just now
+            return self._busy(header, control, stamp)
         except HL7Error as exc:
             error = exc
         except Exception as exc:  # a bug or the database: AE, and the raw message is kept
@@ -103,12 +102,16 @@ class Inbound:
         text_error = str(error)
         ack = hl7v2.ack(header, code, text_error, error, self._control_id(), stamp)
         data = ack.encode(codec or "utf-8", "replace")
+        # Kept without its ACK: a resend after the cause is fixed (e.g. the order it cancels
+        # has arrived) is applied then.
+        failed = {"status": status, "charset": codec, "error": text_error[:1024],
+                  "updated": time.time_ns() // 1000}
         with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
                 conn.begin():
-            # An error ACK is not stored as final: a resend after the cause is fixed (e.g. the
-            # order it cancels has arrived) is applied then.
-            conn.execute(update(M).where(M.c.id == row_id).values(
-                status=status, error=text_error[:1024], updated=time.time_ns() // 1000))
+            if row_id is None:
+                conn.execute(insert(M).values(**log_row, **failed))
+            else:
+                conn.execute(update(M).where(M.c.id == row_id).values(**failed))
         MESSAGES.labels(kind, code).inc()
         log.info("HL7 %s %s from %s: %s %s", kind, control, peer, code, text_error)
         self._audit(kind, control, sender, peer, "4" if error.reject else "8",
