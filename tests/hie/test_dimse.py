@@ -384,3 +384,47 @@ def test_forwarding_rules_send_on_with_retry(tmp_path):
     forwarded = dcmread(files[0])
     assert forwarded.SOPInstanceUID == ds.SOPInstanceUID
     assert forwarded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+
+
+def test_storage_commitment(pacs):
+    import threading
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+    from pynetdicom.presentation import build_role
+
+    reports: list[tuple[int, Dataset]] = []
+    arrived = threading.Event()
+
+    def on_report(event):
+        reports.append((event.event_type, event.event_information))
+        arrived.set()
+        return 0x0000, None
+
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context("1.2.840.10008.1.20.1")
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="SONOBRIDGE",
+                         ext_neg=[build_role("1.2.840.10008.1.20.1", scu_role=True,
+                                             scp_role=True)],
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assert assoc.is_established
+    stored = dcmread(pacs.work / "in" / "jpeg.dcm", stop_before_pixels=True)
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    held, missing = Dataset(), Dataset()
+    held.ReferencedSOPClassUID = stored.SOPClassUID
+    held.ReferencedSOPInstanceUID = stored.SOPInstanceUID
+    missing.ReferencedSOPClassUID = stored.SOPClassUID
+    missing.ReferencedSOPInstanceUID = generate_uid()
+    request.ReferencedSOPSequence = [held, missing]
+    status, _ = assoc.send_n_action(request, 1, "1.2.840.10008.1.20.1",
+                                    "1.2.840.10008.1.20.1.1")
+    assert status.Status == 0x0000
+    assert arrived.wait(10)
+    assoc.release()
+    event_type, info = reports[0]
+    assert event_type == 2  # some failed
+    assert info.TransactionUID == request.TransactionUID
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == \
+        [stored.SOPInstanceUID]
+    assert info.FailedSOPSequence[0].FailureReason == 0x0112

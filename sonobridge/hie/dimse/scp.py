@@ -29,8 +29,8 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from sonobridge.hie.dimse import commitment, retrieve, worklist
 from sonobridge.hie.dimse import find as finder
-from sonobridge.hie.dimse import retrieve, worklist
 from sonobridge.hie.dimse.mpps import Mpps, MppsError
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.store.dicom.ingest import DicomIngest
@@ -107,6 +107,9 @@ class DimseServer:
                           StudyRootQueryRetrieveInformationModelGet,
                           ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
             ae.add_supported_context(sop_class, NATIVE)
+        # Storage Commitment: we also send N-EVENT-REPORTs on it, hence both roles.
+        ae.add_supported_context(commitment.STORAGE_COMMITMENT, NATIVE, scu_role=True,
+                                 scp_role=True)
         # C-GET sends back over the same association: offer storage as SCU too.
         for context in AllStoragePresentationContexts[:100]:
             ae.add_requested_context(context.abstract_syntax, STORE_SYNTAXES[:3])
@@ -120,7 +123,8 @@ class DimseServer:
         handlers = [(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
                     (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
                     (evt.EVT_C_GET, self._get), (evt.EVT_N_CREATE, self._n_create),
-                    (evt.EVT_N_SET, self._n_set), (evt.EVT_RELEASED, self._closed),
+                    (evt.EVT_N_SET, self._n_set), (evt.EVT_N_ACTION, self._n_action),
+                    (evt.EVT_RELEASED, self._closed),
                     (evt.EVT_ABORTED, self._closed)]
         self.server = self.ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=handlers)
@@ -203,6 +207,18 @@ class DimseServer:
             return exc.status, None
         OPERATIONS.labels("N-SET", "0000").inc()
         return 0x0000, modifications
+
+    def _n_action(self, event: Any) -> tuple[int, Dataset | None]:
+        """Storage Commitment request: accepted now, answered by an N-EVENT-REPORT."""
+        if event.request.RequestedSOPClassUID != commitment.STORAGE_COMMITMENT or \
+                event.action_type != 1:
+            return 0x0123, None  # no such action type
+        request = event.action_information
+        if "TransactionUID" not in request:
+            return 0x0120, None  # missing attribute
+        commitment.answer_later(self.core, event.assoc, request, self.peers, self.aet)
+        OPERATIONS.labels("N-ACTION", "0000").inc()
+        return 0x0000, None
 
     def _find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         identifier = event.identifier
