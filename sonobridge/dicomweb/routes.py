@@ -44,6 +44,7 @@ class DicomWebApp:
         self.configured_base = configured_base
         self.threads = threads
         self._limiter: anyio.CapacityLimiter | None = None
+        self._peers: Any = None  # the PACS proxy (dicomweb/peers.py), made on first use
 
     def routes(self) -> list[BaseRoute]:
         s, se, i = "/studies/{study}", "/series/{series}", "/instances/{sop}"
@@ -73,6 +74,11 @@ class DicomWebApp:
         ]
         routes = [Route(path, self._wrap(handler), methods=methods, name=f"dicomweb:{path}")
                   for path, handler, methods in table]
+        if self._peers is None:
+            from sonobridge.dicomweb.peers import PeerProxy
+
+            self._peers = PeerProxy(self)
+        routes.append(Route("/peers/{peer}/{rest:path}", self._peers, name="dicomweb:peers"))
         return [Mount("/dicomweb", routes=routes)]
 
     def _wrap(self, handler: Callable[..., Any]) -> Callable[[Request], Any]:

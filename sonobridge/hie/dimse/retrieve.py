@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from sqlalchemy import select
 
@@ -63,16 +62,12 @@ def matching(core: Any, identifier: Dataset) -> list[Stored]:
 
 
 def contexts_for(instances: list[Stored]) -> list[PresentationContext]:
-    """One context per SOP class, proposing the stored syntaxes first (up to 128)."""
-    by_class: dict[str, list[str]] = {}
+    """One context per (SOP class, stored transfer syntax): an acceptor picks a single
+    transfer syntax per context, so a JPEG cine and a native image of the same class need a
+    context each. Up to 128, as the standard allows."""
+    pairs: list[tuple[str, str]] = []
     for item in instances:
-        syntaxes = by_class.setdefault(item.sop_class_uid, [])
-        if item.transfer_syntax not in syntaxes:
-            syntaxes.append(item.transfer_syntax)
-    contexts = []
-    for sop_class, syntaxes in list(by_class.items())[:MAX_CONTEXTS]:
-        for fallback in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            if fallback not in syntaxes:
-                syntaxes.append(fallback)
-        contexts.append(build_context(sop_class, syntaxes))
-    return contexts
+        pair = (item.sop_class_uid, item.transfer_syntax)
+        if pair not in pairs:
+            pairs.append(pair)
+    return [build_context(sop_class, [syntax]) for sop_class, syntax in pairs[:MAX_CONTEXTS]]

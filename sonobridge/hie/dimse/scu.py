@@ -113,3 +113,61 @@ def store(aet: str, peer: Peer, instances: list[Stored]) -> dict[str, str | None
         if assoc.is_established:
             assoc.release()
     return results
+
+
+# Storage classes a C-GET asks the peer to send back (PS3.4 C.4.3 role selection); at most
+# 127 besides the Get context itself.
+GET_STORAGE_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.6.2",
+    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",
+    "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4", "1.2.840.10008.5.1.4.1.1.88.11",
+    "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",
+    "1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.5.1.4.1.1.104.1",
+    "1.2.840.10008.5.1.4.1.1.77.1.1.1", "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+    "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4",
+]
+GET_EVERY_SYNTAX = {"1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1",
+                    "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.7"}
+GET_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50",
+                "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+                "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+                "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.102",
+                "1.2.840.10008.1.2.4.103"]
+
+
+def get(aet: str, peer: Peer, identifier: Dataset, receive: Any) -> tuple[int, int, int]:
+    """C-GET from ``peer``; each object arrives through ``receive(event) -> status``.
+    Returns (final status, completed, failed)."""
+    from pynetdicom import evt
+    from pynetdicom.presentation import build_role
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+
+    ae = AE(ae_title=aet)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 300
+    ae.network_timeout = 120
+    ae.add_requested_context(GET)
+    roles = []
+    # The peer picks one transfer syntax per context: ultrasound and secondary capture get a
+    # context per syntax (so cines come back as stored), the rest uncompressed.
+    for sop_class in GET_STORAGE_CLASSES:
+        syntaxes = GET_SYNTAXES if sop_class in GET_EVERY_SYNTAX else GET_SYNTAXES[:2]
+        for syntax in syntaxes:
+            ae.add_requested_context(sop_class, syntax)
+        roles.append(build_role(sop_class, scp_role=True))
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, receive)])
+    if not assoc.is_established:
+        raise ScuError(f"{peer.aet} at {peer.host}:{peer.port} did not accept the association")
+    no_delay(assoc)
+    final = (-1, 0, 0)
+    try:
+        for status, _ in assoc.send_c_get(identifier, GET):
+            if status and "Status" in status:
+                final = (int(status.Status),
+                         int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+                         int(status.get("NumberOfFailedSuboperations", 0) or 0))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return final
