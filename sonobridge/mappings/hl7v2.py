@@ -90,32 +90,55 @@ def parse(text: str) -> hl7.Message:
         raise HL7Error(f"the message cannot be parsed: {exc}", "102", reject=True) from None
 
 
-def value(message: hl7.Message, segment: str, fld: int, component: int = 1,
-          repetition: int = 1, occurrence: int = 1) -> str:
-    """A component's text, '' when the segment or field is absent (1-based numbers, as the
-    standard writes them: ``value(m, "PID", 5, 2)`` is PID-5.2)."""
-    try:
-        return str(message.extract_field(segment, occurrence, fld, repetition, component))
-    except (KeyError, IndexError):
-        return ""
+def _table(message: hl7.Message) -> dict[str, list[list[str]]]:
+    """Segment name -> each occurrence's fields (``fields[n]`` is field n; for MSH, field 1 is
+    the field separator). Built once per message from its text: the ``hl7`` package's generic
+    ``extract_field`` walk cost more than the rest of the mapping."""
+    cached = getattr(message, "_sonobridge_table", None)
+    if cached is not None:
+        return cached
+    sep = message.separators[1] if len(message.separators) > 1 else "|"
+    table: dict[str, list[list[str]]] = {}
+    for line in str(message).split("\r"):
+        if len(line) < 3:
+            continue
+        parts = line.split(sep)
+        fields = [parts[0], sep, *parts[1:]] if parts[0] == "MSH" else parts
+        table.setdefault(parts[0], []).append(fields)
+    message._sonobridge_table = table
+    return table
 
 
 def repetitions(message: hl7.Message, segment: str, fld: int, occurrence: int = 0
                 ) -> list[list[str]]:
-    # The raw field split by hand: the hl7 package's containers differ for one and several
-    # repetitions, and identifier lists need every repetition's components.
     """Each repetition of a field as its list of component texts."""
-    try:
-        seg = message.segments(segment)[occurrence]
-    except (KeyError, IndexError):
+    occurrences = _table(message).get(segment, [])
+    if occurrence >= len(occurrences) or fld >= len(occurrences[occurrence]):
         return []
-    index = fld - 1 if segment == "MSH" else fld  # seg[0] is the segment name
-    if index >= len(seg):
-        return []
-    raw = str(seg[index])
-    sep = message.separators  # e.g. "\r|~^&"
-    rep_sep, comp_sep = sep[2], sep[3]
+    raw = occurrences[occurrence][fld]
+    seps = message.separators  # e.g. "\r|~^&"
+    rep_sep, comp_sep = seps[2], seps[3]
     return [r.split(comp_sep) for r in raw.split(rep_sep) if r]
+
+
+def value(message: hl7.Message, segment: str, fld: int, component: int = 1,
+          repetition: int = 1, occurrence: int = 1) -> str:
+    """A component's text, '' when the segment or field is absent (1-based numbers, as the
+    standard writes them: ``value(m, "PID", 5, 2)`` is PID-5.2)."""
+    occurrences = _table(message).get(segment, [])
+    if occurrence > len(occurrences) or fld >= len(occurrences[occurrence - 1]):
+        return ""
+    raw = occurrences[occurrence - 1][fld]
+    if segment == "MSH" and fld in (1, 2):
+        return raw
+    seps = message.separators
+    reps = raw.split(seps[2])
+    if repetition > len(reps):
+        return ""
+    comps = reps[repetition - 1].split(seps[3])
+    if component > len(comps):
+        return ""
+    return comps[component - 1].split(seps[4])[0] if len(seps) > 4 else comps[component - 1]
 
 
 def message_type(message: hl7.Message) -> tuple[str, str]:
