@@ -50,6 +50,7 @@ KINDS = {
     "introspect": (DCM, "110114", "User Authentication"),
     "revoke": (DCM, "110114", "User Authentication"),
     "register": (DCM, "110114", "User Authentication"),
+    "dicom-association": (DCM, "110100", "Application Activity"),
     "hl7-in": (DCM, "110107", "Import"),
     "hl7-out": (DCM, "110106", "Export"),
 }

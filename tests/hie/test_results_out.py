@@ -216,3 +216,36 @@ def _json(entry: dict) -> dict:
     from sonobridge.jsonio import loads
 
     return loads(orjson.dumps(entry["resource"]))
+
+
+def test_dicom_associations_are_audited(db_url, tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from sonobridge.hie.dimse.scp import DimseServer
+
+    port = free_port()
+    core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled",
+                              dicom_port=port, dicom_peers="CART1@127.0.0.1:1",
+                              dicom_known_callers_only=True), run_migrations=False)
+    server = DimseServer(core)
+    server.start()
+    try:
+        for aet in ("CART1", "INTRUDER"):
+            ae = AE(ae_title=aet)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
+            if assoc.is_established:
+                assoc.send_c_echo()
+                assoc.release()
+        core.audit.flush()
+        result = core.search.search(["AuditEvent"], [("type", "110100")], base="",
+                                    headers={}, link_path="AuditEvent")
+        events = {_json(e)["subtype"][0]["code"]: _json(e)
+                  for e in result.bundle.get("entry", [])}
+        assert events["accepted"]["outcome"] == "0"
+        assert events["rejected"]["outcome"] == "4"
+        assert "INTRUDER" in events["rejected"]["outcomeDesc"]
+    finally:
+        server.stop()
+        core.close()

@@ -124,7 +124,8 @@ class DimseServer:
                     (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
                     (evt.EVT_C_GET, self._get), (evt.EVT_N_CREATE, self._n_create),
                     (evt.EVT_N_SET, self._n_set), (evt.EVT_N_ACTION, self._n_action),
-                    (evt.EVT_RELEASED, self._closed),
+                    (evt.EVT_RELEASED, self._closed), (evt.EVT_ACCEPTED, self._association),
+                    (evt.EVT_REJECTED, self._association),
                     (evt.EVT_ABORTED, self._closed)]
         self.server = self.ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=handlers)
@@ -161,6 +162,20 @@ class DimseServer:
         status = 0x0000 if outcome.ok else (outcome.failure or PROCESSING_FAILURE)
         OPERATIONS.labels("C-STORE", f"{status:04X}").inc()
         return status
+
+    def _association(self, event: Any) -> None:
+        """Every association, accepted or refused, in the audit trail."""
+        if self.core.audit is None:
+            return
+        from sonobridge.auth.audit import Record
+
+        accepted = event.event.name == "EVT_ACCEPTED"
+        calling = event.assoc.requestor.ae_title
+        self.core.audit.later(Record(
+            "dicom-association", "E", "accepted" if accepted else "rejected",
+            outcome="0" if accepted else "4", who=f"dicom:{calling}", client_id=calling,
+            ip=event.assoc.requestor.address,
+            detail=f"{calling} -> {self.aet}: association {'accepted' if accepted else 'refused'}"))
 
     def _closed(self, event: Any) -> None:
         """At the end of an association: rebuild each touched ImagingStudy once, audit."""
