@@ -85,9 +85,11 @@ def decode(raw: bytes) -> tuple[str, str]:
 def parse(text: str) -> hl7.Message:
     lines = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     try:
-        return hl7.parse(lines)
+        message = hl7.parse(lines)
     except Exception as exc:  # the hl7 package raises several kinds for broken text
         raise HL7Error(f"the message cannot be parsed: {exc}", "102", reject=True) from None
+    message._sonobridge_text = lines  # what ``_table`` splits, without re-joining the tree
+    return message
 
 
 def _table(message: hl7.Message) -> dict[str, list[list[str]]]:
@@ -99,7 +101,8 @@ def _table(message: hl7.Message) -> dict[str, list[list[str]]]:
         return cached
     sep = message.separators[1] if len(message.separators) > 1 else "|"
     table: dict[str, list[list[str]]] = {}
-    for line in str(message).split("\r"):
+    text = getattr(message, "_sonobridge_text", None)
+    for line in (text if text is not None else str(message)).split("\r"):
         if len(line) < 3:
             continue
         parts = line.split(sep)
