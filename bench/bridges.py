@@ -121,10 +121,10 @@ def c_find(port: int, requests: int) -> dict[str, tuple[float, float, int]]:
 
     ae = AE(ae_title="BENCH")
     ae.add_requested_context(FIND)
-    assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
-    from sonobridge.hie.dimse.scu import no_delay
+    from sonobridge.hie.dimse import sockets
 
-    no_delay(assoc)  # as dcmtk's tools do: without it every response waits a delayed ACK
+    assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE",
+                         evt_handlers=sockets.REQUESTOR_HANDLERS)
     kinds = {
         "PatientID=<exact>": lambda i: {"PatientID": f"FIND{(i * 37) % 10000:05d}"},
         "PatientName=Wang^Patient1* (name prefix)": lambda i: {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -428,3 +429,56 @@ def test_storage_commitment(pacs):
     assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == \
         [stored.SOPInstanceUID]
     assert info.FailedSOPSequence[0].FailureReason == 0x0112
+
+
+def test_requestor_sockets_are_tuned_before_the_association_request(pacs):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from sonobridge.hie.dimse import sockets
+
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="SONOBRIDGE",
+                         evt_handlers=sockets.REQUESTOR_HANDLERS)
+    assert assoc.is_established
+    try:
+        sock = assoc.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        if hasattr(socket, "TCP_QUICKACK"):
+            assert isinstance(sock, sockets.QuickAckSocket)
+        assert assoc.send_c_echo().Status == 0x0000  # the swapped socket carries DIMSE
+    finally:
+        assoc.release()
+
+
+def test_a_sender_with_nagle_on_is_acknowledged_at_once(pacs):
+    """dcmtk as Debian builds it leaves Nagle on (TCP_NODELAY=0 says so explicitly): without
+    quick ACKs each of these C-STOREs would wait 40 ms for the delayed ACK. Counted, not
+    timed: the server's socket statistics show no delayed ACKs for this association."""
+    files = [str(p) for p in sorted((pacs.work / "in").glob("*.dcm"))]
+    before = _delayed_acks()
+    result = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "SONOBRIDGE", "-xf",
+                             str(FIXTURES / "storescu-us.cfg"), "US", "127.0.0.1",
+                             str(pacs.port), *files * 5],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TCP_NODELAY": "0"})
+    assert result.returncode == 0, result.stderr
+    if before is None:
+        pytest.skip("no /proc/net/netstat here")
+    stores = len(files) * 5
+    # other tests running beside this one may add a few; without quick ACKs it is one per store
+    assert _delayed_acks() - before < stores // 3
+
+
+def _delayed_acks() -> int | None:
+    """TcpExt DelayedACKs: ACKs this host sent only when the delayed-ACK timer fired."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(table["DelayedACKs"])
+    return None

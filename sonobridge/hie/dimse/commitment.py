@@ -17,6 +17,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
+from sonobridge.hie.dimse import sockets
 from sonobridge.store.tables import dicom_instances as I
 
 log = logging.getLogger("sonobridge.dimse.commitment")
@@ -79,7 +80,8 @@ def answer_later(core: Any, assoc: Any, request: Dataset, peers: dict[str, Any],
         ae = AE(ae_title=aet)
         ae.add_requested_context(STORAGE_COMMITMENT)
         back = ae.associate(peer.host, peer.port, ae_title=peer.aet,
-                            ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)])
+                            ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)],
+                            evt_handlers=sockets.REQUESTOR_HANDLERS)
         if back.is_established:
             back.send_n_event_report(info, event_type, STORAGE_COMMITMENT,
                                      STORAGE_COMMITMENT_INSTANCE)

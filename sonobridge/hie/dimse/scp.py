@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from sonobridge.hie.dimse import commitment, retrieve, worklist
+from sonobridge.hie.dimse import commitment, retrieve, sockets, worklist
 from sonobridge.hie.dimse import find as finder
 from sonobridge.hie.dimse.mpps import Mpps, MppsError
 from sonobridge.hie.dimse.peers import load_peers
@@ -54,21 +54,6 @@ STORE_SYNTAXES = [
 NATIVE = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
 # Storage failure reasons from the ingest path are PS3.4 C-STORE statuses already.
 PROCESSING_FAILURE = 0x0110
-
-
-def _no_delay(accept: Any) -> Any:
-    """Accepted sockets with TCP_NODELAY. A DIMSE response is often a command PDV and a data
-    set PDV written separately; with Nagle's algorithm the second waits for the peer's delayed
-    ACK, 40 ms on Linux, per C-FIND response. pynetdicom has no socket-option hook, so the
-    server's ``get_request`` is wrapped."""
-    import socket
-
-    def get_request() -> Any:
-        client, address = accept()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client, address
-
-    return get_request
 
 
 class DimseServer:
@@ -129,7 +114,7 @@ class DimseServer:
                     (evt.EVT_ABORTED, self._closed)]
         self.server = self.ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=handlers)
-        self.server.get_request = _no_delay(self.server.get_request)  # type: ignore[method-assign]
+        self.server.get_request = sockets.tuned_accept(self.server.get_request)  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 
@@ -279,7 +264,8 @@ class DimseServer:
             return
         instances = retrieve.matching(self.core, event.identifier)
         yield destination.host, destination.port, {
-            "contexts": retrieve.contexts_for(instances) or None}
+            "contexts": retrieve.contexts_for(instances) or None,
+            "evt_handlers": sockets.REQUESTOR_HANDLERS}
         yield len(instances)
         yield from self._send(event, instances, "C-MOVE")
 

@@ -16,6 +16,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from sonobridge.hie.dimse import sockets
 from sonobridge.hie.dimse.peers import Peer
 from sonobridge.hie.dimse.retrieve import Stored, contexts_for
 
@@ -34,20 +35,11 @@ def _associate(aet: str, peer: Peer, contexts: list[Any]) -> Any:
             ae.add_requested_context(context)
         else:
             ae.requested_contexts = [*ae.requested_contexts, context]
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
+                         evt_handlers=sockets.REQUESTOR_HANDLERS)
     if not assoc.is_established:
         raise ScuError(f"{peer.aet} at {peer.host}:{peer.port} did not accept the association")
-    no_delay(assoc)
     return assoc
-
-
-def no_delay(assoc: Any) -> None:
-    """TCP_NODELAY on an association's socket (see ``scp._no_delay``)."""
-    import socket
-
-    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def echo(aet: str, peer: Peer) -> int:
@@ -156,10 +148,9 @@ def get(aet: str, peer: Peer, identifier: Dataset, receive: Any) -> tuple[int, i
             ae.add_requested_context(sop_class, syntax)
         roles.append(build_role(sop_class, scp_role=True))
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, receive)])
+                         evt_handlers=[(evt.EVT_C_STORE, receive), *sockets.REQUESTOR_HANDLERS])
     if not assoc.is_established:
         raise ScuError(f"{peer.aet} at {peer.host}:{peer.port} did not accept the association")
-    no_delay(assoc)
     final = (-1, 0, 0)
     try:
         for status, _ in assoc.send_c_get(identifier, GET):
