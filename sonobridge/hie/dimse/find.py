@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag
 
 from sonobridge.dicomweb import qido
 from sonobridge.dicomweb.errors import DicomwebError
@@ -51,8 +55,10 @@ def params_of(identifier: Dataset) -> tuple[list[tuple[str, str]], list[str]]:
     return params, wanted
 
 
-def find(core: Any, identifier: Dataset, aet: str, limit: int = qido.MAX_LIMIT
-         ) -> Iterator[Dataset]:
+def find(core: Any, identifier: Dataset, aet: str, limit: int = qido.MAX_LIMIT,
+         implicit_vr: bool = False) -> Iterator[Dataset]:
+    """The responses' identifiers, ready to be written in the association's transfer syntax
+    (``implicit_vr``: Implicit VR Little Endian, else Explicit VR Little Endian)."""
     level = str(identifier.get("QueryRetrieveLevel", "")).upper()
     if level not in ("PATIENT", *LEVELS):
         raise FindError(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE")
@@ -75,7 +81,7 @@ def find(core: Any, identifier: Dataset, aet: str, limit: int = qido.MAX_LIMIT
             if patient_id in seen_patients:
                 continue
             seen_patients.add(patient_id)
-        yield to_dataset(data, wanted, level, aet)
+        yield to_dataset(data, wanted, level, aet, implicit_vr)
 
 
 def _first(item: dict[str, Any] | None) -> str:
@@ -83,23 +89,64 @@ def _first(item: dict[str, Any] | None) -> str:
     return str(values[0])
 
 
-def to_dataset(data: dict[str, Any], wanted: list[str], level: str, aet: str) -> Dataset:
-    """A C-FIND response identifier with the requested keys, UTF-8 encoded."""
-    kept = {tag: data[tag] for tag in wanted if tag in data}
-    for tag, item in list(kept.items()):
-        if item.get("vr") == "SQ":
-            kept[tag] = {"vr": "SQ"}  # sequence keys: not matched, returned empty
-    ds = Dataset.from_json(kept)
-    for tag in wanted:
-        if int(tag, 16) not in ds:
-            from pydicom.datadict import dictionary_VR
+def to_dataset(data: dict[str, Any], wanted: list[str], level: str, aet: str,
+               implicit_vr: bool = False) -> Dataset:
+    """A C-FIND response identifier with the requested keys, UTF-8 encoded.
 
+    Text values are put in already encoded, and the data set says which encoding they are in,
+    so that writing it copies bytes: ``Dataset.from_json`` and pydicom's writer converting
+    every value cost 0.2 ms per response, which a broad query paid a hundred times over."""
+    ds = Dataset()
+    ds.set_original_encoding(implicit_vr, True, _UTF8_CODECS)
+    elements = ds._dict
+    answer = {**data, "00080005": _UTF8, "00080052": {"vr": "CS", "Value": [level]},
+              "00080054": {"vr": "AE", "Value": [aet]}}
+    for tag in (*wanted, "00080005", "00080052", "00080054"):
+        number = int(tag, 16)
+        item = answer.get(tag)
+        if item is None:
             try:
-                vr = dictionary_VR(int(tag, 16))
+                vr = dictionary_VR(number).split(" ")[0]  # "US or SS": either, it is empty
             except KeyError:
                 vr = "UN"
-            ds.add_new(int(tag, 16), vr, DicomSequence([]) if vr == "SQ" else None)
-    ds.QueryRetrieveLevel = level
-    ds.RetrieveAETitle = aet
-    ds.SpecificCharacterSet = "ISO_IR 192"
+            item = {"vr": vr}  # asked for, not known here: returned empty
+        raw = _raw(number, item, implicit_vr)
+        if raw is not None:
+            elements[raw.tag] = raw
+        elif item.get("vr") == "SQ":  # sequence keys are not matched, and come back empty
+            ds.add_new(number, "SQ", DicomSequence([]))
+        else:
+            elements[BaseTag(number)] = Dataset.from_json({tag: item})[number]
     return ds
+
+
+_UTF8 = {"vr": "CS", "Value": ["ISO_IR 192"]}
+_UTF8_CODECS = convert_encodings("ISO_IR 192")
+# Text VRs whose DICOM JSON values map one to one onto their UTF-8 bytes (PS3.18 F.2.3).
+# DS is left to pydicom (a JSON number may need reformatting to fit 16 characters).
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UI", "UR", "UT", "UN"}
+
+
+def _raw(number: int, item: dict[str, Any], implicit_vr: bool) -> RawDataElement | None:
+    """The element already encoded (the value bytes are the same in implicit and explicit VR
+    little endian), or ``None`` for what pydicom must convert."""
+    vr = item.get("vr")
+    if vr not in _TEXT_VRS or "InlineBinary" in item or "BulkDataURI" in item:
+        return None
+    texts = []
+    for value in item.get("Value") or []:
+        if isinstance(value, dict):  # PN: Alphabetic=Ideographic=Phonetic
+            groups = [value.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
+            while groups and not groups[-1]:
+                groups.pop()
+            value = "=".join(groups)
+        elif value is None:
+            value = ""
+        elif not isinstance(value, str | int):
+            return None
+        texts.append(str(value))
+    encoded = "\\".join(texts).encode("utf-8")
+    if len(encoded) % 2:
+        encoded += b"\0" if vr == "UI" else b" "
+    return RawDataElement(BaseTag(number), vr, len(encoded), encoded, 0, implicit_vr, True)

@@ -6,6 +6,7 @@ ServiceRequests. Handlers translate DIMSE to core calls and back; nothing else l
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Iterator
@@ -54,6 +55,25 @@ STORE_SYNTAXES = [
 NATIVE = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
 # Storage failure reasons from the ingest path are PS3.4 C-STORE statuses already.
 PROCESSING_FAILURE = 0x0110
+
+
+class _SupportedContexts(list):
+    """The listener's presentation contexts, copied cheaply for each association.
+
+    pynetdicom deep-copies the supported contexts for every association it accepts; with every
+    storage class in 18 transfer syntaxes that re-creates and re-validates some 2,800 UIDs, 28
+    ms before an association can even be answered (measured with ``echoscu``: 34 ms per echo).
+    A context's one mutable part is its list of transfer syntaxes (UIDs are immutable
+    strings), so copying each context and that list isolates associations just as well.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        copies = []
+        for context in self:
+            clone = copy.copy(context)
+            clone._transfer_syntax = list(context._transfer_syntax)
+            copies.append(clone)
+        return copies
 
 
 class DimseServer:
@@ -114,7 +134,8 @@ class DimseServer:
                     (evt.EVT_ABORTED, self._closed)]
         self.server = self.ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=handlers)
-        self.server.get_request = sockets.tuned_accept(self.server.get_request)  # type: ignore[method-assign]
+        self.server.get_request = sockets.tuned_accept(self.server.get_request)
+        self.server.contexts = _SupportedContexts(self.server.contexts)  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 
@@ -228,7 +249,8 @@ class DimseServer:
             source = worklist.worklist(self.core, identifier)
         else:
             try:
-                source = finder.find(self.core, identifier, self.aet)
+                source = finder.find(self.core, identifier, self.aet, implicit_vr=bool(
+                    event.context.transfer_syntax.is_implicit_VR))
             except finder.FindError as exc:
                 log.info("C-FIND refused: %s", exc)
                 OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
