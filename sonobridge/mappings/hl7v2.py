@@ -55,6 +55,29 @@ def header_fields(raw: bytes) -> list[bytes]:
     return [b"MSH", separator, *parts[1:]]
 
 
+PROCESSING_IDS = {"P", "D", "T"}  # HL7 table 0103: production, debugging, training
+
+
+def check_header(fields: list[bytes]) -> None:
+    """What every message must carry before it can be applied (HL7 v2.5 2.9.2): a message
+    control ID to answer and deduplicate on, a known processing ID and a 2.x version."""
+    def text(n: int) -> str:
+        return fields[n].decode("ascii", "replace").strip() if len(fields) > n else ""
+
+    comp = text(2)[:1] or "^"
+    if not text(10):
+        raise HL7Error("MSH-10 (message control ID) is required", "101", ("MSH", 1, 10),
+                       reject=True)
+    processing = text(11).split(comp)[0]
+    if processing not in PROCESSING_IDS:
+        raise HL7Error(f"processing ID {processing!r} (MSH-11) is not P, D or T", "202",
+                       ("MSH", 1, 11), reject=True)
+    version = text(12).split(comp)[0]
+    if not version.startswith("2."):
+        raise HL7Error(f"version {version!r} (MSH-12) is not an HL7 v2 version", "203",
+                       ("MSH", 1, 12), reject=True)
+
+
 def charset(raw: bytes) -> str:
     """The codec for the message, from MSH-18."""
     fields = header_fields(raw)
@@ -64,8 +87,8 @@ def charset(raw: bytes) -> str:
         return ""
     codec = CHARSETS.get(declared.upper())
     if codec is None:
-        raise HL7Error(f"character set {declared!r} (MSH-18) is not supported", "203",
-                       ("MSH", 1, 18))
+        raise HL7Error(f"character set {declared!r} (MSH-18) is not supported", "103",
+                       ("MSH", 1, 18), reject=True)
     return codec
 
 
@@ -79,7 +102,7 @@ def decode(raw: bytes) -> tuple[str, str]:
         except UnicodeDecodeError:
             continue
     raise HL7Error(f"the message is not valid {candidates[0]} text (MSH-18 says "
-                   f"{codec or 'nothing'})", "203", ("MSH", 1, 18))
+                   f"{codec or 'nothing'})", "102", ("MSH", 1, 18))
 
 
 def parse(text: str) -> hl7.Message:
@@ -112,22 +135,27 @@ def _table(message: hl7.Message) -> dict[str, list[list[str]]]:
     return table
 
 
-def repetitions(message: hl7.Message, segment: str, fld: int, occurrence: int = 0
-                ) -> list[list[str]]:
-    """Each repetition of a field as its list of component texts."""
+def repetitions(message: hl7.Message, segment: str, fld: int, occurrence: int = 0,
+                unescaped: bool = True) -> list[list[str]]:
+    """Each repetition of a field as its list of component texts, escape sequences decoded
+    (``unescaped=False`` keeps them, for a caller that still splits subcomponents)."""
     occurrences = _table(message).get(segment, [])
     if occurrence >= len(occurrences) or fld >= len(occurrences[occurrence]):
         return []
     raw = occurrences[occurrence][fld]
     seps = message.separators  # e.g. "\r|~^&"
     rep_sep, comp_sep = seps[2], seps[3]
-    return [r.split(comp_sep) for r in raw.split(rep_sep) if r]
+    reps = [r.split(comp_sep) for r in raw.split(rep_sep) if r]
+    if not unescaped:
+        return reps
+    return [[unescape(message, comp) for comp in comps] for comps in reps]
 
 
 def value(message: hl7.Message, segment: str, fld: int, component: int = 1,
           repetition: int = 1, occurrence: int = 1) -> str:
-    """A component's text, '' when the segment or field is absent (1-based numbers, as the
-    standard writes them: ``value(m, "PID", 5, 2)`` is PID-5.2)."""
+    """A component's text (its first subcomponent), escape sequences decoded; '' when the
+    segment or field is absent (1-based numbers, as the standard writes them:
+    ``value(m, "PID", 5, 2)`` is PID-5.2)."""
     occurrences = _table(message).get(segment, [])
     if occurrence > len(occurrences) or fld >= len(occurrences[occurrence - 1]):
         return ""
@@ -141,7 +169,18 @@ def value(message: hl7.Message, segment: str, fld: int, component: int = 1,
     comps = reps[repetition - 1].split(seps[3])
     if component > len(comps):
         return ""
-    return comps[component - 1].split(seps[4])[0] if len(seps) > 4 else comps[component - 1]
+    text = comps[component - 1].split(seps[4])[0] if len(seps) > 4 else comps[component - 1]
+    return unescape(message, text)
+
+
+# Formatting escapes (2.10.6) as plain text; highlighting (2.10.3) dropped.
+_TEXT_ESCAPES = {".br": "\n", ".sp": "\n", ".ce": "\n", "H": "", "N": ""}
+
+
+def unescape(message: hl7.Message, text: str) -> str:
+    """HL7 escape sequences (``\\F\\``, ``\\S\\``, ``\\T\\``, ``\\R\\``, ``\\E\\``,
+    ``\\Xhh\\``, ``\\.br\\``) decoded by the ``hl7`` package, after all splitting."""
+    return message.unescape(text, _TEXT_ESCAPES) if message.esc in text else text
 
 
 def message_type(message: hl7.Message) -> tuple[str, str]:
@@ -195,12 +234,14 @@ def patient_identifiers(message: hl7.Message, segment: str = "PID", fld: int = 3
                         occurrence: int = 0) -> list[dict[str, Any]]:
     out = []
     sub = message.separators[4] if len(message.separators) > 4 else "&"
-    for comps in repetitions(message, segment, fld, occurrence):
+    for comps in repetitions(message, segment, fld, occurrence, unescaped=False):
         if not comps or not comps[0]:
             continue
-        authority = comps[3].split(sub) if len(comps) > 3 else []
-        ident: dict[str, Any] = {"system": identifier_system(authority), "value": comps[0]}
-        type_code = comps[4] if len(comps) > 4 else ""
+        authority = [unescape(message, part) for part in comps[3].split(sub)] \
+            if len(comps) > 3 else []
+        ident: dict[str, Any] = {"system": identifier_system(authority),
+                                 "value": unescape(message, comps[0])}
+        type_code = unescape(message, comps[4]) if len(comps) > 4 else ""
         if type_code:
             ident["type"] = {"coding": [{"system": V2_0203, "code": type_code}]}
         out.append(ident)
@@ -399,15 +440,28 @@ def ack(raw_header: list[bytes], code: str, text: str = "", error: HL7Error | No
     msa = sep.join(["MSA", code, field_of(10), _escape(text, sep, enc)[:80]])
     segments = [msh.rstrip(sep), msa.rstrip(sep)]
     if error is not None:
-        where = ""
-        if error.location:
-            seg, seq, fld = error.location
-            where = comp.join([seg, str(seq), str(fld)])
-        err = sep.join(["ERR", "", where,
-                        comp.join([error.code, _error_text(error.code), "HL70357"]),
-                        "E", "", "", "", _escape(str(error), sep, enc)[:250]])
+        seg, seq, fld = error.location or ("", "", "")
+        where = comp.join([seg, str(seq), str(fld)]) if seg else ""
+        if _before_2_5(version.split(comp)[0]):
+            # v2.3/2.4: ERR-1 error code and location, <segment>^<seq>^<field>^<code (CE)>
+            sub = enc[3] if len(enc) > 3 else "&"
+            code = sub.join([error.code, _error_text(error.code), "HL70357"])
+            err = sep.join(["ERR", comp.join([seg, str(seq), str(fld), code])])
+        else:
+            # v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 user message
+            err = sep.join(["ERR", "", where,
+                            comp.join([error.code, _error_text(error.code), "HL70357"]),
+                            "E", "", "", "", _escape(str(error), sep, enc)[:250]])
         segments.append(err)
     return "\r".join(segments) + "\r"
+
+
+def _before_2_5(version: str) -> bool:
+    parts = version.split(".")
+    try:
+        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) < (2, 5)
+    except ValueError:
+        return False
 
 
 _ERRORS = {"0": "Message accepted", "100": "Segment sequence error",

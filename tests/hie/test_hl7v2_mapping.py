@@ -53,12 +53,51 @@ def test_charsets():
 
 
 def test_ack_with_error_escapes_delimiters():
-    header = hl7v2.header_fields(b"MSH|^~\\&|HIS|H|US|T|1||ORM^O01|C9|P|2.3")
+    header = hl7v2.header_fields(b"MSH|^~\\&|HIS|H|US|T|1||ORM^O01|C9|P|2.5.1")
     error = HL7Error("bad | value ^ here", "102", ("OBR", 1, 4))
     ack = hl7v2.ack(header, "AE", str(error), error, "A1", "20261127").split("\r")
-    assert ack[0] == "MSH|^~\\&|US|T|HIS|H|20261127||ACK^O01^ACK|A1|P|2.3"
+    assert ack[0] == "MSH|^~\\&|US|T|HIS|H|20261127||ACK^O01^ACK|A1|P|2.5.1"
     assert ack[1] == "MSA|AE|C9|bad \\F\\ value \\S\\ here"
-    assert ack[2].startswith("ERR||OBR^1^4|102^Data type error^HL70357|E")
+    assert ack[2] == ("ERR||OBR^1^4|102^Data type error^HL70357|E||||"
+                      "bad \\F\\ value \\S\\ here")
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4"])
+def test_ack_error_before_2_5_is_err_1(version):
+    """v2.3/2.4 have no ERR-2..8: the location and code go in ERR-1 (CM)."""
+    header = hl7v2.header_fields(f"MSH|^~\\&|HIS|H|US|T|1||ORM^O01|C9|P|{version}".encode())
+    error = HL7Error("OBR-4 is required", "101", ("OBR", 1, 4))
+    ack = hl7v2.ack(header, "AE", str(error), error, "A1", "1").split("\r")
+    assert ack[2] == "ERR|OBR^1^4^101&Required field missing&HL70357"
+
+
+@pytest.mark.parametrize("msh,code,location", [
+    ("MSH|^~\\&|A|B|C|D|1||ADT^A04||P|2.5", "101", ("MSH", 1, 10)),
+    ("MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|Z|2.5", "202", ("MSH", 1, 11)),
+    ("MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P|3.0", "203", ("MSH", 1, 12)),
+    ("MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P", "203", ("MSH", 1, 12))])
+def test_header_checks_reject(msh, code, location):
+    with pytest.raises(HL7Error) as err:
+        hl7v2.check_header(hl7v2.header_fields(msh.encode()))
+    assert (err.value.code, err.value.location, err.value.reject) == (code, location, True)
+
+
+def test_header_checks_accept_what_is_valid():
+    for msh in ("MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P|2.3", "MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|T|2.5.1",
+                "MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|D^T|2.8^CHN"):
+        hl7v2.check_header(hl7v2.header_fields(msh.encode()))
+
+
+def test_escape_sequences_are_decoded_after_splitting():
+    m = parsed("PID|1||A\\T\\1^^^COUNTY\\F\\X&1.2.3&ISO^MR||O\\T\\Brien\\S\\Jr^Ann"
+               "||19800101|F|||Line\\.br\\Two^^Town",
+               "NTE|1||50\\E\\ \\X41\\")
+    p = hl7v2.patient(m)
+    assert p["identifier"][0]["value"] == "A&1"
+    assert p["identifier"][0]["system"] == "urn:oid:1.2.3"
+    assert p["name"][0]["family"] == "O&Brien^Jr" and p["name"][0]["given"] == ["Ann"]
+    assert p["address"][0]["line"] == ["Line\nTwo"]
+    assert hl7v2.value(m, "NTE", 3) == "50\\ A"
 
 
 def test_ack_echoes_the_character_set_in_msh_18():

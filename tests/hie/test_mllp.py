@@ -21,9 +21,10 @@ VT, FS_CR = b"\x0b", b"\x1c\r"
 
 
 class Bridge:
-    def __init__(self, base: str, port: int) -> None:
+    def __init__(self, base: str, port: int, db: Path | None = None) -> None:
         self.base = base
         self.port = port
+        self.db = db
 
     def send(self, message: str | bytes, encoding: str = "utf-8") -> str:
         with MLLPClient("127.0.0.1", self.port, encoding=encoding) as client:
@@ -42,6 +43,14 @@ class Bridge:
                     break
                 out += chunk
             return out
+
+    def logged(self, status: str) -> list[bytes]:
+        """Raw inbound messages stored with ``status`` (read from the server's database)."""
+        import sqlite3
+
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
+            return [bytes(r[0]) for r in conn.execute(
+                "SELECT raw FROM hl7_messages WHERE direction='in' AND status=?", (status,))]
 
     def fhir(self, path: str, **params: str) -> dict:
         r = httpx.get(f"{self.base}/fhir/{path}", params=params or None, timeout=30)
@@ -68,7 +77,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
     with serve(f"sqlite:///{work / 'hl7.db'}", work, "--no-sample",
                SONOBRIDGE_MLLP_PORT=str(port),
                SONOBRIDGE_HL7_MAX_MESSAGE_SIZE="12MB") as (base, _log):
-        yield Bridge(base, port)
+        yield Bridge(base, port, work / "hl7.db")
 
 
 def message(kind: str, control: str, *segments: str, charset: str = "") -> str:
@@ -204,10 +213,13 @@ def test_wrong_character_set_is_an_error(bridge):
     bad = message("ADT^A04^ADT_A01", "W1", "PID|1||CS-1^^^COUNTY^MR||张^伟",
                   charset="UNICODE UTF-8").encode("gb18030")
     ack = bridge.send(bad)
-    assert msa(ack)[1] == "AE" and "203" in err(ack)
+    assert msa(ack)[1] == "AE" and "|102^Data type error" in err(ack)
     unknown = message("ADT^A04^ADT_A01", "W2", "PID|1||CS-2^^^COUNTY^MR||Li",
                       charset="KLINGON")
-    assert msa(bridge.send(unknown))[1] == "AE"
+    ack = bridge.send(unknown)
+    assert msa(ack)[1] == "AR" and "MSH^1^18|103^Table value not found" in err(ack)
+    assert not bridge.search("Patient", identifier="CS-1")
+    assert not bridge.search("Patient", identifier="CS-2")
 
 
 def test_large_messages(bridge):
@@ -251,3 +263,90 @@ def test_mllp_send_command_line(bridge):
                              "127.0.0.1"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "MSA|AA|MSG00001" in result.stdout.replace("\r", "\n")
+
+
+def test_a_block_cut_short_by_the_next_is_kept_and_only_the_next_is_answered(bridge):
+    """<VT>first…<VT>second…<FS><CR>: the sender gave up on the first (it will resend it);
+    the second must be applied and answered, not swallowed into the first."""
+    first = message("ADT^A04^ADT_A01", "CUT1", "PID|1||CUT-1^^^COUNTY^MR||Cut^One")
+    second = message("ADT^A04^ADT_A01", "CUT2", "PID|1||CUT-2^^^COUNTY^MR||Cut^Two")
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=30) as sock:
+        sock.sendall(VT + first.encode()[:40] + VT + second.encode() + FS_CR)
+        reply = b""
+        while not reply.endswith(FS_CR):
+            reply += sock.recv(65536)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            assert not sock.recv(65536)  # one ACK only: the sender waits for one
+    ack = reply.strip(VT + FS_CR).decode()
+    assert msa(ack)[1:3] == ["AA", "CUT2"]
+    assert bridge.search("Patient", identifier="CUT-2")
+    assert not bridge.search("Patient", identifier="CUT-1")
+    kept = bridge.logged("rejected")
+    assert any(raw.startswith(first.encode()[:40]) for raw in kept)
+    assert msa(bridge.send(first))[1] == "AA"  # the resend is applied
+    assert bridge.search("Patient", identifier="CUT-1")
+
+
+@pytest.mark.parametrize("msh_tail,code", [
+    ("ADT^A04^ADT_A01||P|2.5.1", "101"),  # no MSH-10
+    ("ADT^A04^ADT_A01|HDR2|Z|2.5.1", "202"),  # processing ID not in table 0103
+    ("ADT^A04^ADT_A01|HDR3|P|9.9", "203")])  # not a v2 version
+def test_bad_headers_are_rejected_and_nothing_is_applied(bridge, msh_tail, code):
+    ident = f"HDR-{code}"
+    text = (f"MSH|^~\\&|HIS|COUNTY|USSRV|TELEUS|20261127093000||{msh_tail}\r"
+            f"PID|1||{ident}^^^COUNTY^MR||Bad^Header\r")
+    ack = bridge.send(text)
+    assert msa(ack)[1] == "AR" and f"|{code}^" in err(ack), ack
+    assert not bridge.search("Patient", identifier=ident)
+
+
+def test_same_number_from_two_authorities_is_two_patients(bridge):
+    county = message("ADT^A04^ADT_A01", "AUTH1", "PID|1||778899^^^COUNTY^MR||Zhou^Min||"
+                     "19700101|F")
+    city = message("ADT^A04^ADT_A01", "AUTH2", "PID|1||778899^^^CITY^MR||Xu^Gang||"
+                   "19650505|M")
+    assert msa(bridge.send(county))[1] == "AA" and msa(bridge.send(city))[1] == "AA"
+    found = bridge.search("Patient", identifier="778899")
+    names = sorted(p["name"][0]["family"] for p in found)
+    assert names == ["Xu", "Zhou"], found
+    by_authority = {i["system"]: p["name"][0]["family"] for p in found
+                    for i in p["identifier"]}
+    assert by_authority["urn:sonobridge:hl7:id:COUNTY"] == "Zhou"
+    assert by_authority["urn:sonobridge:hl7:id:CITY"] == "Xu"
+    # The DICOM Patient ID went to the first only; images that name the issuer find the other.
+    from pydicom.uid import generate_uid
+
+    from tests.dicom.conftest import cine
+    from tests.dicomweb.helpers import BOUNDARY, multipart, to_bytes
+
+    study = generate_uid()
+    ds = cine("native", frames=1, study=study, patient_id="778899", patient_name="Xu^Gang")
+    ds.IssuerOfPatientID = "CITY"
+    r = httpx.post(f"{bridge.base}/dicomweb/studies", content=multipart([to_bytes(ds)]),
+                   headers={"Content-Type": 'multipart/related; type="application/dicom"; '
+                            f"boundary={BOUNDARY}", "Accept": "application/dicom+json"},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    subject = bridge.fhir(f"ImagingStudy/{study}")["subject"]["reference"]
+    assert bridge.fhir(subject)["name"][0]["family"] == "Xu"
+
+
+def test_escape_sequences_arrive_decoded(bridge):
+    adt = message("ADT^A04^ADT_A01", "ESC1", "PID|1||ESC-1^^^COUNTY^MR||O\\T\\Brien^Ann")
+    assert msa(bridge.send(adt))[1] == "AA"
+    assert bridge.search("Patient", identifier="ESC-1")[0]["name"][0]["family"] == "O&Brien"
+
+
+def test_message_for_another_receiver_is_rejected(tmp_path):
+    port = free_port()
+    with serve(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, "--no-sample",
+               SONOBRIDGE_MLLP_PORT=str(port),
+               SONOBRIDGE_HL7_RECEIVING_APPLICATION="USSRV") as (base, _log):
+        other = Bridge(base, port)
+        text = ("MSH|^~\\&|HIS|COUNTY|PACS|TELEUS|20261127093000||ADT^A04^ADT_A01|RCV1|P|2.5.1"
+                "\rPID|1||RCV-1^^^COUNTY^MR||Wrong^Receiver\r")
+        ack = other.send(text)
+        assert msa(ack)[1] == "AR" and "MSH^1^5" in err(ack)
+        assert not other.search("Patient", identifier="RCV-1")
+        assert msa(other.send(text.replace("|PACS|", "|USSRV|")))[1] == "AA"

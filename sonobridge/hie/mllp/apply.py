@@ -8,6 +8,7 @@ validated, indexed and audited like a REST write.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import hl7
@@ -20,6 +21,8 @@ from sonobridge.jsonio import loads
 from sonobridge.mappings import hl7v2
 from sonobridge.mappings.hl7v2 import HL7Error
 from sonobridge.store.resources import Writer, new_id
+
+log = logging.getLogger("sonobridge.hl7")
 
 ADT_UPDATES = {"A01", "A04", "A05", "A08", "A28", "A31"}
 
@@ -74,21 +77,29 @@ class Applier:
     # ------------------------------------------------------------------ patients
 
     def upsert_patient(self, writer: Writer, incoming: dict[str, Any], policy: Policy) -> str:
-        """Match on any identifier; update what the message carries, keep the rest (other
-        identifiers, links, fields the HIS does not send)."""
+        """Match on any of the message's identifiers (each scoped by its assigning authority);
+        update what the message carries, keep the rest (other identifiers, links, fields the
+        HIS does not send)."""
         identifiers = list(incoming["identifier"])
-        # The medical record number is also the DICOM Patient ID modalities will send (IHE
-        # SWF): the same Patient must be found when their images arrive.
-        first = identifiers[0]["value"]
-        dicom = {"system": self.core.settings.dicom_patient_id_system, "value": first}
-        if dicom not in identifiers:
-            identifiers.append(dicom)
         res_id = self._find(writer, "Patient", identifiers)
+        # The first identifier is also the DICOM Patient ID modalities will send back (IHE
+        # SWF), so that their images find this Patient. Never matched on: "123" of one
+        # authority is not "123" of another. Given only while no other Patient holds it.
+        dicom = {"system": self.core.settings.dicom_patient_id_system,
+                 "value": identifiers[0]["value"]}
+        holder = self._find(writer, "Patient", [dicom])
+        if holder is None or holder == res_id:
+            identifiers.append(dicom)
+        else:
+            log.warning("DICOM Patient ID %s is already another patient's (Patient/%s): "
+                        "images must carry Issuer of Patient ID to reach this one",
+                        dicom["value"], holder)
         current = self._read(writer, "Patient", res_id) if res_id else None
         if current is None:
-            self._put(writer, "Patient", res_id or new_id(),
-                      {**incoming, "identifier": identifiers}, policy)
-            return res_id or self._find(writer, "Patient", identifiers) or ""
+            target = res_id or new_id()
+            self._put(writer, "Patient", target, {**incoming, "identifier": identifiers},
+                      policy)
+            return target
         merged = {**current, **{k: v for k, v in incoming.items() if k != "identifier"}}
         known = {(i.get("system"), i.get("value")) for i in current.get("identifier", [])}
         merged["identifier"] = current.get("identifier", []) + [

@@ -1,11 +1,12 @@
 """One inbound HL7 v2 message, from raw bytes to ACK bytes.
 
-1. The raw message is stored (its own transaction) before anything else: nothing received is
-   lost, whatever happens next.
-2. A message whose (sending application, facility, MSH-10) was seen before gets the ACK it got
-   then and is not applied again (a sender resending after a dropped connection).
-3. The message is applied and its log row marked applied with its ACK in one transaction: it
-   is applied exactly once or not at all.
+1. A message whose (sending application, facility, MSH-10) was answered before gets the ACK
+   it got then and is not applied again (a sender resending after a dropped connection).
+2. The message is applied and stored with its ACK in one transaction; one that cannot be
+   applied is stored with its error (and no ACK, so that a resend is tried again). Either way
+   it is committed before its ACK is written: a crash in between means no ACK, and the sender
+   resends. Applied exactly once, never acknowledged unstored.
+3. A message with no usable MSH, or one cut short by the next, is stored as received too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sonobridge.mappings.hl7v2 import HL7Error
 from sonobridge.store.tables import hl7_messages as M
 
 log = logging.getLogger("sonobridge.hl7")
+START = b"\x0b"
 
 # Built once: composing these per message cost a tenth of the message (SQLAlchemy's statement
 # construction and cache-key work, measured with pyinstrument).
@@ -58,7 +60,8 @@ class Inbound:
         field = [f.decode("ascii", "replace") for f in header]
         sender = field[3] if len(field) > 3 else ""
         facility = field[4] if len(field) > 4 else ""
-        control = (field[10] if len(field) > 10 else "") or f"no-id-{uuid.uuid4().hex}"
+        control = (field[10] if len(field) > 10 else "").strip() or \
+            f"no-id-{uuid.uuid4().hex}"  # refused below; the key only keeps it apart
         kind = field[9].replace("^", "_")[:32] if len(field) > 9 else ""
         codec = "ascii"
         with self.core.store.reader.connect() as conn:
@@ -74,6 +77,7 @@ class Inbound:
                    "sending_facility": facility[:227], "control_id": control[:199],
                    "message_type": kind, "raw": raw, "attempts": 1, "received": now}
         try:
+            hl7v2.check_header(header)
             text, codec = hl7v2.decode(raw)
             message = hl7v2.parse(text)
             receiving = field[5] if len(field) > 5 else ""
@@ -100,9 +104,11 @@ class Inbound:
             return self._busy(header, control, stamp)
         except HL7Error as exc:
             error = exc
-        except Exception as exc:  # a bug or the database: AE, and the raw message is kept
+        except Exception as exc:  # a bug or the database: AR (HL7 v2.5 2.9.2.2: not the
+            # message's fault, try again later), and the raw message is kept
             log.exception("HL7 %s %s from %s failed", kind, control, peer)
-            error = HL7Error(f"application internal error: {type(exc).__name__}", "207")
+            error = HL7Error(f"application internal error: {type(exc).__name__}", "207",
+                             reject=True)
         code = "AR" if error.reject else "AE"
         status = "rejected" if error.reject else "error"
         text_error = str(error)
@@ -140,6 +146,15 @@ class Inbound:
     def _busy(self, header: list[bytes], control: str, stamp: str) -> bytes:
         error = HL7Error("the same message is being applied on another connection", "206")
         return hl7v2.ack(header, "AE", str(error), error, self._control_id(), stamp).encode()
+
+    def unterminated(self, raw: bytes, peer: str) -> None:
+        """A block cut short by the start of the next one: logged (nothing received is lost),
+        never applied or acknowledged."""
+        log.warning("MLLP from %s: %d bytes without <FS><CR> before the next <VT>; kept, not "
+                    "acknowledged", peer, len(raw))
+        MESSAGES.labels("unknown", "unterminated").inc()
+        self._log_unusable(raw.lstrip(START), peer, time.time_ns() // 1000,
+                           "the block ended without <FS><CR>: a new <VT> started the next one")
 
     def _log_unusable(self, raw: bytes, peer: str, now: int, error: str) -> None:
         with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \

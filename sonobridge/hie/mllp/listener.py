@@ -58,12 +58,21 @@ class MllpListener:
                     error = HL7Error(f"the message is larger than {self.max_size} bytes", "207",
                                      reject=True)
                     ack = _reject(block, error)
-                elif not block.startswith(START):
+                elif START not in block:
                     ack = _reject(block.lstrip(b"\r\n\x00 "), HL7Error(
                         "the block does not start with <VT> (MLLP framing)", "100",
                         reject=True))
                 else:
-                    ack = await anyio.to_thread.run_sync(self.inbound.handle, block[1:], peer,
+                    start = block.rfind(START)
+                    if block[:start].strip(b"\r\n\x00 "):
+                        # A new <VT> before the last block ended: the sender gave up on it
+                        # and will resend it (it got no ACK). Kept, not answered: the sender
+                        # waits for one ACK, the one for the block that did end.
+                        await anyio.to_thread.run_sync(
+                            self.inbound.unterminated, block[:start], peer,
+                            limiter=self._limiter)
+                    ack = await anyio.to_thread.run_sync(self.inbound.handle,
+                                                         block[start + 1:], peer,
                                                          limiter=self._limiter)
                 writer.write(START + ack + END)
                 await writer.drain()

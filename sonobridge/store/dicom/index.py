@@ -8,6 +8,7 @@ import orjson
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from sonobridge.fhir.search.normalize import normalize
+from sonobridge.mappings.hl7v2 import identifier_system
 from sonobridge.mappings.imaging_study import (
     InstanceSummary,
     SeriesSummary,
@@ -175,10 +176,14 @@ def _patient(writer: Writer, core: Any, attrs: dict[str, Any]) -> str | None:
     if not patient_id:
         return None
     system = core.settings.dicom_patient_id_system
-    found = core.fhir.find(writer, "Patient", [("identifier", f"{system}|{patient_id}")],
-                           core.settings.public_base, limit=2)
-    if found:
-        return f"Patient/{found[0]}"
+    issuer = first(attrs, "IssuerOfPatientID")
+    # With an Issuer of Patient ID the ID is the HIS's own, under that authority (the one the
+    # worklist gave the modality); without one, the DICOM Patient ID domain.
+    for candidate in ([identifier_system([str(issuer)])] if issuer else []) + [system]:
+        found = core.fhir.find(writer, "Patient", [("identifier", f"{candidate}|{patient_id}")],
+                               core.settings.public_base, limit=2)
+        if found:
+            return f"Patient/{found[0]}"
     stored = writer.create("Patient", patient_from_dicom(attrs, system))
     return f"Patient/{stored.id}"
 
