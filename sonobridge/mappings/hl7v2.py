@@ -406,9 +406,11 @@ def order(message: hl7.Message, offset: str = "+08:00") -> Order:
     reason = value(message, "OBR", 31, 2) or value(message, "OBR", 31)
     if reason:
         resource["reasonCode"] = [{"text": reason}]
-    facility = value(message, "MSH", 4)
-    if facility:
-        resource["performer"] = [{"display": facility}]
+    # The order goes to the filler, whose facility is the message's receiving facility (MSH-6);
+    # MSH-4 is the placer's, the ordering hospital.
+    performer = value(message, "MSH", 6)
+    if performer:
+        resource["performer"] = [{"display": performer}]
     study_uid = value(message, "IPC", 3) or value(message, "ZDS", 1) or None
     modality = value(message, "IPC", 5) or value(message, "OBR", 24) or None
     extra = {}

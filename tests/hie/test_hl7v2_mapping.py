@@ -104,3 +104,48 @@ def test_ack_echoes_the_character_set_in_msh_18():
     raw = b"MSH|^~\\&|A|B|C|D|1||ADT^A04|C1|P|2.5||||||UNICODE UTF-8"
     ack = hl7v2.ack(hl7v2.header_fields(raw), "AA", control_id="X", now="1")
     assert ack.split("\r")[0].split("|")[17] == "UNICODE UTF-8"
+
+
+def test_order_fields():
+    m = hl7v2.parse("\r".join([
+        "MSH|^~\\&|RIS|CITYHOSP|USSRV|TELEUS|20261127||ORM^O01|C1|P|2.3.1",
+        "PID|1||MR-7^^^CITYHOSP^MR||Li^Na||19900101|F",
+        "ORC|NW|PL-7^RIS|FL-7^US||SC||^^^20261203093000^^S||||||D123^Wang^Fang",
+        "OBR|1|PL-7^RIS|FL-7^US|US-ABD^US ABDOMEN^L|||20261203093000|||||||||D123^Wang^Fang|"
+        "|ACC-7||||||US|||^^^^^S||||^Right upper quadrant pain"]))
+    order = hl7v2.order(m, "+08:00")
+    r = order.resource
+    assert order.control == "NW" and r["status"] == "active"
+    ids = {i["type"]["coding"][0]["code"]: (i["system"], i["value"]) for i in r["identifier"]}
+    assert ids["PLAC"] == ("urn:sonobridge:hl7:placer:RIS", "PL-7")
+    assert ids["FILL"] == ("urn:sonobridge:hl7:filler:US", "FL-7")
+    assert ids["ACSN"] == ("urn:sonobridge:accession", "ACC-7")
+    assert r["code"]["coding"][0] == {"system": hl7v2.PROCEDURE_SYSTEM, "code": "US-ABD",
+                                      "display": "US ABDOMEN"}
+    assert r["priority"] == "stat"
+    assert r["occurrenceDateTime"] == "2026-12-03T09:30:00+08:00"
+    assert r["requester"] == {"display": "Wang Fang", "identifier": {
+        "system": "urn:sonobridge:hl7:id:practitioner", "value": "D123"}}
+    assert r["reasonCode"] == [{"text": "Right upper quadrant pain"}]
+    assert r["performer"] == [{"display": "TELEUS"}]  # the filler's facility, not the placer's
+    assert r["category"][0]["coding"][0]["code"] == "US"
+    assert order.patient["identifier"][0]["value"] == "MR-7"
+
+
+@pytest.mark.parametrize("control,order_status,expected", [
+    ("CA", "", "revoked"), ("DC", "", "revoked"), ("XO", "", "active"),
+    ("SC", "CM", "completed"), ("SC", "HD", "on-hold"), ("SC", "IP", "active")])
+def test_order_control_codes(control, order_status, expected):
+    m = hl7v2.parse("\r".join([
+        "MSH|^~\\&|RIS|H|USSRV|T|20261127||ORM^O01|C1|P|2.3.1", "PID|1||MR-8^^^H^MR",
+        f"ORC|{control}|PL-8|FL-8||{order_status}", "OBR|1|PL-8|FL-8|US-TH^US THYROID"]))
+    assert hl7v2.order(m).status == expected
+
+
+def test_unknown_order_control_is_an_error():
+    m = hl7v2.parse("\r".join([
+        "MSH|^~\\&|RIS|H|USSRV|T|20261127||ORM^O01|C1|P|2.3.1", "PID|1||MR-9^^^H^MR",
+        "ORC|ZZ|PL-9|FL-9", "OBR|1|PL-9|FL-9|US-TH"]))
+    with pytest.raises(HL7Error) as err:
+        hl7v2.order(m)
+    assert err.value.code == "103" and err.value.location == ("ORC", 1, 1)

@@ -180,6 +180,32 @@ def test_an_error_ack_is_kept_as_failed(setup, port):
     assert problem["direction"] == "out" and problem["error"].startswith("AE")
 
 
+def test_a_reject_ack_is_retried_then_given_up(setup, port):
+    """AR: the HIS could not take it now; the same message is offered again, then failed."""
+    from sonobridge.hie.mllp.outbound import REJECT_ATTEMPTS
+
+    core, put, _ = setup
+    his = FakeHis(port, code="AR")
+    try:
+        put(report("final"))
+        sender = OutboxSender(core)
+        for attempt in range(1, REJECT_ATTEMPTS + 1):
+            with core.engine.begin() as conn:  # time passes
+                conn.execute(update(M).where(M.c.direction == "out").values(next_attempt=0))
+            assert sender.send_due() == 1
+            counts = {(d, s): n for d, s, n in status(core)["counts"]}
+            expected = "retry" if attempt < REJECT_ATTEMPTS else "failed"
+            assert counts.get(("out", expected)) == 1, (attempt, counts)
+        his.code = "AA"
+        with core.engine.begin() as conn:
+            conn.execute(update(M).where(M.c.direction == "out").values(next_attempt=0))
+        assert sender.send_due() == 0  # given up: not offered again
+    finally:
+        his.close()
+    assert len(his.received) == REJECT_ATTEMPTS
+    assert len({m.split("\r")[0].split("|")[9] for m in his.received}) == 1  # same message
+
+
 def test_report_without_order_sends_nothing(setup, port):
     core, put, _ = setup
     lone = {**report("final"), "id": "dr2"}

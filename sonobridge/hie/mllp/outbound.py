@@ -32,6 +32,7 @@ SENT = Counter("sonobridge_hl7_outbound_total", "HL7 v2 messages sent, by outcom
 QUEUED = Gauge("sonobridge_hl7_outbound_queue", "HL7 v2 messages waiting to be sent")
 REPORTABLE = {"final", "amended", "corrected", "appended"}
 MAX_BACKOFF = 3600
+REJECT_ATTEMPTS = 8  # an AR is tried again up to this many times (about 10 minutes in all)
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,16 @@ class OutboxSender:
                 values["ack"] = ack
                 if code in ("AA", "CA"):
                     values.update(status="sent", error=None)
+                elif code in ("AR", "CR") and attempts < REJECT_ATTEMPTS:
+                    # A reject is about the receiver's state (down, busy, HL7 v2.5 2.9.2.2),
+                    # not the message: the same bytes may be taken later. An AE is final.
+                    values.update(status="retry", error=f"{code}: {text}"[:1024],
+                                  next_attempt=_later(attempts))
                 else:
                     values.update(status="failed", error=f"{code}: {text}"[:1024])
             except (OSError, ValueError) as exc:
-                delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
                 values.update(status="retry", error=f"{type(exc).__name__}: {exc}"[:1024],
-                              next_attempt=time.time_ns() // 1000 + delay * 1_000_000)
+                              next_attempt=_later(attempts))
         SENT.labels(values["status"]).inc()
         with self._tx() as conn, conn.begin():
             conn.execute(update(M).where(M.c.id == row.id).values(**values))
@@ -193,6 +198,12 @@ class OutboxSender:
                 who="sonobridge", client_id=row.destination or "",
                 ip=destination.host if destination else "",
                 detail=f"{values['status']}: {values.get('error') or ''}"[:500]))
+
+
+def _later(attempts: int) -> int:
+    """When to try again (µs): 5 s, doubling, at most an hour."""
+    delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
+    return time.time_ns() // 1000 + delay * 1_000_000
 
 
 def send(host: str, port: int, message: bytes, timeout: float) -> bytes:
