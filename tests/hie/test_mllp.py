@@ -350,3 +350,50 @@ def test_message_for_another_receiver_is_rejected(tmp_path):
         assert msa(ack)[1] == "AR" and "MSH^1^5" in err(ack)
         assert not other.search("Patient", identifier="RCV-1")
         assert msa(other.send(text.replace("|PACS|", "|USSRV|")))[1] == "AA"
+
+
+def test_status_command_and_metrics_show_what_happened(bridge):
+    assert msa(bridge.send(message("ADT^A04^ADT_A01", "ST1",
+                                   "PID|1||ST-1^^^COUNTY^MR||Status^One")))[1] == "AA"
+    assert msa(bridge.send(message("SIU^S12", "ST2", "SCH|1")))[1] == "AR"
+    result = subprocess.run([sys.executable, "-m", "sonobridge", "mllp", "status",
+                             "--database-url", f"sqlite:///{bridge.db}"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**__import__("os").environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    applied = next(line for line in lines if " applied " in f" {line} ")
+    assert int(applied.split("│")[3]) >= 1
+    assert any("ST2" in line and "not supported" in line for line in lines), result.stdout
+    metrics = httpx.get(f"{bridge.base}/metrics", timeout=30).text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in metrics.splitlines() if line.startswith("sonobridge_hl7_messages")}
+    assert samples['sonobridge_hl7_messages_total{ack="AA",type="ADT_A04_ADT_A01"}'] >= 1
+    assert samples['sonobridge_hl7_messages_total{ack="AR",type="SIU_S12"}'] >= 1
+
+
+@pytest.mark.parametrize("event", ["A01", "A28", "A31"])
+def test_every_adt_event_that_carries_a_patient(bridge, event):
+    ident = f"EVT-{event}"
+    ack = bridge.send(message(f"ADT^{event}^ADT_A01", f"E-{event}", f"EVN|{event}|20261127",
+                              f"PID|1||{ident}^^^COUNTY^MR||Event^{event}||20000101|U"))
+    assert msa(ack)[1] == "AA", ack
+    patient = bridge.search("Patient", identifier=ident)[0]
+    assert patient["name"][0]["given"] == [event] and patient["gender"] == "unknown"
+
+
+def test_replace_and_status_change_keep_the_order(bridge):
+    pid = "PID|1||XO-1^^^COUNTY^MR||Xu^Ling||19800101|F"
+    assert msa(bridge.send(message("ORM^O01", "XO1", pid, "ORC|NW|P880|F880||SC",
+                                   "OBR|1|P880|F880|US-ABD^US ABDOMEN^L")))[1] == "AA"
+    ack = bridge.send(message("ORM^O01", "XO2", pid, "ORC|XO|P880|F880||SC",
+                              "OBR|1|P880|F880|US-ABDP^US ABDOMEN AND PELVIS^L"))
+    assert msa(ack)[1] == "AA", ack
+    orders = bridge.search("ServiceRequest", identifier="F880")
+    assert len(orders) == 1 and orders[0]["code"]["coding"][0]["code"] == "US-ABDP"
+    ack = bridge.send(message("ORM^O01", "XO3", pid, "ORC|SC|P880|F880||HD",
+                              "OBR|1|P880|F880|US-ABDP^US ABDOMEN AND PELVIS^L"))
+    assert msa(ack)[1] == "AA", ack
+    held = bridge.search("ServiceRequest", identifier="F880")[0]
+    assert held["status"] == "on-hold"
+    assert held["code"]["coding"][0]["code"] == "US-ABDP"  # a status change keeps the order
