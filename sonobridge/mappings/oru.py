@@ -55,6 +55,13 @@ def _coding(concept: dict[str, Any] | None) -> str:
     return "^".join([_escape(code), _escape(text), system if code else ""]).rstrip("^")
 
 
+NARRATIVE = "18782-3^Radiology Study observation (narrative)^LN"
+
+
+def _has_code(concept: dict[str, Any] | None) -> bool:
+    return bool(((concept or {}).get("coding") or [{}])[0].get("code"))
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The report's text: its conclusion, then any text/plain presentedForm."""
     lines: list[str] = []
@@ -72,8 +79,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
 def oru_r01(report: dict[str, Any], order: dict[str, Any], patient: dict[str, Any],
             observations: list[dict[str, Any]], *, control_id: str, now: str,
             sending: tuple[str, str], receiving: tuple[str, str],
-            patient_id_system: str) -> str:
+            patient_id_system: str, correction: bool = False) -> str:
+    """``correction``: a result for this report was sent before, so this one is C whatever
+    the report's status says (HL7 table 0085)."""
     status = STATUS.get(report.get("status", "final"), "F")
+    if correction and status == "F":
+        status = "C"
     mr = ""
     authority = ""
     for ident in patient.get("identifier", []):
@@ -103,10 +114,12 @@ def oru_r01(report: dict[str, Any], order: dict[str, Any], patient: dict[str, An
                   "", "", "", "", "", "", "", _ts(report.get("issued")), "", "", status]),
     ]
     number = 0
+    # OBX-3 must identify the observation: the report's code, or LOINC's narrative report.
+    text_code = _coding(report.get("code")) if _has_code(report.get("code")) else NARRATIVE
     for line in report_lines(report):
         number += 1
-        segments.append("|".join(["OBX", str(number), "TX", f"{_coding(report.get('code'))}",
-                                  "", _escape(line), "", "", "", "", "", status]))
+        segments.append("|".join(["OBX", str(number), "TX", text_code, "1", _escape(line),
+                                  "", "", "", "", "", status]))
     for obs in observations:
         quantity = obs.get("valueQuantity")
         number += 1

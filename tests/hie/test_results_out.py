@@ -124,6 +124,8 @@ def test_final_report_goes_out_as_oru(setup, port):
     assert obr[2] == "P-1" and obr[3] == "F-1" and obr[25] == "F"
     obx = [s.split("|") for s in his.received[0].split("\r") if s.startswith("OBX")]
     assert obx[0][2] == "TX" and obx[0][5] == "肝脏大小正常。No focal lesion."
+    # the report's code has no coding: OBX-3 still identifies the observation
+    assert obx[0][3] == "18782-3^Radiology Study observation (narrative)^LN"
     assert obx[1][2] == "NM" and obx[1][5] == "14.5" and obx[1][6] == "cm"
     assert obx[1][3] == "11348-0^liver length^LN"
     counts = {(d, s): n for d, s, n in status(core)["counts"]}
@@ -140,6 +142,23 @@ def test_amended_report_is_sent_again_as_a_correction(setup, port):
     finally:
         his.close()
     assert [m.split("\r")[3].split("|")[25] for m in his.received] == ["F", "C"]
+
+
+def test_a_final_report_rewritten_is_sent_as_a_correction(setup, port):
+    """The HIS has an F result; a changed report that is still "final" must not be a second
+    F (which many HIS file as a duplicate), but a correction."""
+    core, put, _ = setup
+    his = FakeHis(port)
+    try:
+        put(report("final"))
+        put(report("final", "肝脏大小正常。Small simple cyst, 4 mm."))
+        put(report("final", "肝脏大小正常。Small simple cyst, 4 mm."))  # unchanged: no message
+        assert OutboxSender(core).send_due() == 2
+    finally:
+        his.close()
+    results = [m.split("\r")[3].split("|")[25] for m in his.received]
+    assert results == ["F", "C"]
+    assert "4 mm" in his.received[1]
 
 
 def test_unreachable_his_is_retried_with_backoff_and_survives_a_restart(setup, port):
@@ -275,3 +294,47 @@ def test_dicom_associations_are_audited(db_url, tmp_path):
     finally:
         server.stop()
         core.close()
+
+
+def test_chinese_names_round_trip_from_an_order_to_its_result(tmp_path):
+    """ORM^O01 in GB 18030 over MLLP -> ServiceRequest and Patient -> a final report over FHIR
+    -> ORU^R01 at the HIS with the same name and the order's numbers."""
+    import time
+
+    import httpx
+    from hl7.client import MLLPClient
+
+    from tests.live import serve
+
+    his_port, mllp = free_port(), free_port()
+    his = FakeHis(his_port)
+    try:
+        with serve(f"sqlite:///{tmp_path / 'rt.db'}", tmp_path, "--no-sample",
+                   SONOBRIDGE_MLLP_PORT=str(mllp),
+                   SONOBRIDGE_HL7_DESTINATIONS=f"HIS@127.0.0.1:{his_port}") as (base, _log):
+            orm = ("MSH|^~\\&|HIS|COUNTY|USSRV|TELEUS|20261127093000||ORM^O01|RT1|P|2.3.1"
+                   "||||||GB 18030\rPID|1||RT-MR-1^^^COUNTY^MR||欧阳^娜娜||19910203|F\r"
+                   "ORC|NW|RT-P1|RT-F1||SC\rOBR|1|RT-P1|RT-F1|US-TH^甲状腺超声^L\r")
+            with MLLPClient("127.0.0.1", mllp, encoding="gb18030") as client:
+                ack = client.send_message(orm.encode("gb18030")).decode("gb18030")
+            assert "MSA|AA|RT1" in ack
+            order = httpx.get(f"{base}/fhir/ServiceRequest", params={"identifier": "RT-F1"},
+                              timeout=30).json()["entry"][0]["resource"]
+            r = httpx.post(f"{base}/fhir/DiagnosticReport", timeout=30, json={
+                "resourceType": "DiagnosticReport", "status": "final",
+                "code": {"text": "甲状腺超声报告"}, "subject": order["subject"],
+                "basedOn": [{"reference": f"ServiceRequest/{order['id']}"}],
+                "conclusion": "甲状腺大小形态正常。"})
+            assert r.status_code == 201, r.text
+            deadline = time.monotonic() + 20
+            while not his.received and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        his.close()
+    assert len(his.received) == 1
+    segments = {s.split("|")[0]: s.split("|") for s in his.received[0].split("\r") if s}
+    assert segments["PID"][5] == "欧阳^娜娜"
+    assert segments["PID"][3] == "RT-MR-1^^^COUNTY^MR"
+    assert segments["OBR"][2] == "RT-P1" and segments["OBR"][3] == "RT-F1"
+    assert segments["OBR"][4].startswith("US-TH^甲状腺超声")
+    assert "甲状腺大小形态正常。" in his.received[0]

@@ -78,11 +78,17 @@ class ResultsOutbox:
         observations = [obs for ref in resource.get("result", [])
                         if (obs := self._ref(writer, ref.get("reference", ""))) is not None]
         now = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "+0000"
+        # A report the HIS already has a result for is sent again as a correction (C), even
+        # when it is still "final": only the first final result is F.
+        reported = writer.conn.execute(select(M.c.id).where(
+            M.c.direction == "out", M.c.message_type == "ORU_R01",
+            M.c.error.like(f"DiagnosticReport/{stored.id}/_history/%")).limit(1)).first()
         for destination in self.destinations:
             control = uuid.uuid4().hex[:20]
             message = oru_r01(resource, order, patient, observations, control_id=control,
                               now=now, sending=self.sending, receiving=(destination.name, ""),
-                              patient_id_system=self.core.settings.dicom_patient_id_system)
+                              patient_id_system=self.core.settings.dicom_patient_id_system,
+                              correction=reported is not None)
             stamp = time.time_ns() // 1000
             writer.conn.execute(insert(M).values(
                 direction="out", peer=f"{destination.host}:{destination.port}",
