@@ -111,7 +111,8 @@ def ensure_orthanc() -> str:
     return folder
 
 
-def start_orthanc(work: Path) -> Server:
+def start_orthanc(work: Path, extra: dict | None = None) -> Server:
+    """Orthanc with its DICOMweb plugin; ``extra`` settings (e.g. DicomModalities) merged."""
     http_port, dicom_port = free_port(), free_port()
     storage = work / "orthanc"
     config = {
@@ -120,6 +121,7 @@ def start_orthanc(work: Path) -> Server:
         "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
         "Plugins": [ensure_orthanc()],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        **(extra or {}),
     }
     path = work / "orthanc.json"
     path.write_text(json.dumps(config, indent=2))

@@ -57,6 +57,9 @@ class FhirRequest:
     # Who asks, with which scopes: every interaction checks it (``fhir/access.py``).
     policy: Policy = field(default_factory=Policy.open)
     source: str = ""  # the client's network address, for the audit trail
+    # False when the caller audits the change itself, in the same transaction (an HL7 message
+    # is one Import event naming what it changed, not one event per resource it wrote).
+    audited: bool = True
 
     def param(self, name: str) -> str | None:
         for key, value in self.query:
@@ -90,7 +93,7 @@ class FhirService:
     def _record(self, writer: Writer, req: FhirRequest, action: str, subtype: str,
                 res_id: str, body: Any = None) -> None:
         """Audit a change inside its transaction (it commits or rolls back with it)."""
-        if self.audit is None:
+        if self.audit is None or not req.audited:
             return
         from sonobridge.auth.audit import Record, patient_of
 

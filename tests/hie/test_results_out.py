@@ -251,6 +251,42 @@ def test_hl7_messages_are_audited(db_url, tmp_path):
         applied = next(e for e in events if e["outcome"] == "0")
         assert applied["agent"][0]["network"]["address"] == "10.0.0.9"
         assert "MSH-10 MSG00001" in applied["outcomeDesc"]
+        # one Import event names what the message changed: the patient and the order...
+        order = core.search.search(["ServiceRequest"], [("identifier", "ACC0001")], base="",
+                                   headers={}, link_path="ServiceRequest").bundle["entry"][0]
+        order = _json(order)
+        entities = {e["what"]["reference"] for e in applied["entity"]}
+        assert entities == {order["subject"]["reference"], f"ServiceRequest/{order['id']}"}
+        # ...instead of one more event per resource it wrote
+        rest = core.search.search(["AuditEvent"], [("type", "rest")], base="", headers={},
+                                  link_path="AuditEvent")
+        assert rest.bundle.get("entry", []) == []
+    finally:
+        core.close()
+
+
+def test_an_hl7_merge_audits_every_resource_it_rewrites(db_url, tmp_path):
+    from sonobridge.hie.mllp.inbound import Inbound
+
+    core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled"),
+                     run_migrations=False)
+    msh = "MSH|^~\\&|HIS|COUNTY|USSRV|TELEUS|20261127||{}|{}|P|2.5.1\r"
+    try:
+        inbound = Inbound(core)
+        for kind, control, rest in (
+                ("ORM^O01", "G1", "PID|1||OLD-7^^^COUNTY^MR||Sun^Li\rORC|NW|P7|F7||SC\r"
+                                  "OBR|1|P7|F7|US-OB^US OB\r"),
+                ("ADT^A04^ADT_A01", "G2", "PID|1||NEW-7^^^COUNTY^MR||Sun^Li\r"),
+                ("ADT^A40^ADT_A39", "G3", "PID|1||NEW-7^^^COUNTY^MR||Sun^Li\r"
+                                          "MRG|OLD-7^^^COUNTY^MR\r")):
+            assert b"MSA|AA" in inbound.handle((msh.format(kind, control) + rest).encode(),
+                                               "10.0.0.9:5000")
+        core.audit.flush()
+        rest_events = core.search.search(["AuditEvent"], [("type", "rest")], base="",
+                                         headers={}, link_path="AuditEvent")
+        changed = {_json(e)["entity"][-1]["what"]["reference"].split("/")[0]
+                   for e in rest_events.bundle.get("entry", [])}
+        assert {"Patient", "ServiceRequest"} <= changed  # the order moved to the survivor
     finally:
         core.close()
 

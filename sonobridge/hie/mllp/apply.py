@@ -9,6 +9,7 @@ validated, indexed and audited like a REST write.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import hl7
@@ -27,18 +28,28 @@ log = logging.getLogger("sonobridge.hl7")
 ADT_UPDATES = {"A01", "A04", "A05", "A08", "A28", "A31"}
 
 
+@dataclass
+class Applied:
+    """What a message did: a short text for the ACK and the log, and the patient and the
+    resource it concerns, for its audit event."""
+
+    text: str
+    patient: str | None = None
+    resource: str | None = None
+
+
 class Applier:
     def __init__(self, core: Any) -> None:
         self.core = core
         self.base = core.settings.public_base
 
-    def apply(self, writer: Writer, message: hl7.Message, sender: str) -> str:
-        """Apply the message; returns a short description for the ACK text and the log."""
+    def apply(self, writer: Writer, message: hl7.Message, sender: str) -> Applied:
+        """Apply the message."""
         code, event = hl7v2.message_type(message)
         policy = Policy(subject=f"hl7:{sender}", client_id="mllp", unrestricted=True)
         if code == "ADT" and event in ADT_UPDATES:
             pid = self.upsert_patient(writer, hl7v2.patient(message), policy)
-            return f"Patient/{pid}"
+            return Applied(f"Patient/{pid}", f"Patient/{pid}")
         if code == "ADT" and event == "A40":
             return self.merge(writer, message, policy)
         if (code, event) in (("ORM", "O01"), ("OMI", "O23")):
@@ -60,9 +71,10 @@ class Applier:
         return found[0] if found else None
 
     def _put(self, writer: Writer, res_type: str, res_id: str, body: dict[str, Any],
-             policy: Policy) -> None:
+             policy: Policy, audited: bool = False) -> None:
+        """Write through the FHIR service; audited by the message's own event unless asked."""
         req = FhirRequest("PUT", res_type, res_id, body={**body, "id": res_id},
-                          base=self.base, policy=policy, source="mllp")
+                          base=self.base, policy=policy, source="mllp", audited=audited)
         try:
             self.core.fhir.handle(req, writer)
         except FhirError as exc:
@@ -76,7 +88,8 @@ class Applier:
 
     # ------------------------------------------------------------------ patients
 
-    def upsert_patient(self, writer: Writer, incoming: dict[str, Any], policy: Policy) -> str:
+    def upsert_patient(self, writer: Writer, incoming: dict[str, Any], policy: Policy,
+                       audited: bool = False) -> str:
         """Match on any of the message's identifiers (each scoped by its assigning authority);
         update what the message carries, keep the rest (other identifiers, links, fields the
         HIS does not send)."""
@@ -98,7 +111,7 @@ class Applier:
         if current is None:
             target = res_id or new_id()
             self._put(writer, "Patient", target, {**incoming, "identifier": identifiers},
-                      policy)
+                      policy, audited)
             return target
         merged = {**current, **{k: v for k, v in incoming.items() if k != "identifier"}}
         known = {(i.get("system"), i.get("value")) for i in current.get("identifier", [])}
@@ -107,23 +120,24 @@ class Applier:
         current.pop("meta", None)
         merged.pop("meta", None)
         if merged != current:  # most orders repeat what is known: no new version then
-            self._put(writer, "Patient", current["id"], merged, policy)
+            self._put(writer, "Patient", current["id"], merged, policy, audited)
         return current["id"]
 
-    def merge(self, writer: Writer, message: hl7.Message, policy: Policy) -> str:
+    def merge(self, writer: Writer, message: hl7.Message, policy: Policy) -> Applied:
         """ADT^A40: the patient in MRG-1 is merged into the one in PID-3. The survivor gets a
         ``replaces`` link, the old record becomes inactive with ``replaced-by``, and every
-        resource that pointed at the old record points at the survivor."""
+        resource that pointed at the old record points at the survivor. Rare and far-reaching:
+        each write is audited on its own."""
         prior_ids = hl7v2.patient_identifiers(message, "MRG", 1)
         if not prior_ids:
             raise HL7Error("MRG-1 (prior patient identifier) is required", "101",
                            ("MRG", 1, 1))
-        survivor = self.upsert_patient(writer, hl7v2.patient(message), policy)
+        survivor = self.upsert_patient(writer, hl7v2.patient(message), policy, audited=True)
         prior = self._find(writer, "Patient", prior_ids)
         if prior is None:
             raise HL7Error("the patient in MRG-1 is not known", "204", ("MRG", 1, 1))
         if prior == survivor:
-            return f"Patient/{survivor}"
+            return Applied(f"Patient/{survivor}", f"Patient/{survivor}")
         old, new = f"Patient/{prior}", f"Patient/{survivor}"
         for res_type, res_id in self._referrers(writer, prior):
             body = self._read(writer, res_type, res_id)
@@ -131,19 +145,19 @@ class Applier:
                 continue
             body = rewrite_references(body, {old: new})
             body.pop("meta", None)
-            self._put(writer, res_type, res_id, body, policy)
+            self._put(writer, res_type, res_id, body, policy, audited=True)
         prior_body = self._read(writer, "Patient", prior) or {}
         prior_body.pop("meta", None)
         prior_body["active"] = False
         prior_body["link"] = [{"other": {"reference": new}, "type": "replaced-by"}]
-        self._put(writer, "Patient", prior, prior_body, policy)
+        self._put(writer, "Patient", prior, prior_body, policy, audited=True)
         survivor_body = self._read(writer, "Patient", survivor) or {}
         survivor_body.pop("meta", None)
         links = [lk for lk in survivor_body.get("link", [])
                  if lk.get("other", {}).get("reference") != old]
         survivor_body["link"] = [*links, {"other": {"reference": old}, "type": "replaces"}]
-        self._put(writer, "Patient", survivor, survivor_body, policy)
-        return f"{old} merged into {new}"
+        self._put(writer, "Patient", survivor, survivor_body, policy, audited=True)
+        return Applied(f"{old} merged into {new}", new, old)
 
     def _referrers(self, writer: Writer, patient_id: str) -> list[tuple[str, str]]:
         from sqlalchemy import select
@@ -162,7 +176,7 @@ class Applier:
 
     # ------------------------------------------------------------------ orders
 
-    def order(self, writer: Writer, message: hl7.Message, policy: Policy) -> str:
+    def order(self, writer: Writer, message: hl7.Message, policy: Policy) -> Applied:
         parsed = hl7v2.order(message, self.core.settings.hl7_time_zone)
         res_id = self._find(writer, "ServiceRequest", parsed.identifiers)
         if res_id is None and parsed.status == "revoked":
@@ -191,5 +205,6 @@ class Applier:
                                            if (i.get("system"), i.get("value")) not in known]
         target = res_id or new_id()
         self._put(writer, "ServiceRequest", target, resource, policy)
-        return f"ServiceRequest/{target} {parsed.status}"
+        return Applied(f"ServiceRequest/{target} {parsed.status}", f"Patient/{patient_id}",
+                       f"ServiceRequest/{target}")
 

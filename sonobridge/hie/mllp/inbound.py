@@ -91,14 +91,17 @@ class Inbound:
                 ack = hl7v2.ack(header, "AA", "", None, self._control_id(), stamp)
                 data = ack.encode(codec or "utf-8", "replace")
                 final = {"status": "applied", "ack": data, "charset": codec,
-                         "error": done[:1024], "updated": time.time_ns() // 1000}
+                         "error": done.text[:1024], "updated": time.time_ns() // 1000}
                 if row_id is None:
                     writer.conn.execute(_INSERT, {**log_row, **final})
                 else:
                     writer.conn.execute(_UPDATE, {"row_id": row_id, **final})
+                if self.core.audit is not None:  # the message's one event, with its change
+                    self.core.audit.in_transaction(writer, self._record(
+                        kind, control, sender, peer, "0", done.text, done.patient,
+                        done.resource))
             MESSAGES.labels(kind, "AA").inc()
-            log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done)
-            self._audit(kind, control, sender, peer, "0", done)
+            log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done.text)
             return data
         except IntegrityError:  # the same message on another connection, just now
             return self._busy(header, control, stamp)
@@ -132,16 +135,19 @@ class Inbound:
 
     def _audit(self, kind: str, control: str, sender: str, peer: str, outcome: str,
                detail: str) -> None:
-        audit = self.core.audit
-        if audit is None:
-            return
+        """A message that changed nothing (refused or failed): audited within a moment."""
+        if self.core.audit is not None:
+            self.core.audit.later(self._record(kind, control, sender, peer, outcome, detail))
+
+    @staticmethod
+    def _record(kind: str, control: str, sender: str, peer: str, outcome: str, detail: str,
+                patient: str | None = None, resource: str | None = None) -> Any:
         from sonobridge.auth.audit import Record
 
-        resource = detail.split(" ")[0] if "/" in detail.split(" ")[0] else None
-        audit.later(Record("hl7-in", "C" if outcome == "0" else "E", kind or "unknown",
-                           outcome=outcome, who=f"hl7:{sender}", client_id=sender,
-                           ip=peer.rsplit(":", 1)[0], resource=resource,
-                           detail=f"MSH-10 {control}: {detail}"[:500]))
+        return Record("hl7-in", "C" if outcome == "0" else "E", kind or "unknown",
+                      outcome=outcome, who=f"hl7:{sender}", client_id=sender,
+                      ip=peer.rsplit(":", 1)[0], patient=patient, resource=resource,
+                      detail=f"MSH-10 {control}: {detail}"[:500])
 
     def _busy(self, header: list[bytes], control: str, stamp: str) -> bytes:
         error = HL7Error("the same message is being applied on another connection", "206")
