@@ -209,6 +209,19 @@ def test_broken_framing_gets_an_ar_and_the_connection_keeps_working(bridge):
     assert bridge.search("Patient", identifier="FRAME-2")
 
 
+@pytest.mark.parametrize("charset,encoding,name", [
+    ("8859/1", "latin-1", "Müller^Jürgen"), ("ASCII", "ascii", "Smith^John"),
+    ("", "utf-8", "李^娜")])  # undeclared: UTF-8 tried first
+def test_other_character_sets(bridge, charset, encoding, name):
+    ident = f"CS-{encoding}"
+    adt = message("ADT^A04^ADT_A01", f"CS-{encoding}", f"PID|1||{ident}^^^COUNTY^MR||{name}",
+                  charset=charset)
+    assert msa(bridge.send(adt.encode(encoding), encoding=encoding))[1] == "AA"
+    family, given = name.split("^")
+    patient = bridge.search("Patient", identifier=ident)[0]
+    assert patient["name"][0]["family"] == family and patient["name"][0]["given"] == [given]
+
+
 def test_wrong_character_set_is_an_error(bridge):
     bad = message("ADT^A04^ADT_A01", "W1", "PID|1||CS-1^^^COUNTY^MR||张^伟",
                   charset="UNICODE UTF-8").encode("gb18030")
@@ -247,12 +260,18 @@ def test_dropped_connection_then_resend_applies_once(bridge):
     order = message("ORM^O01", "DROP1", "PID|1||DROP-1^^^COUNTY^MR||Qian^Yu",
                     "ORC|NW|P555|F555||SC", "OBR|1|P555|F555|US-KID^US KIDNEY^L")
     bridge.raw(VT + order.encode() + FS_CR, read=False)  # hang up before the ACK
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while not bridge.search("ServiceRequest", identifier="F555"):  # applied all the same
+        assert time.monotonic() < deadline, "the message was not applied"
+        time.sleep(0.1)
     ack = bridge.send(order)
-    assert msa(ack)[1] == "AA"
+    assert msa(ack)[1:3] == ["AA", "DROP1"]
+    assert bridge.send(order) == ack  # the stored ACK, not a new one
     orders = bridge.search("ServiceRequest", identifier="F555")
     assert len(orders) == 1
     assert len(bridge.fhir(f"ServiceRequest/{orders[0]['id']}/_history")["entry"]) == 1
+    applied = [raw for raw in bridge.logged("applied") if b"|DROP1|" in raw]
+    assert applied == [order.encode()]  # logged once, as received
 
 
 def test_mllp_send_command_line(bridge):
