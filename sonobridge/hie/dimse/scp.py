@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import Counter
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -136,6 +135,7 @@ class DimseServer:
                                            evt_handlers=handlers)
         self.server.get_request = sockets.tuned_accept(self.server.get_request)
         self.server.contexts = _SupportedContexts(self.server.contexts)  # type: ignore[method-assign]
+        self.server.bind(evt.EVT_REQUESTED, retrieve.prefer_requested_syntaxes)
         self.port = self.server.server_address[1]
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 
@@ -285,14 +285,19 @@ class DimseServer:
             yield None, None
             return
         instances = retrieve.matching(self.core, event.identifier)
+        scratch = str(self.ingest.receiver.incoming)
+        # The association to the destination is made by pynetdicom after the next yield; it
+        # learns to send stored files as it is accepted, before any C-STORE on it.
         yield destination.host, destination.port, {
-            "contexts": retrieve.contexts_for(instances) or None,
-            "evt_handlers": sockets.REQUESTOR_HANDLERS}
+            "contexts": retrieve.move_contexts(instances) or None,
+            "evt_handlers": [*sockets.REQUESTOR_HANDLERS, (evt.EVT_ACCEPTED, lambda accepted:
+                             retrieve.send_stored_files(accepted.assoc, scratch))]}
         yield len(instances)
         yield from self._send(event, instances, "C-MOVE")
 
     def _get(self, event: Any) -> Iterator[Any]:
         instances = retrieve.matching(self.core, event.identifier)
+        retrieve.send_stored_files(event.assoc, str(self.ingest.receiver.incoming))
         yield len(instances)
         yield from self._send(event, instances, "C-GET")
 
@@ -310,8 +315,6 @@ class DimseServer:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            # pynetdicom's C-MOVE/C-GET take datasets, not paths: read the stored file (its
-            # transfer syntax and encapsulated pixel data unchanged), large values deferred
-            # until they are written to the peer.
-            yield 0xFF00, dcmread(item.path, defer_size="1 MB")
+            # The stored file, sent from disk by the association (retrieve.send_stored_files).
+            yield 0xFF00, retrieve.StoredObject(item)
         OPERATIONS.labels(operation, "0000").inc()
