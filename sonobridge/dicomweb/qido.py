@@ -177,11 +177,36 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
                      .replace("*", " ").split() if normalize(w)]
             norm = table.c["patient_name_norm"]
             return and_(*(norm.like(f"%|{_like(w)}%", escape="\\") for w in words))
-        return func.lower(column).like(_like(value.lower()), escape="\\")
+        return _person_name(table, column_name, value)
     values = [v for v in value.replace("\\", ",").split(",")] if "," in value else [value]
     options = [column.like(_like(v), escape="\\") if ("*" in v or "?" in v) else column == v
                for v in values]
     return or_(*options)
+
+
+PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
+
+
+def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool] | None:
+    """PN matching per component group (case-insensitive), where the index keeps the groups
+    apart (``patient_name_alphabetic`` …): ``张*`` matches ``Zhang^Wei=张^伟`` by its
+    ideographic group, ``Zhang^Wei`` by its alphabetic one. A value with ``=`` matches group by
+    group (an empty group matches anything); one without matches any group. Elsewhere the
+    whole value is matched."""
+    if value.strip("*") == "":
+        return None  # "*" alone is universal matching (PS3.4 C.2.2.2.4)
+    columns = [table.c.get(f"{column_name}_{group}") for group in PN_GROUPS]
+    if any(column is None for column in columns):
+        return func.lower(table.c[column_name]).like(_like(value.lower()), escape="\\")
+
+    def matches(column: Any, pattern: str) -> ColumnElement[bool]:
+        return func.lower(column).like(_like(pattern.lower()), escape="\\")
+
+    if "=" not in value:
+        return or_(*(matches(column, value) for column in columns))
+    wanted = [(column, part) for column, part in zip(columns, value.split("=")[:3], strict=False)
+              if part.strip("*")]
+    return and_(*(matches(column, part) for column, part in wanted)) if wanted else None
 
 
 def run(conn: Any, query: Query, *, study_uid: str | None = None,
