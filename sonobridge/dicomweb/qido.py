@@ -210,8 +210,10 @@ def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool
 
 
 def run(conn: Any, query: Query, *, study_uid: str | None = None,
-        series_uid: str | None = None, allowed: set[str] | None = None) -> list[Any]:
-    """Rows for the query at its level (with the study row joined for series and instances)."""
+        series_uid: str | None = None, allowed: set[str] | None = None,
+        after: int | None = None) -> list[Any]:
+    """Rows for the query at its level (with the study row joined for series and instances),
+    in the order of their ``id``; ``after``: only rows past that id (paging by key)."""
     if query.level == "study":
         stmt = select(ST).select_from(ST)
         order = ST.c.id
@@ -220,7 +222,7 @@ def run(conn: Any, query: Query, *, study_uid: str | None = None,
             S.join(ST, ST.c.study_uid == S.c.study_uid))
         order = S.c.id
     else:
-        stmt = select(I.c.sop_uid, I.c.series_uid, I.c.study_uid, I.c.metadata,
+        stmt = select(I.c.id, I.c.sop_uid, I.c.series_uid, I.c.study_uid, I.c.metadata,
                       S.c.attrs.label("series_attrs"), ST.c.attrs.label("study_attrs"),
                       S.c.num_instances).select_from(
             I.join(S, S.c.series_uid == I.c.series_uid).join(ST, ST.c.study_uid == I.c.study_uid))
@@ -239,6 +241,8 @@ def run(conn: Any, query: Query, *, study_uid: str | None = None,
         stmt = stmt.where(S.c.series_uid == series_uid)
     if allowed is not None:  # the studies the caller's token may see
         stmt = stmt.where(ST.c.study_uid.in_(sorted(allowed)))
+    if after is not None:
+        stmt = stmt.where(order > after)
     stmt = stmt.order_by(order).limit(query.limit).offset(query.offset)
     return conn.execute(stmt).all()
 

@@ -354,3 +354,94 @@ def test_uncompressed_copy_decodes_one_frame_at_a_time(tmp_path):
         assert copy.stat().st_size > frame * frames
     assert peaks[1] < 16 * frame, peaks
     assert peaks[1] < peaks[0] * 1.2, peaks
+
+
+# ------------------------------------------------------------------------------ C-FIND
+
+
+def _find_statuses(world: World, keys: dict[str, object], model: str = "study"
+                   ) -> tuple[list[int], list[Dataset], int]:
+    """(pending statuses, their identifiers, final status) of a pynetdicom C-FIND."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+    )
+
+    sop_class = StudyRootQueryRetrieveInformationModelFind if model == "study" else \
+        PatientRootQueryRetrieveInformationModelFind
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", world.port, ae_title="SONOBRIDGE")
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.SpecificCharacterSet = "ISO_IR 192"
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    try:
+        answers = list(assoc.send_c_find(identifier, sop_class))
+    finally:
+        assoc.release()
+    pending = [(int(status.Status), found) for status, found in answers[:-1]]
+    return [s for s, _ in pending], [f for _, f in pending], int(answers[-1][0].Status)
+
+
+def test_find_pending_status_says_when_a_key_was_not_matched_on(world):
+    base = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": STUDY_JPEG}
+    statuses, found, final = _find_statuses(world, {**base, "PatientComments": "",
+                                                    "StudyDescription": ""})
+    assert statuses == [0xFF00] and final == 0x0000
+    assert "PatientComments" in found[0]
+    # a value on a key this server cannot match on: still answered, with FF01
+    statuses, _, final = _find_statuses(world, {**base, "PatientComments": "anything"})
+    assert statuses == [0xFF01] and final == 0x0000
+    # "*" alone is universal matching: nothing was left unmatched
+    statuses, _, _ = _find_statuses(world, {**base, "PatientComments": "*"})
+    assert statuses == [0xFF00]
+    code = Dataset()
+    code.CodeValue = "US-ABD"
+    statuses, _, _ = _find_statuses(world, {**base, "ProcedureCodeSequence": [code]})
+    assert statuses == [0xFF01]
+    empty = Dataset()
+    empty.CodeValue = ""
+    statuses, _, _ = _find_statuses(world, {**base, "ProcedureCodeSequence": [empty]})
+    assert statuses == [0xFF00]
+
+
+def test_patient_level_belongs_to_patient_root_only(world):
+    keys = {"QueryRetrieveLevel": "PATIENT", "PatientID": "PID-ZW", "PatientName": ""}
+    statuses, _, final = _find_statuses(world, keys, model="study")
+    assert statuses == [] and final == 0xA900
+    statuses, found, final = _find_statuses(world, keys, model="patient")
+    assert statuses == [0xFF00] and final == 0x0000
+    assert str(found[0].PatientName) == "Zhang^Wei=张^伟"
+
+
+@pytest.mark.parametrize("level, keys, model", [
+    ("STUDY", ["StudyInstanceUID", "PatientID"], "-S"),
+    ("SERIES", ["StudyInstanceUID", "SeriesInstanceUID", "PatientID"], "-S"),
+    ("IMAGE", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID"], "-S"),
+    ("PATIENT", ["PatientID"], "-P"),
+])
+def test_find_matches_the_ideographic_name_group_with_findscu(world, tmp_path, level, keys,
+                                                                model):
+    args = [model, "-X", "-od", str(tmp_path), "-k", f"QueryRetrieveLevel={level}",
+            "-k", "SpecificCharacterSet=ISO_IR 192", "-k", "PatientName=张*"]
+    for key in keys:
+        args += ["-k", key]
+    result = world.dcm("findscu", *args)
+    assert result.returncode == 0, result.stderr + result.stdout
+    found = [dcmread(p) for p in sorted(tmp_path.glob("rsp*.dcm"))]
+    assert len(found) == 1, [str(f.PatientName) for f in found]
+    assert str(found[0].PatientName) == "Zhang^Wei=张^伟"
+    assert found[0].PatientID == "PID-ZW"
+
+
+@pytest.mark.parametrize("name, hits", [
+    ("张*", 1), ("张^伟", 1), ("*伟", 1), ("Zhang^Wei", 1), ("zhang*", 1),
+    ("Zhang^Wei=张^伟", 1), ("=张^伟", 1), ("Zhang^Wei=李*", 0), ("李*", 0), ("伟*", 0),
+])
+def test_person_name_matching_per_component_group(world, name, hits):
+    statuses, _, final = _find_statuses(world, {"QueryRetrieveLevel": "STUDY",
+                                                "PatientName": name, "StudyInstanceUID": ""})
+    assert final == 0x0000 and len(statuses) == hits, name

@@ -245,23 +245,27 @@ class DimseServer:
         identifier = event.identifier
         model = event.request.AffectedSOPClassUID
         self._audit_query(event, identifier)
+        pending = 0xFF00
         if model == ModalityWorklistInformationFind:
             source = worklist.worklist(self.core, identifier)
         else:
             try:
-                source = finder.find(self.core, identifier, self.aet, implicit_vr=bool(
+                search = finder.find(self.core, identifier, self.aet, model, implicit_vr=bool(
                     event.context.transfer_syntax.is_implicit_VR))
             except finder.FindError as exc:
                 log.info("C-FIND refused: %s", exc)
                 OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
                 yield exc.status, None
                 return
+            source, pending = search.results, search.status
+            if search.unsupported:
+                log.info("C-FIND: not matched on: %s", "; ".join(search.unsupported))
         try:
             for ds in source:
                 if event.is_cancelled:
                     yield 0xFE00, None
                     return
-                yield 0xFF00, ds
+                yield pending, ds
         except finder.FindError as exc:
             yield exc.status, None
             return
