@@ -1,7 +1,8 @@
 """The DICOMweb edge of the PACS proxy: ``/dicomweb/peers/{AET}/…`` (see hie/dimse/proxy.py).
 
 Searches go to the peer; any other path first brings the study (series, instance) here by
-C-GET, then is answered by the local DICOMweb routes, with their access checks.
+C-GET (or C-MOVE, for a peer configured with ``retrieve=move``), then is answered by the local
+DICOMweb routes, with their access checks.
 """
 
 from __future__ import annotations

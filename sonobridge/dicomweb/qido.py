@@ -177,16 +177,43 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
                      .replace("*", " ").split() if normalize(w)]
             norm = table.c["patient_name_norm"]
             return and_(*(norm.like(f"%|{_like(w)}%", escape="\\") for w in words))
-        return func.lower(column).like(_like(value.lower()), escape="\\")
+        return _person_name(table, column_name, value)
     values = [v for v in value.replace("\\", ",").split(",")] if "," in value else [value]
     options = [column.like(_like(v), escape="\\") if ("*" in v or "?" in v) else column == v
                for v in values]
     return or_(*options)
 
 
+PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
+
+
+def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool] | None:
+    """PN matching per component group (case-insensitive), where the index keeps the groups
+    apart (``patient_name_alphabetic`` …): ``张*`` matches ``Zhang^Wei=张^伟`` by its
+    ideographic group, ``Zhang^Wei`` by its alphabetic one. A value with ``=`` matches group by
+    group (an empty group matches anything); one without matches any group. Elsewhere the
+    whole value is matched."""
+    if value.strip("*") == "":
+        return None  # "*" alone is universal matching (PS3.4 C.2.2.2.4)
+    columns = [table.c.get(f"{column_name}_{group}") for group in PN_GROUPS]
+    if any(column is None for column in columns):
+        return func.lower(table.c[column_name]).like(_like(value.lower()), escape="\\")
+
+    def matches(column: Any, pattern: str) -> ColumnElement[bool]:
+        return func.lower(column).like(_like(pattern.lower()), escape="\\")
+
+    if "=" not in value:
+        return or_(*(matches(column, value) for column in columns))
+    wanted = [(column, part) for column, part in zip(columns, value.split("=")[:3], strict=False)
+              if part.strip("*")]
+    return and_(*(matches(column, part) for column, part in wanted)) if wanted else None
+
+
 def run(conn: Any, query: Query, *, study_uid: str | None = None,
-        series_uid: str | None = None, allowed: set[str] | None = None) -> list[Any]:
-    """Rows for the query at its level (with the study row joined for series and instances)."""
+        series_uid: str | None = None, allowed: set[str] | None = None,
+        after: int | None = None) -> list[Any]:
+    """Rows for the query at its level (with the study row joined for series and instances),
+    in the order of their ``id``; ``after``: only rows past that id (paging by key)."""
     if query.level == "study":
         stmt = select(ST).select_from(ST)
         order = ST.c.id
@@ -195,7 +222,7 @@ def run(conn: Any, query: Query, *, study_uid: str | None = None,
             S.join(ST, ST.c.study_uid == S.c.study_uid))
         order = S.c.id
     else:
-        stmt = select(I.c.sop_uid, I.c.series_uid, I.c.study_uid, I.c.metadata,
+        stmt = select(I.c.id, I.c.sop_uid, I.c.series_uid, I.c.study_uid, I.c.metadata,
                       S.c.attrs.label("series_attrs"), ST.c.attrs.label("study_attrs"),
                       S.c.num_instances).select_from(
             I.join(S, S.c.series_uid == I.c.series_uid).join(ST, ST.c.study_uid == I.c.study_uid))
@@ -214,6 +241,8 @@ def run(conn: Any, query: Query, *, study_uid: str | None = None,
         stmt = stmt.where(S.c.series_uid == series_uid)
     if allowed is not None:  # the studies the caller's token may see
         stmt = stmt.where(ST.c.study_uid.in_(sorted(allowed)))
+    if after is not None:
+        stmt = stmt.where(order > after)
     stmt = stmt.order_by(order).limit(query.limit).offset(query.offset)
     return conn.execute(stmt).all()
 

@@ -162,6 +162,10 @@ dicom_studies = Table(
     Column("patient_id", String(64), nullable=True),
     Column("patient_name", String(324), nullable=True),
     Column("patient_name_norm", _text(324), nullable=True),
+    # The component groups of patient_name, each matched on its own (PS3.5 6.2.1)
+    Column("patient_name_alphabetic", String(324), nullable=True),
+    Column("patient_name_ideographic", String(324), nullable=True),
+    Column("patient_name_phonetic", String(324), nullable=True),
     Column("patient_birth_date", String(8), nullable=True),
     Column("patient_sex", String(16), nullable=True),
     Column("study_date", String(8), nullable=True),

@@ -2,12 +2,15 @@
 rules (wildcards, ranges, lists, person names incl. Chinese) whichever protocol asks.
 
 The identifier's keys become QIDO parameters; each result carries exactly the keys asked for
-(empty when this server has no value for one), as PS3.4 C.4.1 requires.
+(empty when this server has no value for one), as PS3.4 C.4.1 requires. Every match is
+answered: the index is read a page at a time in a stable order, with no cap. Pending responses
+say 0xFF01 when a key with a value could not be matched on (C.4.1.1.4).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.charset import convert_encodings
@@ -23,6 +26,9 @@ from sonobridge.dicomweb.errors import DicomwebError
 LEVELS = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 PATIENT_KEYS = {"00100010", "00100020", "00100030", "00100040", "00101000", "00100021"}
 SKIP = {"00080005", "00080052", "00080054", "00080056", "00081190"}
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+PENDING, PENDING_UNSUPPORTED_KEYS = 0xFF00, 0xFF01
+PAGE = 500  # index rows read per query; a response at a time goes out
 
 
 class FindError(ValueError):
@@ -33,16 +39,20 @@ class FindError(ValueError):
         self.status = status
 
 
-def params_of(identifier: Dataset) -> tuple[list[tuple[str, str]], list[str]]:
-    """(QIDO parameters, requested tags). Sequence keys are returned empty, not matched."""
+def params_of(identifier: Dataset) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """(QIDO parameters, requested tags, sequence keys with values, which are not matched on).
+    A value of ``*`` alone is universal matching, like an empty one."""
     params: list[tuple[str, str]] = []
     wanted: list[str] = []
+    unmatched: list[str] = []
     for element in identifier:
         tag = f"{element.tag:08X}"
         if tag in SKIP or element.tag.group == 0x0000:
             continue
         wanted.append(tag)
         if element.VR == "SQ":
+            if any(_has_value(item) for item in element.value or []):
+                unmatched.append(tag)
             continue
         raw = element.value
         if raw is None or raw == "":
@@ -51,37 +61,77 @@ def params_of(identifier: Dataset) -> tuple[list[tuple[str, str]], list[str]]:
             text = "\\".join(str(v) for v in raw)
         else:
             text = str(raw)
+        if text.strip("*") == "":
+            continue
         params.append((tag, text))
-    return params, wanted
+    return params, wanted, unmatched
 
 
-def find(core: Any, identifier: Dataset, aet: str, limit: int = qido.MAX_LIMIT,
-         implicit_vr: bool = False) -> Iterator[Dataset]:
-    """The responses' identifiers, ready to be written in the association's transfer syntax
-    (``implicit_vr``: Implicit VR Little Endian, else Explicit VR Little Endian)."""
+def _has_value(item: Dataset) -> bool:
+    for element in item:
+        if element.VR == "SQ":
+            if any(_has_value(sub) for sub in element.value or []):
+                return True
+        elif element.value not in (None, "", b"") and str(element.value).strip("*"):
+            return True
+    return False
+
+
+@dataclass
+class Search:
+    """What a C-FIND answers: the pending status for every match, and the matches."""
+
+    status: int
+    results: Iterator[Dataset]
+    unsupported: list[str] = field(default_factory=list)
+
+
+def find(core: Any, identifier: Dataset, aet: str, model: str = STUDY_ROOT_FIND,
+         implicit_vr: bool = False, page: int = PAGE) -> Search:
+    """Checks the identifier (raising :class:`FindError`), then the responses' identifiers as
+    they are read, ready to be written in the association's transfer syntax (``implicit_vr``:
+    Implicit VR Little Endian, else Explicit VR Little Endian)."""
     level = str(identifier.get("QueryRetrieveLevel", "")).upper()
     if level not in ("PATIENT", *LEVELS):
         raise FindError(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE")
-    params, wanted = params_of(identifier)
+    if level == "PATIENT" and model == STUDY_ROOT_FIND:
+        raise FindError("QueryRetrieveLevel PATIENT is not a level of the Study Root model")
+    params, wanted, unmatched = params_of(identifier)
     qido_level = LEVELS.get(level, "study")
     try:
-        query = qido.parse_query(qido_level, [*params, ("limit", str(limit))])
+        query = qido.parse_query(qido_level, params)
     except DicomwebError as exc:
         raise FindError(exc.message) from None
     query.include |= set(wanted)
-    with core.store.reader.connect() as conn:
-        rows = qido.run(conn, query)
+    query.limit = page
+    unsupported = [*query.warnings, *(f"{tag}: sequence matching is not supported"
+                                      for tag in unmatched)]
+    status = PENDING_UNSUPPORTED_KEYS if unsupported else PENDING
+    return Search(status, _answers(core, query, wanted, level, aet, implicit_vr), unsupported)
+
+
+def _answers(core: Any, query: qido.Query, wanted: list[str], level: str, aet: str,
+             implicit_vr: bool) -> Iterator[Dataset]:
+    """Every match, a page of index rows at a time (by id: stable while rows are added), a
+    connection per page so that no read stays open while a slow peer takes its responses."""
     build = {"study": qido.study_result, "series": qido.series_result,
-             "instance": qido.instance_result}[qido_level]
+             "instance": qido.instance_result}[query.level]
     seen_patients: set[str] = set()
-    for row in rows:
-        data = build(row, query)
-        if level == "PATIENT":
-            patient_id = _first(data.get("00100020"))
-            if patient_id in seen_patients:
-                continue
-            seen_patients.add(patient_id)
-        yield to_dataset(data, wanted, level, aet, implicit_vr)
+    after: int | None = None
+    while True:
+        with core.store.reader.connect() as conn:
+            rows = qido.run(conn, query, after=after)
+        for row in rows:
+            data = build(row, query)
+            if level == "PATIENT":
+                patient_id = _first(data.get("00100020"))
+                if patient_id in seen_patients:
+                    continue
+                seen_patients.add(patient_id)
+            yield to_dataset(data, wanted, level, aet, implicit_vr)
+        if len(rows) < query.limit:
+            return
+        after = rows[-1].id
 
 
 def _first(item: dict[str, Any] | None) -> str:

@@ -1,11 +1,23 @@
-"""The known remote AEs: ``AET@host:port`` from SONOBRIDGE_DICOM_PEERS and the peers file."""
+"""The known remote AEs: ``AET@host:port[:option=value…]`` from SONOBRIDGE_DICOM_PEERS and the
+peers file.
+
+Options (after the port, each ``:key=value``): ``retrieve=get`` (default) or ``retrieve=move``,
+how the DICOMweb proxy fetches from that peer: C-GET on its own association, or C-MOVE to this
+server's AE title, the objects arriving through the C-STORE listener (for the many PACS that
+do not support C-GET; the PACS must know this AE title's address).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sonobridge.config import ConfigError, Settings
+
+RETRIEVE = ("get", "move")
+# ":key=value" after the port; an IPv6 address has no "=", so the split cannot cut into it
+_OPTION = re.compile(r":(?=[a-z_]+=)")
 
 
 @dataclass(frozen=True)
@@ -13,15 +25,24 @@ class Peer:
     aet: str
     host: str
     port: int
+    retrieve: str = "get"  # how the proxy fetches from it: C-GET, or C-MOVE to us
 
 
 def parse_peer(text: str) -> Peer:
-    aet, at, address = text.strip().partition("@")
+    aet, at, rest = text.strip().partition("@")
+    address, *options = _OPTION.split(rest)
     host, colon, port = address.rpartition(":")
     if not at or not colon or not aet or not host or not port.isdigit() or len(aet) > 16:
         raise ConfigError(f"a DICOM peer is AET@host:port (AET up to 16 characters), not "
                           f"{text.strip()!r}")
-    return Peer(aet, host.strip("[]"), int(port))
+    settings: dict[str, str] = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key != "retrieve" or value not in RETRIEVE:
+            raise ConfigError(f"DICOM peer {aet}: unknown option {option!r} (known: "
+                              f"retrieve={'|'.join(RETRIEVE)})")
+        settings[key] = value
+    return Peer(aet, host.strip("[]"), int(port), **settings)
 
 
 def load_peers(settings: Settings) -> dict[str, Peer]:

@@ -1,8 +1,9 @@
 """A legacy PACS behind DICOMweb: ``/dicomweb/peers/{AET}/…`` answers QIDO-RS with C-FIND
-against that peer, and WADO-RS by first fetching the study (or series, or instance) with
-C-GET into this server through the one ingest path, then serving it as any local study
-(frames, metadata, renderings, and the same access rules). A DICOMweb viewer can so read a
-PACS that only speaks DIMSE.
+against that peer, and WADO-RS by first fetching the study (or series, or instance) into this
+server through the one ingest path, then serving it as any local study (frames, metadata,
+renderings, and the same access rules). A DICOMweb viewer can so read a PACS that only speaks
+DIMSE. The fetch is a C-GET, or for a peer configured with ``retrieve=move`` a C-MOVE to our
+own AE title: the PACS then sends to our C-STORE listener, as it would to any archive.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Proxy:
         return found
 
     def fetch(self, aet: str, study: str, series: str | None, sop: str | None) -> int:
-        """C-GET what is not here yet; returns how many instances arrived."""
+        """C-GET (or C-MOVE) what is not here yet; returns how many instances arrived."""
         with self.core.store.reader.connect() as conn:
             query = select(I.c.sop_uid).where(I.c.study_uid == study)
             if series:
@@ -100,6 +101,9 @@ class Proxy:
             identifier.SeriesInstanceUID = series
         if sop:
             identifier.SOPInstanceUID = sop
+        peer = self.peer(aet)
+        if peer.retrieve == "move":
+            return self._move(peer, identifier, study)
         deferred: set[str] = set()
         arrived = [0]
 
@@ -118,7 +122,7 @@ class Proxy:
             return outcome.failure or 0xA700
 
         try:
-            status, _, failed = scu.get(self.aet, self.peer(aet), identifier, receive)
+            status, _, failed = scu.get(self.aet, peer, identifier, receive)
         except scu.ScuError as exc:
             raise DicomwebError(502, str(exc)) from None
         finally:
@@ -130,3 +134,23 @@ class Proxy:
                                 f" ({failed} failed)")
         log.info("fetched %d instances of %s from %s", arrived[0], study, aet)
         return arrived[0]
+
+    def _move(self, peer: Peer, identifier: Dataset, study: str) -> int:
+        """C-MOVE to our own AE title: the objects come in through the DIMSE listener's
+        C-STORE (the one ingest path) before the PACS sends its final response."""
+        try:
+            status, completed, failed = scu.move(self.aet, peer, self.aet, identifier)
+        except scu.ScuError as exc:
+            raise DicomwebError(502, str(exc)) from None
+        if completed:
+            # The listener rebuilds the ImagingStudy when the PACS's association ends, which
+            # may be just after its final response: rebuilt here too (no new version if equal).
+            self.ingest.sync_studies({study})
+        if status not in (0x0000, 0xB000) and not completed:
+            reason = {0xA801: f"{peer.aet} does not know {self.aet} as a move destination",
+                      0xA702: "nothing could be sent"}.get(status & 0xFFFF, f"{failed} failed")
+            raise DicomwebError(404 if status == 0xA702 else 502,
+                                f"{peer.aet} answered the C-MOVE with status "
+                                f"0x{status & 0xFFFF:04X} ({reason})")
+        log.info("moved %d instances of %s from %s", completed, study, peer.aet)
+        return completed

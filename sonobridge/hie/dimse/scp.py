@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import Counter
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -136,6 +135,7 @@ class DimseServer:
                                            evt_handlers=handlers)
         self.server.get_request = sockets.tuned_accept(self.server.get_request)
         self.server.contexts = _SupportedContexts(self.server.contexts)  # type: ignore[method-assign]
+        self.server.bind(evt.EVT_REQUESTED, retrieve.prefer_requested_syntaxes)
         self.port = self.server.server_address[1]
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 
@@ -245,23 +245,27 @@ class DimseServer:
         identifier = event.identifier
         model = event.request.AffectedSOPClassUID
         self._audit_query(event, identifier)
+        pending = 0xFF00
         if model == ModalityWorklistInformationFind:
             source = worklist.worklist(self.core, identifier)
         else:
             try:
-                source = finder.find(self.core, identifier, self.aet, implicit_vr=bool(
+                search = finder.find(self.core, identifier, self.aet, model, implicit_vr=bool(
                     event.context.transfer_syntax.is_implicit_VR))
             except finder.FindError as exc:
                 log.info("C-FIND refused: %s", exc)
                 OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
                 yield exc.status, None
                 return
+            source, pending = search.results, search.status
+            if search.unsupported:
+                log.info("C-FIND: not matched on: %s", "; ".join(search.unsupported))
         try:
             for ds in source:
                 if event.is_cancelled:
                     yield 0xFE00, None
                     return
-                yield 0xFF00, ds
+                yield pending, ds
         except finder.FindError as exc:
             yield exc.status, None
             return
@@ -285,14 +289,19 @@ class DimseServer:
             yield None, None
             return
         instances = retrieve.matching(self.core, event.identifier)
+        scratch = str(self.ingest.receiver.incoming)
+        # The association to the destination is made by pynetdicom after the next yield; it
+        # learns to send stored files as it is accepted, before any C-STORE on it.
         yield destination.host, destination.port, {
-            "contexts": retrieve.contexts_for(instances) or None,
-            "evt_handlers": sockets.REQUESTOR_HANDLERS}
+            "contexts": retrieve.move_contexts(instances) or None,
+            "evt_handlers": [*sockets.REQUESTOR_HANDLERS, (evt.EVT_ACCEPTED, lambda accepted:
+                             retrieve.send_stored_files(accepted.assoc, scratch))]}
         yield len(instances)
         yield from self._send(event, instances, "C-MOVE")
 
     def _get(self, event: Any) -> Iterator[Any]:
         instances = retrieve.matching(self.core, event.identifier)
+        retrieve.send_stored_files(event.assoc, str(self.ingest.receiver.incoming))
         yield len(instances)
         yield from self._send(event, instances, "C-GET")
 
@@ -310,8 +319,6 @@ class DimseServer:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            # pynetdicom's C-MOVE/C-GET take datasets, not paths: read the stored file (its
-            # transfer syntax and encapsulated pixel data unchanged), large values deferred
-            # until they are written to the peer.
-            yield 0xFF00, dcmread(item.path, defer_size="1 MB")
+            # The stored file, sent from disk by the association (retrieve.send_stored_files).
+            yield 0xFF00, retrieve.StoredObject(item)
         OPERATIONS.labels(operation, "0000").inc()

@@ -49,6 +49,17 @@ def name_tokens(name: str | None) -> str | None:
     return "|" + "|".join(parts) + "|" if parts else None
 
 
+PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
+
+
+def name_groups(column: str, name: str | None) -> dict[str, str | None]:
+    """``Zhang^Wei=张^伟`` -> the ``{column}_alphabetic``, ``_ideographic`` and ``_phonetic``
+    values: each component group is matched on its own."""
+    parts = [*(name or "").split("="), "", ""][:3]
+    return {f"{column}_{group}": _clip(part, 324) for group, part in zip(PN_GROUPS, parts,
+                                                                         strict=True)}
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -124,6 +135,7 @@ def refresh_study(conn: Connection, study_uid: str, attrs: dict[str, Any] | None
         **counts,
         "patient_id": _clip(first(attrs, "PatientID"), 64),
         "patient_name": _clip(name, 324), "patient_name_norm": _clip(name_tokens(name), 324),
+        **name_groups("patient_name", name),
         "patient_birth_date": _clip(first(attrs, "PatientBirthDate"), 8),
         "patient_sex": _clip(first(attrs, "PatientSex"), 16),
         "study_date": _clip(first(attrs, "StudyDate"), 8),
