@@ -145,6 +145,9 @@ def send_stored_files(assoc: Any, scratch: str | None = None) -> None:
     pynetdicom sends a file path chunk by chunk (``STORE_SEND_CHUNKED_DATASET``) but only
     through ``send_c_store``, and its C-GET/C-MOVE service calls that with the yielded
     dataset: wrapping this association's method is the one place both meet."""
+    if getattr(assoc, "_sends_stored_files", False):  # a second C-GET on the association
+        return
+    assoc._sends_stored_files = True
     original = assoc.send_c_store
     _bound_send_queue(assoc.dul)
 
