@@ -246,7 +246,8 @@ class DimseServer:
         model = event.request.AffectedSOPClassUID
         self._audit_query(event, identifier)
         if model == ModalityWorklistInformationFind:
-            source = worklist.worklist(self.core, identifier)
+            yield from self._worklist(event, identifier)
+            return
         else:
             try:
                 source = finder.find(self.core, identifier, self.aet, implicit_vr=bool(
@@ -263,6 +264,24 @@ class DimseServer:
                     return
                 yield 0xFF00, ds
         except finder.FindError as exc:
+            yield exc.status, None
+            return
+        OPERATIONS.labels("C-FIND", "0000").inc()
+
+    def _worklist(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        """Modality Worklist: pending FF01 instead of FF00 when a key was not matched on."""
+        try:
+            query = worklist.parse(identifier)
+            if query.unsupported:
+                log.info("worklist query: keys not matched on: %s", ", ".join(query.unsupported))
+            for ds in worklist.worklist(self.core, query):
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield query.status, ds
+        except finder.FindError as exc:
+            log.info("worklist C-FIND refused: %s", exc)
+            OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
             yield exc.status, None
             return
         OPERATIONS.labels("C-FIND", "0000").inc()
