@@ -87,6 +87,7 @@ class DimseServer:
         self.host = settings.dicom_host
         self.port = settings.dicom_port
         self.server: ThreadedAssociationServer | None = None
+        self.commitments = commitment.CommitmentSender(core, self.aet, self.peers)
         self._deferred: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         # Stream C-STORE data to disk and send stored files without decoding them: a 2 GB
@@ -137,12 +138,14 @@ class DimseServer:
         self.server.get_request = sockets.tuned_accept(self.server.get_request)
         self.server.contexts = _SupportedContexts(self.server.contexts)  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
+        self.commitments.start()
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        self.commitments.stop()
 
     # ------------------------------------------------------------------ handlers
 
@@ -230,14 +233,20 @@ class DimseServer:
         return 0x0000, modifications
 
     def _n_action(self, event: Any) -> tuple[int, Dataset | None]:
-        """Storage Commitment request: accepted now, answered by an N-EVENT-REPORT."""
+        """Storage Commitment request: stored, then answered by an N-EVENT-REPORT."""
         if event.request.RequestedSOPClassUID != commitment.STORAGE_COMMITMENT or \
                 event.action_type != 1:
             return 0x0123, None  # no such action type
         request = event.action_information
         if "TransactionUID" not in request:
             return 0x0120, None  # missing attribute
-        commitment.answer_later(self.core, event.assoc, request, self.peers, self.aet)
+        try:
+            pending = commitment.accept(self.core, event.assoc.requestor.ae_title, request)
+            self.commitments.after_response(event.assoc, pending, event.request.MessageID)
+        except Exception:
+            log.exception("storage commitment request could not be stored")
+            OPERATIONS.labels("N-ACTION", "0110").inc()
+            return 0x0110, None  # processing failure: the modality keeps its copies
         OPERATIONS.labels("N-ACTION", "0000").inc()
         return 0x0000, None
 
