@@ -40,6 +40,11 @@ log = logging.getLogger("sonobridge.dimse")
 
 OPERATIONS = Counter("sonobridge_dimse_operations_total", "DIMSE operations answered",
                      ["operation", "status"])
+# By outcome only: calling AE titles are for the audit trail (too many label values here).
+ASSOCIATIONS = Counter("sonobridge_dimse_associations_total",
+                       "DIMSE associations: accepted, rejected, aborted", ["outcome"])
+for _outcome in ("accepted", "rejected", "aborted"):
+    ASSOCIATIONS.labels(_outcome)  # at 0 from the start, so that rates work at once
 
 # The transfer syntaxes objects are stored in as received (no transcoding on the way in).
 # Explicit VR Big Endian (retired) is left out, so that senders keep little-endian data as is.
@@ -173,12 +178,13 @@ class DimseServer:
         return status
 
     def _association(self, event: Any) -> None:
-        """Every association, accepted or refused, in the audit trail."""
+        """Every association, accepted or refused, counted and in the audit trail."""
+        accepted = event.event.name == "EVT_ACCEPTED"
+        ASSOCIATIONS.labels("accepted" if accepted else "rejected").inc()
         if self.core.audit is None:
             return
         from sonobridge.auth.audit import Record
 
-        accepted = event.event.name == "EVT_ACCEPTED"
         calling = event.assoc.requestor.ae_title
         self.core.audit.later(Record(
             "dicom-association", "E", "accepted" if accepted else "rejected",
@@ -188,6 +194,8 @@ class DimseServer:
 
     def _closed(self, event: Any) -> None:
         """At the end of an association: rebuild each touched ImagingStudy once, audit."""
+        if event.event.name == "EVT_ABORTED":
+            ASSOCIATIONS.labels("aborted").inc()
         with self._lock:
             studies = self._deferred.pop(id(event.assoc), set())
         if not studies:
