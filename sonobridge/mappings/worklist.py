@@ -28,13 +28,14 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from sonobridge.mappings.hl7v2 import ID_SYSTEM as HL7_ID_SYSTEM  # + assigning authority
+
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 DICOM_IDENTIFIER_TYPE = "http://hl7.org/fhir/uv/radiation-dose-summary/CodeSystem/" \
     "dicom-identifier-type"
 AE_TITLE_TYPE = "application-entity"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DEFAULT_MODALITY = "US"
-HL7_ID_SYSTEM = "urn:sonobridge:hl7:id:"  # + assigning authority (mappings/hl7v2.py)
 REQUESTED_PROCEDURE_SYSTEM = "urn:sonobridge:requested-procedure"
 SCHEDULED_STEP_SYSTEM = "urn:sonobridge:scheduled-procedure-step"
 # Coding Scheme Designators (PS3.16 8) of the code systems orders use; others are local ones,

@@ -126,6 +126,17 @@ def test_item_falls_back_to_the_stations_of_the_modality():
     assert not none.ScheduledProcedureStepSequence[0].ScheduledStationAETitle
 
 
+def test_default_stations_setting():
+    from sonobridge.config import ConfigError, Settings
+
+    stations = Settings(dicom_worklist_stations="US=CART1, US=CART2,CT=CT1").worklist_stations
+    assert stations == {"US": ("CART1", "CART2"), "CT": ("CT1",)}
+    with pytest.raises(ConfigError, match="SONOBRIDGE_DICOM_WORKLIST_STATIONS"):
+        Settings(dicom_worklist_stations="US")
+    with pytest.raises(ConfigError):
+        Settings(dicom_worklist_stations="US=" + "A" * 17)
+
+
 def test_dates_without_a_time_or_a_day():
     assert local_date_time("2025-01-02", "+08:00") == ("20250102", "")
     assert local_date_time("2025-01", "+08:00") == ("", "")
