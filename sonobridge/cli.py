@@ -347,11 +347,13 @@ def dimse(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the DICOM DIMSE listener alone (``serve`` also runs it): C-ECHO, C-STORE, C-FIND,
-    C-MOVE, C-GET and Modality Worklist."""
+    C-MOVE, C-GET, Modality Worklist, MPPS and Storage Commitment (its reports' queue), and
+    the forwarding queue when SONOBRIDGE_DICOM_FORWARD is set."""
     import time
 
     from sonobridge import logs
     from sonobridge.core import open_core
+    from sonobridge.hie.dimse.forward import ForwardSender
     from sonobridge.hie.dimse.scp import DimseServer
 
     settings = _settings(data_dir=data_dir, database_url=database_url, dicom_host=host,
@@ -360,8 +362,13 @@ def dimse(
     core = open_core(settings)
     server = DimseServer(core)
     server.start()
+    # What arrives here is queued for forwarding here: send it from here too.
+    forwards = ForwardSender(core) if settings.dicom_forward else None
+    if forwards is not None:
+        forwards.start()
     console.print(f"DICOM listener {settings.dicom_aet} on {settings.dicom_host}:{server.port}"
-                  f", known peers: {', '.join(sorted(server.peers)) or 'none'}")
+                  f", known peers: {', '.join(sorted(server.peers)) or 'none'}"
+                  f", forwarding: {'on' if forwards is not None else 'off'}")
     try:
         while True:
             time.sleep(3600)
@@ -369,6 +376,8 @@ def dimse(
         pass
     finally:
         server.stop()
+        if forwards is not None:
+            forwards.stop()
         core.close()
 
 

@@ -58,6 +58,7 @@ ENV_NAMES: dict[str, str] = {
     "dicom_peers_file": "SONOBRIDGE_DICOM_PEERS_FILE",
     "dicom_known_callers_only": "SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY",
     "dicom_forward": "SONOBRIDGE_DICOM_FORWARD",
+    "dicom_worklist_stations": "SONOBRIDGE_DICOM_WORKLIST_STATIONS",
 }
 
 
@@ -120,6 +121,8 @@ class Settings:
     dicom_peers_file: str = ""  # more peers, one AET@host:port per line
     dicom_known_callers_only: bool = False  # refuse associations from unknown calling AEs
     dicom_forward: str = ""  # routing rules: DEST[:modality=US,source=CART*];DEST2
+    # Scheduled Station AE Titles of orders that name no modality Device: US=CART1,US=CART2
+    dicom_worklist_stations: str = ""
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     extra: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +153,7 @@ class Settings:
             raise ConfigError("token lifetime must be between 60 and 86400 seconds")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must be absolute http(s), got {self.base_url!r}")
+        _ = self.worklist_stations  # refused at start, not at the first worklist query
 
     @property
     def resolved_database_url(self) -> str:
@@ -170,6 +174,18 @@ class Settings:
         cpus = os.cpu_count() or 2
         postgres = (self.database_url or "").startswith(("postgres", "postgresql"))
         return max(2, cpus * 4 if postgres else cpus)
+
+    @property
+    def worklist_stations(self) -> dict[str, tuple[str, ...]]:
+        """``dicom_worklist_stations`` as modality -> AE titles (a modality may repeat)."""
+        stations: dict[str, tuple[str, ...]] = {}
+        for entry in (e.strip() for e in self.dicom_worklist_stations.split(",") if e.strip()):
+            modality, eq, aet = (part.strip() for part in entry.partition("="))
+            if not eq or not modality or not 0 < len(aet) <= 16 or "\\" in aet:
+                raise ConfigError("SONOBRIDGE_DICOM_WORKLIST_STATIONS is MODALITY=AET,... "
+                                  f"(AE titles up to 16 characters), not {entry!r}")
+            stations[modality] = (*stations.get(modality, ()), aet)
+        return stations
 
     @property
     def public_root(self) -> str:

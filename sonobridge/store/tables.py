@@ -388,3 +388,22 @@ dicom_forwards = Table(
     Column("updated", BigInteger, nullable=False),
     Index("ix_dicom_forwards_due", "status", "next_attempt"),
 )
+
+
+# Storage Commitment requests (N-ACTION) until their N-EVENT-REPORT is delivered, with retry.
+# ``items`` is the JSON list of [SOP Class UID, SOP Instance UID] pairs asked about.
+dicom_commitments = Table(
+    "dicom_commitments",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("transaction_uid", String(64), nullable=False),
+    Column("requester", String(16), nullable=False),
+    Column("items", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", BigInteger, nullable=False),
+    Column("error", String(1024), nullable=True),
+    Column("created", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Index("ix_dicom_commitments_due", "status", "next_attempt"),
+)

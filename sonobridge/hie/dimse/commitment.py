@@ -3,21 +3,48 @@ it deletes its own copy.
 
 N-ACTION (action type 1) names SOP instances and a Transaction UID; the answer is an
 N-EVENT-REPORT (event type 1: all committed, 2: some failed) listing each instance as held or
-failed (0x0112, no such object instance). It is sent on the same association when the
-requester keeps it open, else on a new association to the requester (a known peer).
+failed (0x0112 no such object instance, 0x0119 class mismatch).
+
+A modality that deletes images on the strength of our answer must get one, so the request is
+stored before the N-ACTION succeeds (``accept``) and stays queued until a report is delivered:
+
+1. on the requester's own association, once the N-ACTION response has gone out: the
+   ``EVT_DIMSE_SENT`` notification of that response starts the delivery (the report is made
+   while the modality waits for the response, so it goes out at once), and it is written
+   only once the association's reactor is idle again, so it follows the response;
+2. else (the requester released, or refused the report) on a new association to the
+   requester, a known peer, proposing the SCP role for ourselves (SCP/SCU role selection);
+3. failing that, again with backoff (5 s doubling to an hour), by the sender's rounds, which
+   also pick up requests a stopped process left behind.
+
+Many modalities release right after the N-ACTION response and ignore a report that crosses
+their release. pynetdicom's ``send_n_event_report`` keeps the reactor paused until the answer
+comes, so that release would go unanswered until one side timed out and aborted. The report
+on the same association is therefore written with the reactor paused only for the writing
+(``_write_request``), and its answer taken from ``EVT_DIMSE_RECV``: a release meanwhile is
+answered as usual, and the report goes on a new association.
+
+Each delivery owns its row (inserted as ``sending`` with a lease, or claimed by a conditional
+update), so two processes on one database never send the same report twice at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
+import orjson
+from prometheus_client import Counter
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from sonobridge.hie.dimse import sockets
+from sonobridge.store.tables import dicom_commitments as C
 from sonobridge.store.tables import dicom_instances as I
 
 log = logging.getLogger("sonobridge.dimse.commitment")
@@ -26,28 +53,38 @@ STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP Instance
 NO_SUCH_INSTANCE = 0x0112
 CLASS_MISMATCH = 0x0119
+MAX_BACKOFF = 3600
+# How long a delivery owns its row before a round may try again (a process that stopped
+# meanwhile leaves it behind), and how long the requester's own association has to answer.
+LEASE = 300
+ANSWER_TIMEOUT = 30
+REPORTS = Counter("sonobridge_dimse_commitment_reports_total",
+                  "Storage Commitment N-EVENT-REPORT deliveries, by outcome", ["outcome"])
 
 
-def report(core: Any, request: Dataset) -> tuple[int, Dataset]:
-    """(event type, event information) for an N-ACTION's action information."""
-    wanted = [(str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
-              for item in request.get("ReferencedSOPSequence", [])]
+def _now() -> int:
+    return time.time_ns() // 1000
+
+
+def report(core: Any, items: list[tuple[str, str]], transaction_uid: str
+           ) -> tuple[int, Dataset]:
+    """(event type, event information) for the instances asked about, as held now."""
     with core.store.reader.connect() as conn:
         held = {row.sop_uid: row.sop_class_uid for row in conn.execute(
             select(I.c.sop_uid, I.c.sop_class_uid).where(
-                I.c.sop_uid.in_([uid for _, uid in wanted] or [""])))}
+                I.c.sop_uid.in_([uid for _, uid in items] or [""])))}
     info = Dataset()
-    info.TransactionUID = request.TransactionUID
+    info.TransactionUID = transaction_uid
     committed, failed = [], []
-    for sop_class, sop_uid in wanted:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = sop_uid
+    for sop_class, sop_uid in items:
+        entry = Dataset()
+        entry.ReferencedSOPClassUID = sop_class
+        entry.ReferencedSOPInstanceUID = sop_uid
         if held.get(sop_uid) == sop_class:
-            committed.append(item)
+            committed.append(entry)
         else:
-            item.FailureReason = NO_SUCH_INSTANCE if sop_uid not in held else CLASS_MISMATCH
-            failed.append(item)
+            entry.FailureReason = NO_SUCH_INSTANCE if sop_uid not in held else CLASS_MISMATCH
+            failed.append(entry)
     if committed:
         info.ReferencedSOPSequence = committed
     if failed:
@@ -55,36 +92,276 @@ def report(core: Any, request: Dataset) -> tuple[int, Dataset]:
     return (2 if failed else 1), info
 
 
-def answer_later(core: Any, assoc: Any, request: Dataset, peers: dict[str, Any],
-                 aet: str) -> None:
-    """Send the N-EVENT-REPORT once the N-ACTION response has gone out."""
+@dataclass(frozen=True)
+class Pending:
+    """A stored request this process is delivering (what the queue's rows also carry)."""
 
-    def run() -> None:
-        time.sleep(0.2)  # the N-ACTION-RSP is sent when the handler returns
-        event_type, info = report(core, request)
-        if assoc.is_established:
-            status = assoc.send_n_event_report(info, event_type, STORAGE_COMMITMENT,
-                                               STORAGE_COMMITMENT_INSTANCE)
-            log.info("storage commitment %s: event %d on the same association (%s)",
-                     request.TransactionUID, event_type, status.get("Status", "?"))
-            return
-        peer = peers.get(assoc.requestor.ae_title)
+    id: int
+    transaction_uid: str
+    requester: str
+    items: bytes
+    attempts: int = 0
+
+
+def accept(core: Any, requester: str, request: Dataset) -> Pending:
+    """Store an N-ACTION's request before it is answered, owned by this process's delivery
+    for a lease's time."""
+    items = orjson.dumps([[str(entry.get("ReferencedSOPClassUID", "")),
+                           str(entry.get("ReferencedSOPInstanceUID", ""))]
+                          for entry in request.get("ReferencedSOPSequence", [])])
+    now = _now()
+    with core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
+            conn.begin():
+        row_id = int(conn.execute(insert(C).values(
+            transaction_uid=str(request.TransactionUID), requester=requester, items=items,
+            status="sending", attempts=0, next_attempt=now + LEASE * 1_000_000, created=now,
+            updated=now)).inserted_primary_key[0])
+    return Pending(row_id, str(request.TransactionUID), requester, items)
+
+
+class CommitmentSender:
+    """Delivers the reports: right after each N-ACTION response, and in rounds for retries."""
+
+    def __init__(self, core: Any, aet: str, peers: dict[str, Any], interval: float = 1.0
+                 ) -> None:
+        self.core = core
+        self.aet = aet
+        self.peers = peers
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._message_ids = itertools.count()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="storage-commitment",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_due()
+            except Exception:
+                log.exception("storage commitment round failed")
+            self._stop.wait(self.interval)
+
+    # ---------------------------------------------------------------- the same association
+
+    def after_response(self, assoc: Any, pending: Pending, message_id: int) -> None:
+        """Deliver on ``assoc`` once our response to N-ACTION ``message_id`` is sent (called
+        from the N-ACTION handler, which has just stored the request)."""
+        from pynetdicom import evt
+        from pynetdicom.dimse_messages import N_ACTION_RSP
+
+        event_type, info = self._report(pending)
+        started = threading.Event()
+
+        def on_sent(event: Any) -> None:
+            message = event.message
+            if started.is_set() or not isinstance(message, N_ACTION_RSP) or \
+                    message.command_set.MessageIDBeingRespondedTo != message_id:
+                return
+            started.set()
+            # Not from this (the association's reactor) thread: a send_* here would wait for
+            # the reactor to pause, that is for itself.
+            threading.Thread(target=self._deliver_now, args=(assoc, pending, event_type, info),
+                             name="storage-commitment-report", daemon=True).start()
+
+        assoc.bind(evt.EVT_DIMSE_SENT, on_sent)
+
+    def _deliver_now(self, assoc: Any, pending: Pending, event_type: int, info: Dataset
+                     ) -> None:
+        try:
+            if self._send_on(assoc, event_type, info, pending):
+                self._done(pending, "same-association")
+                return
+            self._deliver_new(pending, event_type, info)
+        except Exception:
+            log.exception("storage commitment %s: delivery failed; it stays queued",
+                          pending.transaction_uid)
+
+    def _send_on(self, assoc: Any, event_type: int, info: Dataset, row: Any) -> bool:
+        """The report on the requester's association: whether it answered success."""
+        from pynetdicom import evt
+
+        context = next((c for c in assoc.accepted_contexts
+                        if c.abstract_syntax == STORAGE_COMMITMENT), None)
+        if context is None or not assoc.is_established:
+            return False
+        message_id = next(self._message_ids) % 65535 + 1
+        answered = threading.Event()
+        answer: dict[str, int] = {}
+
+        def on_received(event: Any) -> None:
+            command = event.message.command_set
+            if command.get("CommandField") == N_EVENT_REPORT_RSP and \
+                    command.get("MessageIDBeingRespondedTo") == message_id:
+                answer["status"] = int(command.Status)
+                answered.set()
+
+        assoc.bind(evt.EVT_DIMSE_RECV, on_received)
+        assoc.bind(evt.EVT_RELEASED, lambda event: answered.set())
+        assoc.bind(evt.EVT_ABORTED, lambda event: answered.set())
+        if not _write_request(assoc, _event_report(info, event_type, message_id, context),
+                              context.context_id):
+            return False
+        answered.wait(ANSWER_TIMEOUT)
+        code = answer.get("status")
+        log.info("storage commitment %s: event %d on the same association (%s)",
+                 row.transaction_uid, event_type, "no answer" if code is None else
+                 f"0x{code:04X}")
+        return code == 0x0000
+
+    # -------------------------------------------------------------------- new associations
+
+    def deliver_due(self) -> int:
+        """One round: every report due (retries, and deliveries a stopped process left)."""
+        now = _now()
+        with self.core.store.reader.connect() as conn:
+            due = [row.id for row in conn.execute(
+                select(C.c.id).where(C.c.status.in_(("retry", "sending")),
+                                     C.c.next_attempt <= now).order_by(C.c.id).limit(100))]
+        for row_id in due:
+            if self._stop.is_set():
+                break
+            row = self._claim(row_id)
+            if row is not None:
+                event_type, info = self._report(row)
+                self._deliver_new(row, event_type, info)
+        return len(due)
+
+    def _deliver_new(self, row: Any, event_type: int, info: Dataset) -> None:
+        peer = self.peers.get(row.requester)
         if peer is None:
-            log.warning("storage commitment %s: %s closed the association and is not a known "
-                        "peer; the report cannot be delivered", request.TransactionUID,
-                        assoc.requestor.ae_title)
+            self._retry(row, f"{row.requester} closed the association and is not a known "
+                        "peer (SONOBRIDGE_DICOM_PEERS)")
             return
         from pynetdicom import AE
         from pynetdicom.presentation import build_role
 
-        ae = AE(ae_title=aet)
+        ae = AE(ae_title=self.aet)
+        ae.connection_timeout = 10
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
         ae.add_requested_context(STORAGE_COMMITMENT)
         back = ae.associate(peer.host, peer.port, ae_title=peer.aet,
                             ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)],
                             evt_handlers=sockets.REQUESTOR_HANDLERS)
+        if not back.is_established:
+            self._retry(row, f"no association with {peer.aet}@{peer.host}:{peer.port}")
+            return
+        try:
+            status, _ = back.send_n_event_report(info, event_type, STORAGE_COMMITMENT,
+                                                 STORAGE_COMMITMENT_INSTANCE)
+        except (RuntimeError, ValueError) as exc:
+            back.abort()
+            self._retry(row, f"{peer.aet}: {exc}")
+            return
         if back.is_established:
-            back.send_n_event_report(info, event_type, STORAGE_COMMITMENT,
-                                     STORAGE_COMMITMENT_INSTANCE)
             back.release()
+        code = status.get("Status")
+        if code == 0x0000:
+            log.info("storage commitment %s: event %d on a new association to %s",
+                     row.transaction_uid, event_type, peer.aet)
+            self._done(row, "new-association")
+        else:
+            self._retry(row, f"{peer.aet} answered the report with "
+                        f"{'nothing' if code is None else f'0x{code:04X}'}")
 
-    threading.Thread(target=run, name="storage-commitment", daemon=True).start()
+    # ------------------------------------------------------------------------- the queue
+
+    def _report(self, row: Any) -> tuple[int, Dataset]:
+        items = [(str(c), str(i)) for c, i in orjson.loads(row.items)]
+        return report(self.core, items, row.transaction_uid)
+
+    def _write(self) -> Any:
+        return self.core.store.engine.connect().execution_options(sqlite_write=True)
+
+    def _claim(self, row_id: int) -> Any | None:
+        """Take a due row for one delivery, unless another delivery has it."""
+        now = _now()
+        with self._write() as conn, conn.begin():
+            taken = conn.execute(update(C).where(
+                C.c.id == row_id, C.c.status.in_(("retry", "sending")),
+                C.c.next_attempt <= now).values(
+                status="sending", next_attempt=now + LEASE * 1_000_000, updated=now))
+            if taken.rowcount != 1:
+                return None
+            return conn.execute(select(C).where(C.c.id == row_id)).first()
+
+    def _done(self, row: Any, outcome: str) -> None:
+        REPORTS.labels(outcome).inc()
+        with self._write() as conn, conn.begin():
+            conn.execute(update(C).where(C.c.id == row.id).values(
+                status="sent", attempts=row.attempts + 1, error=None, updated=_now()))
+
+    def _retry(self, row: Any, reason: str) -> None:
+        REPORTS.labels("retry").inc()
+        attempts = row.attempts + 1
+        delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
+        log.warning("storage commitment %s for %s: %s; next try in %d s",
+                    row.transaction_uid, row.requester, reason, delay)
+        now = _now()
+        with self._write() as conn, conn.begin():
+            conn.execute(update(C).where(C.c.id == row.id).values(
+                status="retry", attempts=attempts, error=reason[:1024],
+                next_attempt=now + delay * 1_000_000, updated=now))
+
+
+N_EVENT_REPORT_RSP = 0x8100  # Command Field
+
+
+def _event_report(info: Dataset, event_type: int, message_id: int, context: Any) -> Any:
+    from pynetdicom.dimse_primitives import N_EVENT_REPORT
+    from pynetdicom.dsutils import encode
+
+    syntax = context.transfer_syntax[0]
+    request = N_EVENT_REPORT()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = STORAGE_COMMITMENT
+    request.AffectedSOPInstanceUID = STORAGE_COMMITMENT_INSTANCE
+    request.EventTypeID = event_type
+    request.EventInformation = BytesIO(encode(info, syntax.is_implicit_VR,
+                                              syntax.is_little_endian, syntax.is_deflated))
+    return request
+
+
+def _write_request(assoc: Any, request: Any, context_id: int) -> bool:
+    """Write a request on an association we accepted, without waiting for its answer.
+
+    pynetdicom's own ``send_*`` pause the association's reactor (the thread serving the
+    requester) through ``_reactor_checkpoint`` and wait for ``_is_paused``, so that nothing
+    else is written meanwhile, and keep it paused until the answer comes. The same pause is
+    taken here for the writing only. Written against pynetdicom 2.1-3.0.
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not hasattr(assoc, "_is_paused"):
+        return False  # another pynetdicom: the report goes on a new association
+    checkpoint.clear()
+    try:
+        while not assoc._is_paused:
+            if not assoc.is_established:
+                return False
+            time.sleep(0.0001)
+        if not assoc.is_established or assoc.acse.is_release_requested():
+            return False
+        assoc.dimse.send_msg(request, context_id)
+        return True
+    finally:
+        checkpoint.set()
+
+
+class _AnswerNotUnexpected(logging.Filter):
+    """The reactor logs the answer to a report written by ``_write_request`` as unexpected;
+    it is expected (``EVT_DIMSE_RECV`` takes it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Received unexpected N-EVENT-REPORT service message"
+
+
+logging.getLogger("pynetdicom.association").addFilter(_AnswerNotUnexpected())

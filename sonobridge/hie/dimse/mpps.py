@@ -4,8 +4,14 @@ finished or was abandoned.
 Each MPPS instance is a FHIR Task (identifier = the MPPS SOP Instance UID) based on the
 ServiceRequest it performs (found by accession number or Study Instance UID from the scheduled
 step attributes). IN PROGRESS -> Task in-progress; COMPLETED -> Task completed and the order
-completed, with the performed study's ImagingStudy linked to the order; DISCONTINUED -> Task
-cancelled, the order stays open for another attempt.
+completed; DISCONTINUED -> Task cancelled, the order stays open for another attempt.
+
+The Task's ``output`` names the ImagingStudy it performs: the Study Instance UIDs of the
+scheduled step attributes (which IHE Scheduled Workflow has the modality put in its images
+too) and the studies of performed series already here. That is the one record of the link:
+the study's ImagingStudy takes ``basedOn`` from it at every sync (``store/dicom/index.py``),
+so the link survives later images and holds when the images come after the MPPS. The MPPS
+only asks for that sync when the study is already indexed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from sonobridge.auth.policy import Policy
 from sonobridge.fhir.errors import FhirError
 from sonobridge.fhir.service import FhirRequest
 from sonobridge.jsonio import loads
+from sonobridge.store.dicom import index
 from sonobridge.store.resources import Writer, new_id
 
 MPPS_SYSTEM = "urn:dicom:uid"
@@ -51,6 +58,16 @@ class Mpps:
 
         rows = writer.conn.execute(select(S.c.study_uid).where(S.c.series_uid.in_(series)))
         return sorted({row.study_uid for row in rows})
+
+    def _indexed(self, writer: Writer, study: str) -> bool:
+        """Whether the study's images are here (an ImagingStudy of a study held elsewhere is
+        not ours to rebuild)."""
+        from sqlalchemy import select
+
+        from sonobridge.store.tables import dicom_studies as ST
+
+        return writer.conn.execute(select(ST.c.study_uid).where(
+            ST.c.study_uid == study)).first() is not None
 
     def _policy(self, calling: str) -> Policy:
         return Policy(subject=f"dicom:{calling}", client_id=calling, unrestricted=True)
@@ -90,6 +107,25 @@ class Mpps:
                     return found
         return None
 
+    def _perform(self, writer: Writer, task: dict[str, Any], policy: Policy,
+                 studies: list[str]) -> None:
+        """Write the Task with these studies among its outputs, then re-sync the ImagingStudy
+        of each that is already indexed (the sync reads the link back from the Task)."""
+        outputs = list(task.get("output", []))
+        known = {o.get("valueReference", {}).get("reference") for o in outputs}
+        for study in studies:
+            if f"ImagingStudy/{study}" not in known:
+                known.add(f"ImagingStudy/{study}")
+                outputs.append({"type": {"text": "performed study"},
+                                "valueReference": {"reference": f"ImagingStudy/{study}"}})
+        if outputs:
+            task["output"] = outputs
+        self._put(writer, task, policy)
+        for reference in sorted(r for r in known if r):
+            study = reference.removeprefix("ImagingStudy/")
+            if self._indexed(writer, study):
+                index.sync_imaging_study(writer, self.core, study)
+
     def create(self, uid: str, attributes: Dataset, calling: str) -> None:
         state = str(attributes.get("PerformedProcedureStepStatus", "") or "")
         if state != "IN PROGRESS":
@@ -120,7 +156,8 @@ class Mpps:
                                  for uid in studies]
             if start:
                 task["executionPeriod"] = {"start": start}
-            self._put(writer, task, policy)
+            self._perform(writer, task, policy, studies + self._studies_of(
+                writer, _performed_series(attributes)))
 
     def set(self, uid: str, modifications: Dataset, calling: str) -> None:
         policy = self._policy(calling)
@@ -141,26 +178,10 @@ class Mpps:
                         "PerformedProcedureStepEndTime", self.zone)
             if end:
                 task["executionPeriod"] = {**task.get("executionPeriod", {}), "end": end}
-            studies = [i["valueString"] for i in task.get("input", []) if "valueString" in i]
-            for study in self._studies_of(writer, _performed_series(modifications)):
-                if study not in studies:
-                    studies.append(study)
             order = next((ref["reference"].split("/")[1] for ref in task.get("basedOn", [])),
                          None)
-            outputs = []
-            for study in studies:
-                imaging = self._read(writer, "ImagingStudy", study)
-                if imaging is not None and order:
-                    refs = imaging.get("basedOn", [])
-                    wanted = {"reference": f"ServiceRequest/{order}"}
-                    if wanted not in refs:
-                        imaging["basedOn"] = [*refs, wanted]
-                        self._put(writer, imaging, policy)
-                outputs.append({"type": {"text": "performed study"},
-                                "valueReference": {"reference": f"ImagingStudy/{study}"}})
-            if outputs:
-                task["output"] = outputs
-            self._put(writer, task, policy)
+            self._perform(writer, task, policy, self._studies_of(
+                writer, _performed_series(modifications)))
             if order and task["status"] == "completed":
                 request = self._read(writer, "ServiceRequest", order)
                 if request is not None and request.get("status") == "active":

@@ -39,6 +39,11 @@ log = logging.getLogger("sonobridge.dimse")
 
 OPERATIONS = Counter("sonobridge_dimse_operations_total", "DIMSE operations answered",
                      ["operation", "status"])
+# By outcome only: calling AE titles are for the audit trail (too many label values here).
+ASSOCIATIONS = Counter("sonobridge_dimse_associations_total",
+                       "DIMSE associations: accepted, rejected, aborted", ["outcome"])
+for _outcome in ("accepted", "rejected", "aborted"):
+    ASSOCIATIONS.labels(_outcome)  # at 0 from the start, so that rates work at once
 
 # The transfer syntaxes objects are stored in as received (no transcoding on the way in).
 # Explicit VR Big Endian (retired) is left out, so that senders keep little-endian data as is.
@@ -86,6 +91,7 @@ class DimseServer:
         self.host = settings.dicom_host
         self.port = settings.dicom_port
         self.server: ThreadedAssociationServer | None = None
+        self.commitments = commitment.CommitmentSender(core, self.aet, self.peers)
         self._deferred: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         # Stream C-STORE data to disk and send stored files without decoding them: a 2 GB
@@ -137,12 +143,14 @@ class DimseServer:
         self.server.contexts = _SupportedContexts(self.server.contexts)  # type: ignore[method-assign]
         self.server.bind(evt.EVT_REQUESTED, retrieve.prefer_requested_syntaxes)
         self.port = self.server.server_address[1]
+        self.commitments.start()
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        self.commitments.stop()
 
     # ------------------------------------------------------------------ handlers
 
@@ -170,12 +178,13 @@ class DimseServer:
         return status
 
     def _association(self, event: Any) -> None:
-        """Every association, accepted or refused, in the audit trail."""
+        """Every association, accepted or refused, counted and in the audit trail."""
+        accepted = event.event.name == "EVT_ACCEPTED"
+        ASSOCIATIONS.labels("accepted" if accepted else "rejected").inc()
         if self.core.audit is None:
             return
         from sonobridge.auth.audit import Record
 
-        accepted = event.event.name == "EVT_ACCEPTED"
         calling = event.assoc.requestor.ae_title
         self.core.audit.later(Record(
             "dicom-association", "E", "accepted" if accepted else "rejected",
@@ -185,6 +194,8 @@ class DimseServer:
 
     def _closed(self, event: Any) -> None:
         """At the end of an association: rebuild each touched ImagingStudy once, audit."""
+        if event.event.name == "EVT_ABORTED":
+            ASSOCIATIONS.labels("aborted").inc()
         with self._lock:
             studies = self._deferred.pop(id(event.assoc), set())
         if not studies:
@@ -230,14 +241,20 @@ class DimseServer:
         return 0x0000, modifications
 
     def _n_action(self, event: Any) -> tuple[int, Dataset | None]:
-        """Storage Commitment request: accepted now, answered by an N-EVENT-REPORT."""
+        """Storage Commitment request: stored, then answered by an N-EVENT-REPORT."""
         if event.request.RequestedSOPClassUID != commitment.STORAGE_COMMITMENT or \
                 event.action_type != 1:
             return 0x0123, None  # no such action type
         request = event.action_information
         if "TransactionUID" not in request:
             return 0x0120, None  # missing attribute
-        commitment.answer_later(self.core, event.assoc, request, self.peers, self.aet)
+        try:
+            pending = commitment.accept(self.core, event.assoc.requestor.ae_title, request)
+            self.commitments.after_response(event.assoc, pending, event.request.MessageID)
+        except Exception:
+            log.exception("storage commitment request could not be stored")
+            OPERATIONS.labels("N-ACTION", "0110").inc()
+            return 0x0110, None  # processing failure: the modality keeps its copies
         OPERATIONS.labels("N-ACTION", "0000").inc()
         return 0x0000, None
 
@@ -247,7 +264,8 @@ class DimseServer:
         self._audit_query(event, identifier)
         pending = 0xFF00
         if model == ModalityWorklistInformationFind:
-            source = worklist.worklist(self.core, identifier)
+            yield from self._worklist(event, identifier)
+            return
         else:
             try:
                 search = finder.find(self.core, identifier, self.aet, model, implicit_vr=bool(
@@ -267,6 +285,24 @@ class DimseServer:
                     return
                 yield pending, ds
         except finder.FindError as exc:
+            yield exc.status, None
+            return
+        OPERATIONS.labels("C-FIND", "0000").inc()
+
+    def _worklist(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        """Modality Worklist: pending FF01 instead of FF00 when a key was not matched on."""
+        try:
+            query = worklist.parse(identifier)
+            if query.unsupported:
+                log.info("worklist query: keys not matched on: %s", ", ".join(query.unsupported))
+            for ds in worklist.worklist(self.core, query):
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield query.status, ds
+        except finder.FindError as exc:
+            log.info("worklist C-FIND refused: %s", exc)
+            OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
             yield exc.status, None
             return
         OPERATIONS.labels("C-FIND", "0000").inc()

@@ -1,132 +1,302 @@
-"""Modality Worklist C-FIND, answered from the open ServiceRequests (from HL7 orders or FHIR).
+"""Modality Worklist C-FIND (PS3.4 K.6), answered from the active ServiceRequests.
 
-Each active ServiceRequest is one Scheduled Procedure Step: its accession, procedure, modality
-(category), scheduled date/time and patient. Matching follows PS3.4 K.2.2: single value,
-wildcards, date ranges, on PatientID, PatientName, AccessionNumber, Modality, Scheduled Station
-AE Title and the scheduled start date.
+What the FHIR search can decide is pushed into it: status, the patient (by identifier, or a
+name prefix), the accession number, the modality (category) and the scheduled date range
+(widened by a day on each side, so that time zones never lose an order). Python then
+matches every key exactly as PS3.4 says, on the worklist item each order maps to
+(``mappings/worklist.py``): so the search only ever narrows, and the rules live in one place.
+Results are paged through to the end: no silent cap.
+
+Keys this server does not match on, given a value, are treated as return keys and every
+response says so with status FF01 (K.4.1.1.4: "one or more Optional Keys were not supported").
 """
 
 from __future__ import annotations
 
-import fnmatch
-import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from sonobridge.hie.dimse import matching
+from sonobridge.hie.dimse.find import FindError
 from sonobridge.jsonio import loads
+from sonobridge.mappings.worklist import DEFAULT_MODALITY, ItemContext, item
 
-V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+PENDING = 0xFF00
+PENDING_UNSUPPORTED = 0xFF01
+IDENTIFIER_MISMATCH = 0xA900
+PAGE = 100
 
-
-def _identifier(resource: dict[str, Any], *, system: str | None = None,
-                type_code: str | None = None) -> str:
-    for ident in resource.get("identifier", []):
-        codes = {c.get("code") for c in ident.get("type", {}).get("coding", [])}
-        if (system is None or ident.get("system") == system) and \
-                (type_code is None or type_code in codes):
-            return str(ident.get("value", ""))
-    return ""
-
-
-def study_uid(order: dict[str, Any]) -> str:
-    found = _identifier(order, system="urn:dicom:uid")
-    if found:
-        return found.removeprefix("urn:oid:")
-    # No UID from the order: a stable one derived from the order's id.
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'ServiceRequest/' + order['id']).int}"
-
-
-def item(order: dict[str, Any], patient: dict[str, Any], patient_system: str) -> Dataset:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    name = (patient.get("name") or [{}])[0]
-    ds.PatientName = "^".join([name.get("family", ""), " ".join(name.get("given", []))]
-                              ).rstrip("^")
-    ds.PatientID = _identifier(patient, system=patient_system) or \
-        _identifier(patient, type_code="MR") or patient.get("id", "")
-    ds.PatientBirthDate = patient.get("birthDate", "").replace("-", "")
-    ds.PatientSex = {"male": "M", "female": "F", "other": "O"}.get(patient.get("gender", ""), "")
-    ds.AccessionNumber = _identifier(order, type_code="ACSN")[:16]
-    ds.ReferringPhysicianName = order.get("requester", {}).get("display", "")
-    ds.StudyInstanceUID = study_uid(order)
-    code = order.get("code", {})
-    coding = (code.get("coding") or [{}])[0]
-    ds.RequestedProcedureID = (_identifier(order, system="urn:sonobridge:requested-procedure")
-                               or ds.AccessionNumber or order["id"])[:16]
-    ds.RequestedProcedureDescription = (code.get("text") or coding.get("display", ""))[:64]
-    step = Dataset()
-    modality = ((order.get("category") or [{}])[0].get("coding") or [{}])[0].get("code", "US")
-    step.Modality = modality
-    step.ScheduledStationAETitle = ""
-    when = order.get("occurrenceDateTime", "")
-    step.ScheduledProcedureStepStartDate = when[:10].replace("-", "")
-    step.ScheduledProcedureStepStartTime = when[11:19].replace(":", "")
-    step.ScheduledProcedureStepID = (_identifier(
-        order, system="urn:sonobridge:scheduled-procedure-step") or order["id"])[:16]
-    step.ScheduledProcedureStepDescription = ds.RequestedProcedureDescription
-    step.ScheduledPerformingPhysicianName = ""
-    step.ScheduledProcedureStepStatus = "SCHEDULED"
-    ds.ScheduledProcedureStepSequence = Sequence([step])
-    return ds
+# Matching keys, by how they are matched. Anything else with a value is not supported.
+TOP_KEYS = {
+    "PatientName": "pn", "PatientID": "text", "IssuerOfPatientID": "text",
+    "PatientBirthDate": "date", "PatientSex": "text", "AccessionNumber": "text",
+    "StudyInstanceUID": "uid", "RequestedProcedureID": "text",
+    "ReferringPhysicianName": "pn", "RequestedProcedurePriority": "text",
+}
+STEP_KEYS = {
+    "ScheduledStationAETitle": "multi", "ScheduledStationName": "text", "Modality": "text",
+    "ScheduledProcedureStepStartDate": "datetime", "ScheduledProcedureStepStartTime": "datetime",
+    "ScheduledPerformingPhysicianName": "pn", "ScheduledProcedureStepID": "text",
+    "ScheduledProcedureStepStatus": "text",
+}
+NEVER_MATCHED = {"SpecificCharacterSet", "TimezoneOffsetFromUTC"}
 
 
-def _matches(wanted: Any, actual: Any) -> bool:
-    if wanted is None or str(wanted) == "":
-        return True
-    text = str(wanted)
-    if "*" in text or "?" in text:
-        return fnmatch.fnmatchcase(str(actual).lower(), text.lower())
-    return str(actual) == text
+@dataclass
+class Query:
+    """A worklist identifier, split into what is matched and how it is asked for."""
 
+    identifier: Dataset
+    top: dict[str, Any] = field(default_factory=dict)
+    step: dict[str, Any] = field(default_factory=dict)
+    unsupported: list[str] = field(default_factory=list)
 
-def _date_matches(wanted: str, actual: str) -> bool:
-    if not wanted:
-        return True
-    low, dash, high = wanted.partition("-")
-    if not dash:
-        return actual == low
-    return (not low or actual >= low) and (not high or actual <= high)
+    @property
+    def status(self) -> int:
+        return PENDING_UNSUPPORTED if self.unsupported else PENDING
 
+    def search_params(self) -> list[tuple[str, str]]:
+        """The FHIR search (ServiceRequest) that finds every order this query can match."""
+        params = [("status", "active")]
+        accession = _single(self.top.get("AccessionNumber"))
+        if accession and len(accession) < 16:  # items carry the first 16 characters only
+            params.append(("identifier", accession))
+        modality = _single(self.step.get("Modality"))
+        if modality and modality != DEFAULT_MODALITY:  # an order without a category is US
+            params.append(("category", modality))
+        name = _name_prefix(str(self.top.get("PatientName") or ""))
+        if name:
+            params.append(("subject:Patient.name", name))
+        day = str(self.step.get("ScheduledProcedureStepStartDate") or "")
+        if day and day != "*":
+            low, high = matching.date_bounds(day)
+            if low:
+                params.append(("occurrence", f"ge{_shift(low, -1)}"))
+            if high:
+                params.append(("occurrence", f"le{_shift(high, 1)}"))
+        return params
 
-def matches(query: Dataset, ds: Dataset) -> bool:
-    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID",
-                    "RequestedProcedureID"):
-        if not _matches(query.get(keyword), ds.get(keyword, "")):
-            return False
-    steps = query.get("ScheduledProcedureStepSequence")
-    if steps:
-        wanted, actual = steps[0], ds.ScheduledProcedureStepSequence[0]
-        for keyword in ("Modality", "ScheduledProcedureStepID"):
-            if not _matches(wanted.get(keyword), actual.get(keyword, "")):
+    def matches(self, ds: Dataset) -> bool:
+        for keyword, wanted in self.top.items():
+            if not _match(TOP_KEYS[keyword], wanted, ds.get(keyword)):
                 return False
-        station = str(wanted.get("ScheduledStationAETitle", "") or "")
-        if station and station != "*" and actual.ScheduledStationAETitle not in ("", station):
-            return False
-        if not _date_matches(str(wanted.get("ScheduledProcedureStepStartDate", "") or ""),
-                             actual.ScheduledProcedureStepStartDate):
-            return False
-    return True
+        if not self.step:
+            return True
+        actual = ds.ScheduledProcedureStepSequence[0]
+        for keyword, wanted in self.step.items():
+            if STEP_KEYS[keyword] == "datetime":
+                continue
+            if not _match(STEP_KEYS[keyword], wanted, actual.get(keyword)):
+                return False
+        return matching.date_time(
+            str(self.step.get("ScheduledProcedureStepStartDate") or ""),
+            str(self.step.get("ScheduledProcedureStepStartTime") or ""),
+            str(actual.get("ScheduledProcedureStepStartDate") or ""),
+            str(actual.get("ScheduledProcedureStepStartTime") or ""))
 
 
-def worklist(core: Any, query: Dataset, limit: int = 1000) -> Iterator[Dataset]:
-    """The worklist items matching the query (each trimmed to the keys it asked for)."""
-    result = core.search.search(["ServiceRequest"], [
-        ("status", "active"), ("_count", str(limit)), ("_include", "ServiceRequest:subject")],
-        base=core.settings.public_base, headers={}, link_path="ServiceRequest")
-    entries = result.bundle.get("entry", [])
-    resources = [_resource(e) for e in entries]
-    patients = {f"Patient/{r['id']}": r for r in resources if r["resourceType"] == "Patient"}
-    system = core.settings.dicom_patient_id_system
-    for order in resources:
-        if order["resourceType"] != "ServiceRequest":
+def parse(identifier: Dataset) -> Query:
+    """Split the identifier; a key that cannot be understood is a failure (A900)."""
+    query = Query(identifier)
+    for element in identifier:
+        keyword = element.keyword
+        if element.tag.group == 0 or keyword in NEVER_MATCHED:
             continue
-        patient = patients.get(order.get("subject", {}).get("reference", ""), {})
-        ds = item(order, patient, system)
-        if matches(query, ds):
-            yield _trimmed(ds, query)
+        if keyword == "ScheduledProcedureStepSequence":
+            steps = element.value or []
+            if len(steps) > 1:
+                raise FindError("one Scheduled Procedure Step Sequence item is allowed",
+                                IDENTIFIER_MISMATCH)
+            for inner in steps[0] if steps else []:
+                _classify(query, inner, STEP_KEYS, query.step, "ScheduledProcedureStepSequence>")
+            continue
+        _classify(query, element, TOP_KEYS, query.top, "")
+    try:  # reject malformed dates and times now, not halfway through the responses
+        for keyword in ("ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime"):
+            value = str(query.step.get(keyword) or "")
+            if value and value != "*":
+                bounds = matching.date_bounds if keyword.endswith("Date") else \
+                    matching.time_bounds
+                bounds(value)
+        birth = str(query.top.get("PatientBirthDate") or "")
+        if birth and birth != "*":
+            matching.date_bounds(birth)
+    except matching.MatchError as exc:
+        raise FindError(str(exc), IDENTIFIER_MISMATCH) from None
+    return query
+
+
+def _classify(query: Query, element: DataElement, keys: dict[str, str], into: dict[str, Any],
+              prefix: str) -> None:
+    value = element.value
+    if element.VR == "SQ":
+        if any(_has_value(inner) for entry in value or [] for inner in entry):
+            query.unsupported.append(prefix + element.keyword)  # sequence matching
+        return
+    if value is None or value == "":
+        return
+    if element.keyword in keys:
+        into[element.keyword] = value
+    else:
+        query.unsupported.append(prefix + (element.keyword or str(element.tag)))
+
+
+def _has_value(element: DataElement) -> bool:
+    if element.VR == "SQ":
+        return any(_has_value(inner) for entry in element.value or [] for inner in entry)
+    return element.value not in (None, "")
+
+
+def _values(wanted: Any) -> list[str]:
+    if isinstance(wanted, MultiValue | list | tuple):
+        return [str(v) for v in wanted]
+    return [str(wanted)]
+
+
+def _single(wanted: Any) -> str:
+    """The value of a single-value key without wildcards (what a FHIR token can match)."""
+    if wanted is None or isinstance(wanted, MultiValue | list | tuple):
+        return ""
+    text = str(wanted)
+    return "" if matching.has_wildcard(text) or "\\" in text else text
+
+
+def _name_prefix(wanted: str) -> str:
+    """The leading literal characters of the first name component: what every name a PN key
+    matches starts with (FHIR string search is a case-insensitive prefix match)."""
+    head = wanted.split("=", 1)[0].split("^", 1)[0]
+    for index, ch in enumerate(head):
+        if ch in "*?":
+            head = head[:index]
+            break
+    return head.strip()
+
+
+def _shift(day: str, days: int) -> str:
+    moment = date(int(day[:4]), int(day[4:6]), int(day[6:8])) + timedelta(days=days)
+    return moment.isoformat()
+
+
+def _match(kind: str, wanted: Any, actual: Any) -> bool:
+    values = _values(wanted)
+    if kind == "uid":
+        return matching.uid_list(values, str(actual or ""))
+    if kind == "multi":
+        present = [str(v) for v in actual] if isinstance(actual, MultiValue | list) else \
+            ([str(actual)] if actual else [])
+        return any(matching.any_value(v, present) for v in values)
+    if kind == "pn":
+        return any(matching.person_name(v, str(actual or "")) for v in values)
+    if kind == "date":
+        return any(matching.date(v, str(actual or "")) for v in values)
+    return any(matching.text(v, str(actual or "")) for v in values)
+
+
+# ---------------------------------------------------------------------------------- search
+
+def worklist(core: Any, query: Query) -> Iterator[Dataset]:
+    """The worklist items matching the query, each trimmed to the keys it asked for."""
+    settings = core.settings
+    params = query.search_params()
+    patient_id = _single(query.top.get("PatientID"))
+    if patient_id:
+        patients = _patients_with_id(core, patient_id)
+        if not patients:
+            return
+        params.append(("subject", ",".join(f"Patient/{p}" for p in patients)))
+    stations = settings.worklist_stations
+    for orders, related in _pages(core, params):
+        for order in orders:
+            context = ItemContext(
+                patient=_related(core, related, order.get("subject", {})),
+                performers=[_related(core, related, p) for p in order.get("performer", [])],
+                patient_id_system=settings.dicom_patient_id_system,
+                zone=settings.hl7_time_zone, stations=stations)
+            ds = item(order, context)
+            if query.matches(ds):
+                yield trimmed(ds, query.identifier)
+
+
+def _pages(core: Any, params: list[tuple[str, str]]
+           ) -> Iterator[tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]]:
+    """Each page of matching orders, with the patients and performers it includes."""
+    query = [*params, ("_count", str(PAGE)), ("_include", "ServiceRequest:subject"),
+             ("_include", "ServiceRequest:performer")]
+    cursor: str | None = None
+    while True:
+        page = query if cursor is None else [*query, ("_page", cursor)]
+        result = core.search.search(["ServiceRequest"], page, base=core.settings.public_base,
+                                    headers={}, link_path="ServiceRequest")
+        orders, related = [], {}
+        for entry in result.bundle.get("entry", []):
+            mode = entry.get("search", {}).get("mode")
+            if mode == "outcome":
+                continue
+            resource = _resource(entry)
+            if mode == "match":
+                orders.append(resource)
+            else:
+                related[f"{resource['resourceType']}/{resource['id']}"] = resource
+        yield orders, related
+        cursor = _next_cursor(result.bundle)
+        if cursor is None:
+            return
+
+
+def _next_cursor(bundle: dict[str, Any]) -> str | None:
+    for link in bundle.get("link", []):
+        if link.get("relation") == "next":
+            values = parse_qs(urlsplit(link["url"]).query).get("_page")
+            return values[0] if values else None
+    return None
+
+
+def _patients_with_id(core: Any, value: str) -> list[str]:
+    """Patients an item could show with this Patient ID: those with an identifier of that
+    value (any system), and the patient whose id it is (the last resort of the mapping)."""
+    from sonobridge.fhir.validation import is_valid_id
+
+    found: list[str] = []
+    query = [("identifier", value), ("_count", str(PAGE)), ("_elements", "id")]
+    cursor: str | None = None
+    while True:
+        page = query if cursor is None else [*query, ("_page", cursor)]
+        result = core.search.search(["Patient"], page, base=core.settings.public_base,
+                                    headers={}, link_path="Patient")
+        found += [_resource(e)["id"] for e in result.bundle.get("entry", [])
+                  if e.get("search", {}).get("mode") == "match"]
+        cursor = _next_cursor(result.bundle)
+        if cursor is None:
+            break
+    if value not in found and is_valid_id(value):
+        stored = core.store.read("Patient", value)
+        if stored is not None and not stored.deleted:
+            found.append(value)
+    return found
+
+
+def _related(core: Any, related: dict[str, dict[str, Any]], ref: dict[str, Any]
+             ) -> dict[str, Any]:
+    """A referenced resource: from the page's includes, else read (includes can be capped)."""
+    reference = str(ref.get("reference", ""))
+    if reference in related:
+        return related[reference]
+    res_type, _, res_id = reference.partition("/")
+    if not res_id or "/" in res_id:
+        return {}
+    stored = core.store.read(res_type, res_id)
+    if stored is None or stored.deleted or stored.content is None:
+        return {}
+    related[reference] = loads(stored.content)
+    return related[reference]
 
 
 def _resource(entry: dict[str, Any]) -> dict[str, Any]:
@@ -138,15 +308,37 @@ def _resource(entry: dict[str, Any]) -> dict[str, Any]:
     return loads(orjson.dumps(resource))  # an orjson.Fragment of the stored bytes
 
 
-def _trimmed(ds: Dataset, query: Dataset) -> Dataset:
-    """Return the keys the query asked for (all of ours when it asked for the sequence)."""
+# ------------------------------------------------------------------------------ responses
+
+def trimmed(ds: Dataset, query: Dataset) -> Dataset:
+    """The keys the query asked for, sequences included: a sequence asked for with an item
+    gets each of its items trimmed to that item's keys, asked for empty it comes back whole;
+    a key this server has no value for comes back empty."""
     out = Dataset()
     out.SpecificCharacterSet = "ISO_IR 192"
     for element in query:
         if element.tag.group == 0 or element.keyword == "SpecificCharacterSet":
             continue
-        if element.keyword in ds:
-            out[element.tag] = ds[element.tag]
+        if element.tag not in ds:
+            out.add_new(element.tag, element.VR, Sequence([]) if element.VR == "SQ" else None)
+            continue
+        mine = ds[element.tag]
+        if mine.VR == "SQ" and element.VR == "SQ" and element.value and len(element.value[0]):
+            out.add_new(element.tag, "SQ", Sequence(
+                [_trim_item(entry, element.value[0]) for entry in mine.value]))
         else:
-            out.add_new(element.tag, element.VR, None if element.VR != "SQ" else Sequence([]))
+            out[element.tag] = mine
+    return out
+
+
+def _trim_item(entry: Dataset, wanted: Dataset) -> Dataset:
+    out = Dataset()
+    for element in wanted:
+        if element.tag not in entry:
+            out.add_new(element.tag, element.VR, Sequence([]) if element.VR == "SQ" else None)
+        elif element.VR == "SQ" and element.value and len(element.value[0]):
+            out.add_new(element.tag, "SQ", Sequence(
+                [_trim_item(e, element.value[0]) for e in entry[element.tag].value]))
+        else:
+            out[element.tag] = entry[element.tag]
     return out

@@ -176,7 +176,7 @@ def sync_imaging_study(writer: Writer, core: Any, study_uid: str) -> None:
               if by_series.get(row.series_uid)]
     settings = core.settings
     patient_ref = _patient(writer, core, attrs)
-    based_on = _orders(writer, core, attrs)
+    based_on = _orders(writer, core, study_uid, attrs)
     _endpoint(writer, settings)
     resource = imaging_study(study_uid, attrs, series, patient_ref=patient_ref,
                              endpoint_ref=f"Endpoint/{ENDPOINT_ID}", based_on=based_on)
@@ -200,13 +200,28 @@ def _patient(writer: Writer, core: Any, attrs: dict[str, Any]) -> str | None:
     return f"Patient/{stored.id}"
 
 
-def _orders(writer: Writer, core: Any, attrs: dict[str, Any]) -> list[str]:
+def _orders(writer: Writer, core: Any, study_uid: str, attrs: dict[str, Any]) -> list[str]:
+    """The orders a study was performed for: the one its accession number names, and those
+    of the procedure steps (MPPS Tasks) that say they performed it. Both are looked up at
+    every sync, so the link holds whichever came first, the images or the MPPS."""
+    base = core.settings.public_base
+    orders: list[str] = []
     accession = first(attrs, "AccessionNumber")
-    if not accession:
-        return []
-    found = core.fhir.find(writer, "ServiceRequest", [("identifier", str(accession))],
-                           core.settings.public_base, limit=2)
-    return [f"ServiceRequest/{found[0]}"] if len(found) == 1 else []
+    if accession:
+        found = core.fhir.find(writer, "ServiceRequest", [("identifier", str(accession))],
+                               base, limit=2)
+        if len(found) == 1:
+            orders.append(f"ServiceRequest/{found[0]}")
+    for task_id in core.fhir.find(writer, "Task", [("output", f"ImagingStudy/{study_uid}")],
+                                  base, limit=100):
+        stored = writer.read("Task", task_id)
+        if stored is None or stored.deleted or stored.content is None:
+            continue
+        for ref in orjson.loads(stored.content).get("basedOn", []):
+            reference = ref.get("reference", "")
+            if reference.startswith("ServiceRequest/") and reference not in orders:
+                orders.append(reference)
+    return orders
 
 
 def _endpoint(writer: Writer, settings: Any) -> None:

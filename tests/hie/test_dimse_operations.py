@@ -1,0 +1,160 @@
+"""Operating the DIMSE bridge: ``sonobridge dimse`` run alone drains the forwarding queue,
+routing rules by source AE and by SOP class, and the association metric."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+from sqlalchemy import create_engine, select
+
+from sonobridge.store.tables import dicom_forwards as F
+from tests.dicom.conftest import cine
+from tests.live import free_port, serve
+
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+class StoreScp:
+    """A storage SCP (a PACS, an archive) that records what it receives."""
+
+    def __init__(self, aet: str, port: int) -> None:
+        self.aet, self.port = aet, port
+        self.received: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _store(self, event: Any) -> int:
+        with self._lock:
+            self.received.add(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    @contextmanager
+    def running(self) -> Iterator[StoreScp]:
+        ae = AE(ae_title=self.aet)
+        for sop_class in (US_MULTIFRAME, SECONDARY_CAPTURE):
+            ae.add_supported_context(sop_class, ExplicitVRLittleEndian)
+        server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                 evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        try:
+            yield self
+        finally:
+            server.shutdown()
+
+
+def _image(sop_class: str) -> Dataset:
+    ds = cine("native", frames=1, study=generate_uid())
+    if sop_class == SECONDARY_CAPTURE:
+        ds.SOPClassUID = SECONDARY_CAPTURE
+        ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+        ds.Modality = "OT"
+    return ds
+
+
+def _send(port: int, calling: str, *images: Dataset) -> None:
+    ae = AE(ae_title=calling)
+    for sop_class in (US_MULTIFRAME, SECONDARY_CAPTURE):
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
+    assert assoc.is_established
+    for image in images:
+        assert assoc.send_c_store(image).Status == 0x0000
+    assoc.release()
+
+
+@contextmanager
+def dimse_alone(work: Path, port: int, **env: str) -> Iterator[subprocess.Popen]:
+    environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(work / "data"),
+               "SONOBRIDGE_DATABASE_URL": f"sqlite:///{work / 'dimse.db'}",
+               "SONOBRIDGE_AUDIT": "off", "SONOBRIDGE_DICOM_PORT": str(port), **env}
+    with (work / "dimse.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sonobridge", "dimse"], env=environ,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            ae = AE(ae_title="PROBE")
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
+            if assoc.is_established:
+                assoc.release()
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (work / "dimse.log").read_text()
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dimse_alone_forwards_by_source_ae_and_by_sop_class(tmp_path):
+    port = free_port()
+    pacs, archive = StoreScp("PACS", free_port()), StoreScp("ARCHIVE", free_port())
+    rules = f"PACS:source=CART*;ARCHIVE:sop_class={SECONDARY_CAPTURE}"
+    cart_us, cart_sc = _image(US_MULTIFRAME), _image(SECONDARY_CAPTURE)
+    ward_us, ward_sc = _image(US_MULTIFRAME), _image(SECONDARY_CAPTURE)
+    with pacs.running(), archive.running(), dimse_alone(
+            tmp_path, port, SONOBRIDGE_DICOM_FORWARD=rules,
+            SONOBRIDGE_DICOM_PEERS=f"PACS@127.0.0.1:{pacs.port},"
+                                   f"ARCHIVE@127.0.0.1:{archive.port}"):
+        _send(port, "CART7", cart_us, cart_sc)
+        _send(port, "WARD2", ward_us, ward_sc)
+        deadline = time.monotonic() + 30
+        while len(pacs.received) < 2 or len(archive.received) < 2:
+            assert time.monotonic() < deadline, (pacs.received, archive.received)
+            time.sleep(0.2)
+    assert pacs.received == {cart_us.SOPInstanceUID, cart_sc.SOPInstanceUID}  # source=CART*
+    assert archive.received == {cart_sc.SOPInstanceUID, ward_sc.SOPInstanceUID}  # SC only
+    engine = create_engine(f"sqlite:///{tmp_path / 'dimse.db'}")
+    with engine.connect() as conn:
+        queued = {(row.sop_uid, row.destination, row.status)
+                  for row in conn.execute(select(F.c.sop_uid, F.c.destination, F.c.status))}
+    engine.dispose()
+    assert queued == {(cart_us.SOPInstanceUID, "PACS", "sent"),
+                      (cart_sc.SOPInstanceUID, "PACS", "sent"),
+                      (cart_sc.SOPInstanceUID, "ARCHIVE", "sent"),
+                      (ward_sc.SOPInstanceUID, "ARCHIVE", "sent")}  # nothing for ward_us
+
+
+def _associations(base: str) -> dict[str, float]:
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^sonobridge_dimse_associations_total\{outcome="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def test_association_outcomes_are_counted(tmp_path):
+    port = free_port()
+    with serve(f"sqlite:///{tmp_path / 'm.db'}", tmp_path, "--no-sample",
+               SONOBRIDGE_DICOM_PORT=str(port), SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY="true",
+               SONOBRIDGE_DICOM_PEERS="MODALITY@127.0.0.1:1") as (base, _log):
+        before = _associations(base)
+        assert before == {"accepted": 0, "rejected": 0, "aborted": 0}
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+        aborted = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
+        assert aborted.is_established
+        aborted.abort()
+        stranger = AE(ae_title="STRANGER")
+        stranger.add_requested_context(Verification)
+        assert stranger.associate("127.0.0.1", port, ae_title="SONOBRIDGE").is_rejected
+        deadline = time.monotonic() + 10
+        while (after := _associations(base)) != {"accepted": 2, "rejected": 1, "aborted": 1}:
+            assert time.monotonic() < deadline, after
+            time.sleep(0.1)
