@@ -334,21 +334,40 @@ def test_same_number_from_two_authorities_is_two_patients(bridge):
     assert by_authority["urn:sonobridge:hl7:id:COUNTY"] == "Zhou"
     assert by_authority["urn:sonobridge:hl7:id:CITY"] == "Xu"
     # The DICOM Patient ID went to the first only; images that name the issuer find the other.
+    from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
     from tests.dicom.conftest import cine
     from tests.dicomweb.helpers import BOUNDARY, multipart, to_bytes
 
-    study = generate_uid()
-    ds = cine("native", frames=1, study=study, patient_id="778899", patient_name="Xu^Gang")
-    ds.IssuerOfPatientID = "CITY"
-    r = httpx.post(f"{bridge.base}/dicomweb/studies", content=multipart([to_bytes(ds)]),
-                   headers={"Content-Type": 'multipart/related; type="application/dicom"; '
-                            f"boundary={BOUNDARY}", "Accept": "application/dicom+json"},
-                   timeout=30)
-    assert r.status_code == 200, r.text
-    subject = bridge.fhir(f"ImagingStudy/{study}")["subject"]["reference"]
-    assert bridge.fhir(subject)["name"][0]["family"] == "Xu"
+    def stow(issuer: str | None = None, oid: str | None = None) -> dict:
+        study = generate_uid()
+        ds = cine("native", frames=1, study=study, patient_id="778899", patient_name="X^Y")
+        if issuer:
+            ds.IssuerOfPatientID = issuer
+        if oid:
+            qualifier = Dataset()
+            qualifier.UniversalEntityID, qualifier.UniversalEntityIDType = oid, "ISO"
+            ds.IssuerOfPatientIDQualifiersSequence = [qualifier]
+        r = httpx.post(f"{bridge.base}/dicomweb/studies", content=multipart([to_bytes(ds)]),
+                       headers={"Content-Type": 'multipart/related; type="application/dicom"; '
+                                f"boundary={BOUNDARY}", "Accept": "application/dicom+json"},
+                       timeout=30)
+        assert r.status_code == 200, r.text
+        return bridge.fhir(bridge.fhir(f"ImagingStudy/{study}")["subject"]["reference"])
+
+    assert stow("CITY")["name"][0]["family"] == "Xu"
+    assert stow()["name"][0]["family"] == "Zhou"  # no issuer: the DICOM Patient ID domain
+    # an authority nobody here knows is another patient, never the one holding the DICOM ID
+    town = stow("TOWN")
+    assert town["name"][0]["family"] == "X"
+    assert {(i["system"], i["value"]) for i in town["identifier"]} == {
+        ("urn:sonobridge:hl7:id:TOWN", "778899")}
+    assert stow("TOWN")["id"] == town["id"]
+    # an ISO OID authority, as the worklist gives it (Issuer of Patient ID Qualifiers)
+    oid = message("ADT^A04^ADT_A01", "AUTH3", "PID|1||778899^^^&1.2.156.99&ISO^MR||Gao^Yan")
+    assert msa(bridge.send(oid))[1] == "AA"
+    assert stow(oid="1.2.156.99")["name"][0]["family"] == "Gao"
 
 
 def test_escape_sequences_arrive_decoded(bridge):

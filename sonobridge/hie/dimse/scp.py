@@ -259,49 +259,30 @@ class DimseServer:
         return 0x0000, None
 
     def _find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        """Query/Retrieve and Modality Worklist C-FIND: pending FF01 instead of FF00 when a
+        key was not matched on."""
         identifier = event.identifier
-        model = event.request.AffectedSOPClassUID
         self._audit_query(event, identifier)
-        pending = 0xFF00
-        if model == ModalityWorklistInformationFind:
-            yield from self._worklist(event, identifier)
-            return
-        else:
-            try:
-                search = finder.find(self.core, identifier, self.aet, model, implicit_vr=bool(
-                    event.context.transfer_syntax.is_implicit_VR))
-            except finder.FindError as exc:
-                log.info("C-FIND refused: %s", exc)
-                OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
-                yield exc.status, None
-                return
-            source, pending = search.results, search.status
-            if search.unsupported:
-                log.info("C-FIND: not matched on: %s", "; ".join(search.unsupported))
         try:
-            for ds in source:
+            if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+                query = worklist.parse(identifier)
+                results, pending, unsupported = (worklist.worklist(self.core, query),
+                                                 query.status, query.unsupported)
+            else:
+                search = finder.find(self.core, identifier, self.aet,
+                                     event.request.AffectedSOPClassUID, implicit_vr=bool(
+                                         event.context.transfer_syntax.is_implicit_VR))
+                results, pending, unsupported = search.results, search.status, \
+                    search.unsupported
+            if unsupported:
+                log.info("C-FIND: not matched on: %s", "; ".join(unsupported))
+            for ds in results:
                 if event.is_cancelled:
                     yield 0xFE00, None
                     return
                 yield pending, ds
         except finder.FindError as exc:
-            yield exc.status, None
-            return
-        OPERATIONS.labels("C-FIND", "0000").inc()
-
-    def _worklist(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
-        """Modality Worklist: pending FF01 instead of FF00 when a key was not matched on."""
-        try:
-            query = worklist.parse(identifier)
-            if query.unsupported:
-                log.info("worklist query: keys not matched on: %s", ", ".join(query.unsupported))
-            for ds in worklist.worklist(self.core, query):
-                if event.is_cancelled:
-                    yield 0xFE00, None
-                    return
-                yield query.status, ds
-        except finder.FindError as exc:
-            log.info("worklist C-FIND refused: %s", exc)
+            log.info("C-FIND refused: %s", exc)
             OPERATIONS.labels("C-FIND", f"{exc.status:04X}").inc()
             yield exc.status, None
             return

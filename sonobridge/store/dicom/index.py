@@ -188,16 +188,41 @@ def _patient(writer: Writer, core: Any, attrs: dict[str, Any]) -> str | None:
     if not patient_id:
         return None
     system = core.settings.dicom_patient_id_system
-    issuer = first(attrs, "IssuerOfPatientID")
     # With an Issuer of Patient ID the ID is the HIS's own, under that authority (the one the
-    # worklist gave the modality); without one, the DICOM Patient ID domain.
-    for candidate in ([identifier_system([str(issuer)])] if issuer else []) + [system]:
+    # worklist gave the modality), and matched only there: "123" of another authority is
+    # another patient. Without one, the DICOM Patient ID domain.
+    issuers = _issuer_systems(attrs)
+
+    def holder(candidate: str) -> str | None:
         found = core.fhir.find(writer, "Patient", [("identifier", f"{candidate}|{patient_id}")],
                                core.settings.public_base, limit=2)
+        return found[0] if found else None
+
+    for candidate in issuers or [system]:
+        found = holder(candidate)
         if found:
-            return f"Patient/{found[0]}"
-    stored = writer.create("Patient", patient_from_dicom(attrs, system))
+            return f"Patient/{found}"
+    patient = patient_from_dicom(attrs, system)
+    if issuers:
+        own = [{"system": candidate, "value": str(patient_id)} for candidate in issuers]
+        patient["identifier"] = own + (patient["identifier"] if holder(system) is None else [])
+    stored = writer.create("Patient", patient)
     return f"Patient/{stored.id}"
+
+
+def _issuer_systems(attrs: dict[str, Any]) -> list[str]:
+    """Identifier systems of the Patient ID's issuer: its ISO OID from the Issuer of Patient ID
+    Qualifiers Sequence (0010,0024), and its local namespace (0010,0021)."""
+    systems = []
+    for item in (attrs.get("00100024") or {}).get("Value") or []:
+        universal = ((item.get("00400032") or {}).get("Value") or [""])[0]
+        kind = ((item.get("00400033") or {}).get("Value") or [""])[0]
+        if universal and kind in ("ISO", ""):
+            systems.append(f"urn:oid:{universal}")
+    issuer = first(attrs, "IssuerOfPatientID")
+    if issuer:
+        systems.append(identifier_system([str(issuer)]))
+    return systems
 
 
 def _orders(writer: Writer, core: Any, study_uid: str, attrs: dict[str, Any]) -> list[str]:
