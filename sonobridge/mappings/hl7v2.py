@@ -18,6 +18,15 @@ PROCEDURE_SYSTEM = "urn:sonobridge:hl7:procedure"
 PLACER_SYSTEM = "urn:sonobridge:hl7:placer:"  # + placer application
 FILLER_SYSTEM = "urn:sonobridge:hl7:filler:"
 ACCESSION_SYSTEM = "urn:sonobridge:accession"
+AE_TITLE_SYSTEM = "urn:sonobridge:dicom:ae-title"
+DICOM_IDENTIFIER_TYPE = "http://hl7.org/fhir/uv/radiation-dose-summary/CodeSystem/" \
+    "dicom-identifier-type"
+# HL7 table 0396 coding systems (CE/CWE component 3) -> FHIR code systems; anything else
+# ("L", "99…", a local name) stays in the local procedure system.
+CODING_SYSTEMS = {"LN": "http://loinc.org", "SCT": "http://snomed.info/sct",
+                  "SNM": "http://snomed.info/sct", "C4": "http://www.ama-assn.org/go/cpt",
+                  "CPT4": "http://www.ama-assn.org/go/cpt", "RADLEX": "http://www.radlex.org",
+                  "DCM": "http://dicom.nema.org/resources/ontology/DCM"}
 
 # MSH-18 values (HL7 table 0211) -> Python codecs; empty means ASCII, but Chinese systems often
 # send GBK/GB 18030 without saying so, so undeclared bytes are tried as UTF-8 then GB 18030.
@@ -372,7 +381,8 @@ def order(message: hl7.Message, offset: str = "+08:00") -> Order:
     if not procedure:
         raise HL7Error("OBR-4 (universal service identifier) is required", "101",
                        ("OBR", 1, 4))
-    coding = {"system": PROCEDURE_SYSTEM, "code": procedure}
+    coding = {"system": CODING_SYSTEMS.get(value(message, "OBR", 4, 3).upper(),
+                                           PROCEDURE_SYSTEM), "code": procedure}
     display = value(message, "OBR", 4, 2)
     if display:
         coding["display"] = display
@@ -417,8 +427,25 @@ def order(message: hl7.Message, offset: str = "+08:00") -> Order:
     if code == "OMI":
         extra = {"requested_procedure_id": value(message, "IPC", 2),
                  "scheduled_step_id": value(message, "IPC", 4)}
+        station = value(message, "IPC", 9)
+        if station:
+            extra["station"] = station_device(station, value(message, "IPC", 7))
     return Order(control, status, identifiers, resource, patient(message), study_uid,
                  modality, extra)
+
+
+def station_device(ae_title: str, name: str = "") -> dict[str, Any]:
+    """The scheduled station (IPC-9 AE title, IPC-7 name) as the Device that performs the order:
+    its AE title typed as the HL7 Radiation Dose Summary IG types DICOM identifiers, which is
+    what the worklist reads a Scheduled Station AE Title from."""
+    device: dict[str, Any] = {
+        "resourceType": "Device", "status": "active",
+        "identifier": [{"type": {"coding": [{"system": DICOM_IDENTIFIER_TYPE,
+                                             "code": "application-entity"}]},
+                        "system": AE_TITLE_SYSTEM, "value": ae_title[:16]}]}
+    if name:
+        device["deviceName"] = [{"name": name, "type": "user-friendly-name"}]
+    return device
 
 
 # ---------------------------------------------------------------------------------- ACKs

@@ -28,11 +28,10 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from sonobridge.mappings.hl7v2 import DICOM_IDENTIFIER_TYPE
 from sonobridge.mappings.hl7v2 import ID_SYSTEM as HL7_ID_SYSTEM  # + assigning authority
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
-DICOM_IDENTIFIER_TYPE = "http://hl7.org/fhir/uv/radiation-dose-summary/CodeSystem/" \
-    "dicom-identifier-type"
 AE_TITLE_TYPE = "application-entity"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DEFAULT_MODALITY = "US"

@@ -416,3 +416,35 @@ def test_a_cancelled_order_leaves_the_worklist(ris):
         ack = client.send_message(head.format(id="WL-CA") + order.format(control="CA"))
     assert b"MSA|AA" in ack
     assert ris.findscu("AccessionNumber=ACC-WL2") == []
+
+
+@needs_findscu
+def test_an_omi_station_and_loinc_code_reach_the_worklist(ris):
+    """OMI^O23 IPC-9/IPC-7 (scheduled station AE title and name) become the order's performer
+    Device; OBR-4.3 LN keeps the code in LOINC: the modality sees both."""
+    from hl7.client import MLLPClient
+
+    omi = ("MSH|^~\\&|RIS|HOSP|USSRV|TELEUS|20260601||OMI^O23^OMI_O23|WL-OMI|P|2.5.1\r"
+           "PID|1||WL-3^^^HOSP^MR||Qin^Hao\rORC|NW|P-WL3|ACC-WL3||SC\r"
+           "TQ1|1||||||20260601100000\r"
+           "OBR|1|P-WL3|ACC-WL3|24558-9^US Abdomen^LN\r"
+           "IPC|ACC-WL3|RP-WL3|1.2.826.0.1.3680043.8.498.77|SPS-WL3|US||CART 9|US2|CART_9\r")
+    with MLLPClient("127.0.0.1", ris.mllp) as client:
+        assert b"MSA|AA" in client.send_message(omi)
+    keys = ["AccessionNumber", "RequestedProcedureCodeSequence",
+            "ScheduledProcedureStepSequence[0].ScheduledStationName"]
+    found = ris.findscu(*keys,
+                        "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CART_9")
+    assert [str(d.AccessionNumber) for d in found] == ["ACC-WL3"]
+    code = found[0].RequestedProcedureCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("24558-9", "LN")
+    assert found[0].ScheduledProcedureStepSequence[0].ScheduledStationName == "CART 9"
+    assert "ACC-WL3" not in [str(d.AccessionNumber) for d in ris.findscu(
+        "AccessionNumber", "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=US_ROOM1")]
+    # a second order for the same station names the same Device
+    with MLLPClient("127.0.0.1", ris.mllp) as client:
+        assert b"MSA|AA" in client.send_message(
+            omi.replace("WL-OMI", "WL-OMI2").replace("WL3", "WL4"))
+    devices = httpx.get(f"{ris.base}/fhir/Device", params={"identifier": "CART_9"},
+                        timeout=30).json()
+    assert len(devices.get("entry", [])) == 1

@@ -187,6 +187,14 @@ class Applier:
         if parsed.study_uid:
             resource["identifier"] = [*resource["identifier"], {
                 "system": "urn:dicom:uid", "value": f"urn:oid:{parsed.study_uid}"}]
+        station = parsed.extra.get("station")
+        if station is not None:  # OMI IPC-9: the order is performed by that station
+            device = self._find(writer, "Device", station["identifier"])
+            if device is None:
+                device = new_id()
+                self._put(writer, "Device", device, station, policy)
+            resource["performer"] = [{"reference": f"Device/{device}"},
+                                     *resource.get("performer", [])]
         for key, system in (("requested_procedure_id", "urn:sonobridge:requested-procedure"),
                             ("scheduled_step_id", "urn:sonobridge:scheduled-procedure-step")):
             if parsed.extra.get(key):
