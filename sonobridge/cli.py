@@ -260,6 +260,21 @@ def delete_command(
     console.print(f"deleted {count} instance{'s' if count != 1 else ''}")
 
 
+MetricsPort = Annotated[int | None, typer.Option(
+    help="Serve Prometheus /metrics on this port (same address as the listener); `serve` has "
+         "them on its HTTP port.")]
+
+
+def _serve_metrics(port: int | None, host: str) -> None:
+    """/metrics for a listener run alone: prometheus_client's own small HTTP server."""
+    if port is None:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host)
+    console.print(f"metrics on http://{host}:{port}/metrics")
+
+
 mllp_app = typer.Typer(help="HL7 v2 over MLLP: run the listener alone, or see the message "
                        "log and the results queue.", invoke_without_command=True)
 app.add_typer(mllp_app, name="mllp")
@@ -272,6 +287,7 @@ def mllp(
     port: Annotated[int | None, typer.Option(help="Env: SONOBRIDGE_MLLP_PORT.")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run the HL7 v2 MLLP listener alone (``serve`` also runs it), with the results sender
     when SONOBRIDGE_HL7_DESTINATIONS is set."""
@@ -298,6 +314,7 @@ def mllp(
             sender.start()
         console.print(f"HL7 v2 MLLP listener on {settings.mllp_host}:{listener.port}, "
                       f"database {_redact(settings.resolved_database_url)}")
+        _serve_metrics(metrics_port, settings.mllp_host)
         try:
             await asyncio.Event().wait()
         finally:
@@ -345,6 +362,7 @@ def dimse(
     aet: Annotated[str | None, typer.Option(help="Env: SONOBRIDGE_DICOM_AET.")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run the DICOM DIMSE listener alone (``serve`` also runs it): C-ECHO, C-STORE, C-FIND,
     C-MOVE, C-GET, Modality Worklist, MPPS and Storage Commitment (its reports' queue), and
@@ -369,6 +387,7 @@ def dimse(
     console.print(f"DICOM listener {settings.dicom_aet} on {settings.dicom_host}:{server.port}"
                   f", known peers: {', '.join(sorted(server.peers)) or 'none'}"
                   f", forwarding: {'on' if forwards is not None else 'off'}")
+    _serve_metrics(metrics_port, settings.dicom_host)
     try:
         while True:
             time.sleep(3600)

@@ -158,3 +158,50 @@ def test_association_outcomes_are_counted(tmp_path):
         while (after := _associations(base)) != {"accepted": 2, "rejected": 1, "aborted": 1}:
             assert time.monotonic() < deadline, after
             time.sleep(0.1)
+
+
+def test_listeners_run_alone_serve_their_metrics(tmp_path):
+    """``sonobridge dimse`` and ``sonobridge mllp`` without ``serve``: --metrics-port."""
+    port, metrics = free_port(), free_port()
+    args = [sys.executable, "-m", "sonobridge", "dimse", "--metrics-port", str(metrics)]
+    environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(tmp_path / "data"),
+               "SONOBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'dimse.db'}",
+               "SONOBRIDGE_AUDIT": "off", "SONOBRIDGE_DICOM_PORT": str(port)}
+    mllp, mllp_metrics = free_port(), free_port()
+    procs = [subprocess.Popen(args, env=environ, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT),
+             subprocess.Popen([sys.executable, "-m", "sonobridge", "mllp", "--port", str(mllp),
+                               "--metrics-port", str(mllp_metrics)], env=environ,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+    try:
+        text = {}
+        for name, url in (("dimse", f"http://127.0.0.1:{metrics}/metrics"),
+                          ("mllp", f"http://127.0.0.1:{mllp_metrics}/metrics")):
+            deadline = time.monotonic() + 30
+            while name not in text:
+                try:
+                    text[name] = httpx.get(url, timeout=2).text
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline, f"no metrics from {name}"
+                    time.sleep(0.2)
+        ae = AE(ae_title="PROBE")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
+        assert assoc.is_established
+        assoc.release()
+        time.sleep(0.5)
+        after = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
+        assert re.search(r'^sonobridge_dimse_associations_total\{outcome="accepted"\} [1-9]',
+                         after, re.M), after
+        from hl7.client import MLLPClient
+
+        with MLLPClient("127.0.0.1", mllp) as client:
+            ack = client.send_message("MSH|^~\\&|HIS|H|USSRV|T|20261201||ADT^A04^ADT_A01|M1|P|"
+                                      "2.5.1\rPID|1||MX-1^^^H^MR||Alone^Mllp\r")
+        assert b"MSA|AA" in ack
+        hl7 = httpx.get(f"http://127.0.0.1:{mllp_metrics}/metrics", timeout=5).text
+        assert 'sonobridge_hl7_messages_total{ack="AA",type="ADT_A04_ADT_A01"} 1.0' in hl7
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
