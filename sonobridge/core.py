@@ -18,7 +18,7 @@ from sonobridge.fhir.search.registry import Registry
 from sonobridge.fhir.service import FhirService
 from sonobridge.store import migrate
 from sonobridge.store.blobs import FileBlobStore, open_blob_store
-from sonobridge.store.db import make_engine
+from sonobridge.store.db import Checkpointer, is_sqlite, make_engine
 from sonobridge.store.resources import ResourceStore
 
 
@@ -34,16 +34,20 @@ class Core:
     auth: AuthService
     audit: AuditTrail | None  # None only when turned off (tests, benchmarks)
     forwarder: Any = None  # DICOM routing rules (hie/dimse/forward.py), when configured
+    checkpointer: Checkpointer | None = None  # SQLite: WAL checkpoints off the commit path
 
     def close(self) -> None:
         if self.audit is not None:
             self.audit.flush()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
 
 
 def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     """Connect, bring the schema up to date (unless told not to) and build the services."""
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, background_checkpoints=True)
+    checkpointer = Checkpointer(engine) if is_sqlite(engine) else None
     if run_migrations:
         migrate.upgrade(engine)
     registry = Registry()
@@ -56,7 +60,9 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     audit = AuditTrail(store, syslog=settings.audit_syslog) if settings.audit else None
     service.audit = audit
     core = Core(settings, engine, store, blobs, service, registry, search,
-                AuthService(settings, engine), audit)
+                AuthService(settings, engine), audit, checkpointer=checkpointer)
+    if checkpointer is not None:
+        checkpointer.start()
     if run_migrations or migrate.is_current(engine):
         load_custom_search_params(core)
     if settings.dicom_forward:

@@ -6,10 +6,15 @@ SQLite runs in WAL mode with a busy timeout, and write transactions start with
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+log = logging.getLogger("sonobridge.store")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -40,11 +45,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` with the settings each back end needs."""
+def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
+    """Create the engine for ``url`` with the settings each back end needs.
+
+    ``background_checkpoints`` (SQLite): commits no longer run WAL checkpoints themselves; the
+    caller runs a :class:`Checkpointer` instead."""
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, background_checkpoints)
     # No server-side prepared statements: psycopg prepares a statement after five runs, and
     # PostgreSQL may then keep a generic plan chosen while a table was still empty (a sequential
     # scan that gets slower with every row). Measured: ingest fell from 720/s to 360/s.
@@ -52,7 +60,7 @@ def make_engine(url: str) -> Engine:
                          connect_args={"prepare_threshold": None})
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, background_checkpoints: bool) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +82,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA cache_size=-16384")  # 16 MB per connection
         cursor.execute("PRAGMA mmap_size=268435456")  # reads share the OS page cache
+        if background_checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -82,3 +92,65 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+class Checkpointer:
+    """SQLite WAL checkpoints on a thread of their own, off the commit path.
+
+    By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: with
+    the pages a FHIR write touches (resource, history and index B-trees), one write in a dozen
+    paid 3.5 ms more (measured on HL7 orders: p95 4.3 ms against a p50 of 1.2 ms). Here a
+    PASSIVE checkpoint every ``interval`` seconds copies those pages without blocking writers
+    or readers (SQLite releases the GIL meanwhile), and SQLite starts the WAL over at the next
+    write once a checkpoint has caught up. Under sustained writes it never quite catches up, so
+    past ``restart_pages`` a RESTART checkpoint finishes the job: it holds writers back while it
+    copies the few pages left, for at most ``restart_wait`` seconds (then it tries again next
+    round). Stopping runs a last checkpoint.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 1.0, restart_pages: int = 8192,
+                 restart_wait: float = 0.1) -> None:
+        self.database = str(engine.url.database)
+        self.interval = interval
+        self.restart_pages = restart_pages
+        self.restart_wait = restart_wait
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        else:
+            self.checkpoint()
+
+    def checkpoint(self, conn: sqlite3.Connection | None = None) -> None:
+        own = conn is None
+        try:
+            conn = conn or self._connect()
+            _, pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if pages >= self.restart_pages:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error:  # busy or gone: the next round tries again
+            log.warning("WAL checkpoint failed", exc_info=True)
+        finally:
+            if own and conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.database, timeout=self.restart_wait,
+                               check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={int(self.restart_wait * 1000)}")
+        return conn
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._stop.wait(self.interval):
+                self.checkpoint(conn)
+            self.checkpoint(conn)
+        finally:
+            conn.close()
