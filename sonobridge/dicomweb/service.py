@@ -230,7 +230,9 @@ class DicomWeb:
             ds = dcmread(f)
         if syntax == ExplicitVRLittleEndian:
             if ds.file_meta.TransferSyntaxUID.is_compressed:
-                ds.decompress(as_rgb=True)  # YBR_FULL_422 comes out as RGB, and says so
+                # YBR_FULL_422 comes out as RGB, and says so; the instance keeps its UID (a
+                # lossless decoding of the one asked for, not a new instance)
+                ds.decompress(as_rgb=True, generate_instance_uid=False)
             else:
                 ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         elif syntax == JPEGBaseline8Bit:

@@ -47,6 +47,9 @@ def test_transcode_to_explicit_le_says_rgb(client):
     assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert out.PhotometricInterpretation == "RGB"
     assert out.pixel_array.shape == (2, 48, 64, 3)
+    # the same instance, decoded: the one asked for, not a new one
+    assert out.SOPInstanceUID == ds.SOPInstanceUID
+    assert out.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
 
 
 def test_transcode_native_to_jpeg_and_refuse_others(client):
