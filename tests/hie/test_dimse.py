@@ -428,6 +428,40 @@ def test_forwarding_rules_send_on_with_retry(tmp_path):
     assert forwarded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
 
 
+def test_forwarding_to_a_pacs_that_takes_only_uncompressed(tmp_path):
+    """The stored JPEG is decoded for a destination that accepts no JPEG, as C-MOVE does."""
+    port, store_port = free_port(), free_port()
+    received = tmp_path / "pacs"
+    received.mkdir()
+    ds = cine(frames=3, study=generate_uid())
+    path = tmp_path / "cine.dcm"
+    path.write_bytes(to_bytes(ds))
+    proc = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(store_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with serve(f"sqlite:///{tmp_path / 'fwd.db'}", tmp_path, "--no-sample",
+                   SONOBRIDGE_DICOM_PORT=str(port),
+                   SONOBRIDGE_DICOM_PEERS=f"PACS@127.0.0.1:{store_port}",
+                   SONOBRIDGE_DICOM_FORWARD="PACS:modality=US") as (_base, _log):
+            result = subprocess.run(["storescu", "-xf", str(FIXTURES / "storescu-us.cfg"),
+                                     "US", "-aec", "SONOBRIDGE", "127.0.0.1", str(port),
+                                     str(path)], capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            deadline = time.monotonic() + 30
+            while not list(received.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    files = list(received.iterdir())
+    assert len(files) == 1
+    forwarded = dcmread(files[0])
+    assert forwarded.SOPInstanceUID == ds.SOPInstanceUID
+    assert forwarded.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+    assert forwarded.PhotometricInterpretation == "RGB"
+    assert forwarded.pixel_array.shape == (3, 48, 64, 3)
+
+
 def test_storage_commitment(pacs):
     import threading
 

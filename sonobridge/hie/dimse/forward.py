@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
@@ -133,7 +134,8 @@ class ForwardSender:
             error = f"{destination} is no longer a known peer"
         elif instances:
             try:
-                results = scu.store(self.core.settings.dicom_aet, peer, instances)
+                results = scu.store(self.core.settings.dicom_aet, peer, instances,
+                                    str(Path(self.core.blobs.root) / ".incoming"))
             except (scu.ScuError, OSError, RuntimeError) as exc:
                 error = str(exc)[:1024]
         stamp = time.time_ns() // 1000

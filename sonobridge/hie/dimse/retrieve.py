@@ -74,22 +74,11 @@ def matching(core: Any, identifier: Dataset) -> list[Stored]:
                    str(core.blobs.path(r.blob_key))) for r in rows]
 
 
-def contexts_for(instances: list[Stored]) -> list[PresentationContext]:
-    """One context per (SOP class, stored transfer syntax): an acceptor picks a single
-    transfer syntax per context, so a JPEG cine and a native image of the same class need a
-    context each. Up to 128, as the standard allows."""
-    pairs: list[tuple[str, str]] = []
-    for item in instances:
-        pair = (item.sop_class_uid, item.transfer_syntax)
-        if pair not in pairs:
-            pairs.append(pair)
-    return [build_context(sop_class, [syntax]) for sop_class, syntax in pairs[:MAX_CONTEXTS]]
-
-
 def move_contexts(instances: list[Stored]) -> list[PresentationContext]:
-    """What a C-MOVE proposes to its destination: per SOP class, a context for each stored
-    compressed syntax (sent byte for byte if accepted) and one with both uncompressed syntaxes
-    (the fallback nearly every peer accepts), the class's more common native syntax first.
+    """What a C-MOVE (or forwarding) proposes to its destination: per SOP class, a context
+    for each stored compressed syntax (sent byte for byte if accepted) and one with both
+    uncompressed syntaxes (the fallback nearly every peer accepts), the class's more common
+    native syntax first.
 
     At most 128: first the contexts without which some instance could not be sent at all (the
     uncompressed one of each class that has a decodable instance, the stored syntax of what

@@ -18,7 +18,12 @@ from pynetdicom.sop_class import (
 
 from sonobridge.hie.dimse import sockets
 from sonobridge.hie.dimse.peers import Peer
-from sonobridge.hie.dimse.retrieve import Stored, contexts_for
+from sonobridge.hie.dimse.retrieve import (
+    Stored,
+    StoredObject,
+    move_contexts,
+    send_stored_files,
+)
 
 
 class ScuError(RuntimeError):
@@ -83,17 +88,20 @@ def move(aet: str, peer: Peer, destination: str, identifier: Dataset,
     return final
 
 
-def store(aet: str, peer: Peer, instances: list[Stored]) -> dict[str, str | None]:
-    """C-STORE stored files as they are (no decoding: the peer must accept the stored
-    syntax). Returns an error per SOP Instance UID, ``None`` for the ones stored."""
+def store(aet: str, peer: Peer, instances: list[Stored], scratch: str | None = None
+          ) -> dict[str, str | None]:
+    """C-STORE stored files as C-MOVE sends them: as they are when the peer accepts their
+    syntax, else an uncompressed copy (decoded in ``scratch``), through a bounded send queue.
+    Returns an error per SOP Instance UID, ``None`` for the ones stored."""
     _config.STORE_SEND_CHUNKED_DATASET = True
-    assoc = _associate(aet, peer, contexts_for(instances))
+    assoc = _associate(aet, peer, move_contexts(instances))
+    send_stored_files(assoc, scratch)
     results: dict[str, str | None] = {}
     try:
         for item in instances:
             try:
-                status = assoc.send_c_store(item.path)
-            except (ValueError, RuntimeError) as exc:  # no accepted context for its syntax
+                status = assoc.send_c_store(StoredObject(item))
+            except (ValueError, RuntimeError) as exc:  # nothing accepted it can be sent in
                 results[item.sop_uid] = str(exc)[:300]
                 continue
             code = int(status.Status) if "Status" in status else -1
