@@ -205,3 +205,51 @@ def test_listeners_run_alone_serve_their_metrics(tmp_path):
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_two_forwarding_senders_on_one_database_send_each_object_once(tmp_path):
+    """Two processes draining one queue (``serve`` and ``sonobridge dimse``, or two hosts):
+    each queued object is claimed by one sender before it is sent."""
+    from sonobridge.config import Settings
+    from sonobridge.core import open_core
+    from sonobridge.hie.dimse.forward import ForwardSender
+    from sonobridge.store.dicom.ingest import DicomIngest
+    from tests.dicom.conftest import to_bytes
+
+    pacs = StoreScp("PACS", free_port())
+    counted: list[str] = []
+    store = pacs._store
+
+    def counting(event: Any) -> int:
+        counted.append(str(event.request.AffectedSOPInstanceUID))
+        return store(event)
+
+    pacs._store = counting
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'f.db'}",
+                        audit=False, auth="disabled", dicom_forward="PACS:modality=US",
+                        dicom_peers=f"PACS@127.0.0.1:{pacs.port}")
+    cores = [open_core(settings), open_core(settings)]
+    try:
+        ingest = DicomIngest(cores[0])
+        images = [_image(US_MULTIFRAME) for _ in range(8)]
+        for image in images:
+            outcome = ingest.ingest(ingest.receiver.receive([to_bytes(image)]), source="import")
+            assert outcome.ok, outcome.message
+        senders = [ForwardSender(core) for core in cores]
+        barrier = threading.Barrier(2)
+
+        def run(sender: ForwardSender) -> None:
+            barrier.wait()
+            sender.send_due()
+
+        with pacs.running():
+            threads = [threading.Thread(target=run, args=(s,)) for s in senders]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert sum(s.send_due() for s in senders) == 0
+    finally:
+        for core in cores:
+            core.close()
+    assert sorted(counted) == sorted(str(i.SOPInstanceUID) for i in images)  # once each

@@ -374,3 +374,34 @@ def test_chinese_names_round_trip_from_an_order_to_its_result(tmp_path):
     assert segments["OBR"][2] == "RT-P1" and segments["OBR"][3] == "RT-F1"
     assert segments["OBR"][4].startswith("US-TH^甲状腺超声")
     assert "甲状腺大小形态正常。" in his.received[0]
+
+
+def test_two_senders_on_one_database_send_each_message_once(setup, port):
+    """``serve`` and ``sonobridge mllp`` (or two hosts) share the queue: a message is claimed
+    by one of them before it goes out."""
+    core, put, settings = setup
+    other = open_core(settings, run_migrations=False)
+    his = FakeHis(port)
+    try:
+        for n in range(6):
+            put({**report("final"), "id": f"dr-many-{n}"})
+        senders = [OutboxSender(core), OutboxSender(other)]
+        barrier = threading.Barrier(2)
+
+        def run(sender: OutboxSender) -> None:
+            barrier.wait()
+            sender.send_due()
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in senders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sum(s.send_due() for s in senders) == 0  # nothing left, nothing due again
+    finally:
+        his.close()
+        other.close()
+    controls = [m.split("\r")[0].split("|")[9] for m in his.received]
+    assert len(controls) == 6 and len(set(controls)) == 6
+    counts = {(d, s): n for d, s, n in status(core)["counts"]}
+    assert counts[("out", "sent")] == 6

@@ -31,6 +31,7 @@ from sonobridge.store.tables import dicom_instances as I
 log = logging.getLogger("sonobridge.dimse.forward")
 FORWARDED = Counter("sonobridge_dicom_forwarded_total", "DICOM objects forwarded, by outcome",
                     ["destination", "outcome"])
+LEASE = 300  # seconds a claimed row is this sender's before another may take it over
 MAX_BACKOFF = 3600
 
 
@@ -108,14 +109,25 @@ class ForwardSender:
             self._stop.wait(self.interval)
 
     def send_due(self) -> int:
+        """Claim what is due (a lease: another process running a sender on the same database
+        skips it, and takes it over if this one dies before it is done), then send it."""
         now = time.time_ns() // 1000
-        with self.core.store.reader.connect() as conn:
+        due = (F.c.status.in_(("queued", "retry", "sending")), F.c.next_attempt <= now)
+        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
+                conn.begin():
+            ids = [row.id for row in conn.execute(
+                select(F.c.id).where(*due).order_by(F.c.id).limit(200))]
+            if not ids:
+                return 0
+            conn.execute(update(F).where(F.c.id.in_(ids), *due).values(
+                status="sending", next_attempt=now + LEASE * 1_000_000, updated=now))
             rows = conn.execute(
                 select(F.c.id, F.c.sop_uid, F.c.destination, F.c.attempts, I.c.study_uid,
                        I.c.sop_class_uid, I.c.transfer_syntax, I.c.blob_key)
                 .select_from(F.join(I, I.c.sop_uid == F.c.sop_uid, isouter=True))
-                .where(F.c.status.in_(("queued", "retry")), F.c.next_attempt <= now)
-                .order_by(F.c.id).limit(200)).all()
+                .where(F.c.id.in_(ids), F.c.status == "sending",
+                       F.c.next_attempt == now + LEASE * 1_000_000)
+                .order_by(F.c.id)).all()
         by_destination: dict[str, list[Any]] = {}
         for row in rows:
             by_destination.setdefault(row.destination, []).append(row)

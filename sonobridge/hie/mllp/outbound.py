@@ -32,6 +32,7 @@ SENT = Counter("sonobridge_hl7_outbound_total", "HL7 v2 messages sent, by outcom
 QUEUED = Gauge("sonobridge_hl7_outbound_queue", "HL7 v2 messages waiting to be sent")
 REPORTABLE = {"final", "amended", "corrected", "appended"}
 MAX_BACKOFF = 3600
+LEASE = 300  # seconds a claimed message is this sender's before another may take it over
 REJECT_ATTEMPTS = 8  # an AR is tried again up to this many times (about 10 minutes in all)
 
 
@@ -123,7 +124,8 @@ class ResultsOutbox:
 
 
 class OutboxSender:
-    """Delivers queued messages; one thread per process (rows are claimed before sending)."""
+    """Delivers queued messages; one thread per process, any number of processes (each
+    message is claimed before it is sent)."""
 
     def __init__(self, core: Any, interval: float = 1.0, timeout: float = 30.0) -> None:
         self.core = core
@@ -155,16 +157,30 @@ class OutboxSender:
         return self.core.store.engine.connect().execution_options(sqlite_write=True)
 
     def send_due(self) -> int:
+        """Claim what is due (a lease: a sender in another process on the same database skips
+        it, and takes it over if this one dies first), then deliver it, oldest first."""
         now = time.time_ns() // 1000
-        with self.core.store.reader.connect() as conn:
+        lease = now + LEASE * 1_000_000
+        due = (M.c.direction == "out", M.c.status.in_(("queued", "retry", "sending")),
+               M.c.next_attempt <= now)
+        with self._tx() as conn, conn.begin():
+            ids = [row.id for row in conn.execute(
+                select(M.c.id).where(*due).order_by(M.c.id).limit(50))]
+            if ids:
+                conn.execute(update(M).where(M.c.id.in_(ids), *due).values(
+                    status="sending", next_attempt=lease, updated=now))
             rows = conn.execute(select(M.c.id, M.c.raw, M.c.destination, M.c.attempts).where(
-                M.c.direction == "out", M.c.status.in_(("queued", "retry")),
-                M.c.next_attempt <= now).order_by(M.c.id).limit(50)).all()
+                M.c.id.in_(ids), M.c.status == "sending", M.c.next_attempt == lease)
+                .order_by(M.c.id)).all() if ids else []
             waiting = conn.execute(select(func.count()).select_from(M).where(
-                M.c.direction == "out", M.c.status.in_(("queued", "retry")))).scalar_one()
+                M.c.direction == "out", M.c.status.in_(("queued", "retry", "sending")))
+            ).scalar_one()
         QUEUED.set(waiting)
-        for row in rows:
-            if self._stop.is_set():
+        for index, row in enumerate(rows):
+            if self._stop.is_set():  # stopping: what was claimed and not sent is due again
+                with self._tx() as conn, conn.begin():
+                    conn.execute(update(M).where(M.c.id.in_([r.id for r in rows[index:]]))
+                                 .values(status="retry", next_attempt=now))
                 break
             self._deliver(row)
         return len(rows)
