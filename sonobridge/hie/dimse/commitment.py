@@ -44,6 +44,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import insert, select, update
 
 from sonobridge.hie.dimse import sockets
+from sonobridge.periodic import Periodic
 from sonobridge.store.tables import dicom_commitments as C
 from sonobridge.store.tables import dicom_instances as I
 
@@ -119,36 +120,21 @@ def accept(core: Any, requester: str, request: Dataset) -> Pending:
     return Pending(row_id, str(request.TransactionUID), requester, items)
 
 
-class CommitmentSender:
+class CommitmentSender(Periodic):
     """Delivers the reports: right after each N-ACTION response, and in rounds for retries."""
+
+    name = "storage-commitment"
 
     def __init__(self, core: Any, aet: str, peers: dict[str, Any], interval: float = 1.0
                  ) -> None:
+        super().__init__(interval)
         self.core = core
         self.aet = aet
         self.peers = peers
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._message_ids = itertools.count()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="storage-commitment",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.deliver_due()
-            except Exception:
-                log.exception("storage commitment round failed")
-            self._stop.wait(self.interval)
+    def round(self) -> object:
+        return self.deliver_due()
 
     # ---------------------------------------------------------------- the same association
 
@@ -227,7 +213,7 @@ class CommitmentSender:
                 select(C.c.id).where(C.c.status.in_(("retry", "sending")),
                                      C.c.next_attempt <= now).order_by(C.c.id).limit(100))]
         for row_id in due:
-            if self._stop.is_set():
+            if self.stopping:
                 break
             row = self._claim(row_id)
             if row is not None:

@@ -10,8 +10,6 @@ retry and backoff until the destination takes it.
 from __future__ import annotations
 
 import fnmatch
-import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +22,11 @@ from sonobridge.config import ConfigError
 from sonobridge.hie.dimse import scu
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.hie.dimse.retrieve import Stored
+from sonobridge.periodic import Periodic
 from sonobridge.store.resources import Writer
 from sonobridge.store.tables import dicom_forwards as F
 from sonobridge.store.tables import dicom_instances as I
 
-log = logging.getLogger("sonobridge.dimse.forward")
 FORWARDED = Counter("sonobridge_dicom_forwarded_total", "DICOM objects forwarded, by outcome",
                     ["destination", "outcome"])
 LEASE = 300  # seconds a claimed row is this sender's before another may take it over
@@ -83,30 +81,16 @@ class Forwarder:
                 next_attempt=now, created=now, updated=now))
 
 
-class ForwardSender:
+class ForwardSender(Periodic):
+    name = "dicom-forward"
+
     def __init__(self, core: Any, interval: float = 1.0) -> None:
+        super().__init__(interval)
         self.core = core
-        self.interval = interval
         self.peers = load_peers(core.settings)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="dicom-forward", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.send_due()
-            except Exception:
-                log.exception("forwarding round failed")
-            self._stop.wait(self.interval)
+    def round(self) -> int:
+        return self.send_due()
 
     def send_due(self) -> int:
         """Claim what is due (a lease: another process running a sender on the same database

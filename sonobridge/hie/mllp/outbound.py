@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy import func, insert, select, update
 
 from sonobridge.jsonio import loads
 from sonobridge.mappings.oru import oru_r01
+from sonobridge.periodic import Periodic
 from sonobridge.store.resources import StoredResource, Writer
 from sonobridge.store.tables import hl7_messages as M
 
@@ -123,35 +123,21 @@ class ResultsOutbox:
         return None
 
 
-class OutboxSender:
+class OutboxSender(Periodic):
     """Delivers queued messages; one thread per process, any number of processes (each
     message is claimed before it is sent)."""
 
+    name = "hl7-outbox"
+
     def __init__(self, core: Any, interval: float = 1.0, timeout: float = 30.0) -> None:
+        super().__init__(interval, join_timeout=timeout + 5)
         self.core = core
-        self.interval = interval
         self.timeout = timeout
         self.destinations = {d.name: d for d in
                              parse_destinations(core.settings.hl7_destinations)}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hl7-outbox", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout + 5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.send_due()
-            except Exception:  # the database may be briefly away: try again next round
-                log.exception("HL7 outbox round failed")
-            self._stop.wait(self.interval)
+    def round(self) -> int:
+        return self.send_due()
 
     def _tx(self) -> Any:
         return self.core.store.engine.connect().execution_options(sqlite_write=True)
@@ -177,7 +163,7 @@ class OutboxSender:
             ).scalar_one()
         QUEUED.set(waiting)
         for index, row in enumerate(rows):
-            if self._stop.is_set():  # stopping: what was claimed and not sent is due again
+            if self.stopping:  # what was claimed and not sent is due again
                 with self._tx() as conn, conn.begin():
                     conn.execute(update(M).where(M.c.id.in_([r.id for r in rows[index:]]))
                                  .values(status="retry", next_attempt=now))
