@@ -33,6 +33,7 @@ from sonobridge.hie.dimse import commitment, retrieve, sockets, worklist
 from sonobridge.hie.dimse import find as finder
 from sonobridge.hie.dimse.mpps import Mpps, MppsError
 from sonobridge.hie.dimse.peers import load_peers
+from sonobridge.hie.dimse.pending import write_pending_directly
 from sonobridge.store.dicom.ingest import DicomIngest
 
 log = logging.getLogger("sonobridge.dimse")
@@ -263,6 +264,7 @@ class DimseServer:
         key was not matched on."""
         identifier = event.identifier
         self._audit_query(event, identifier)
+        write_pending_directly(event.assoc)
         try:
             if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
                 query = worklist.parse(identifier)
