@@ -248,6 +248,20 @@ def sonobridge(work: Path, name: str, env: dict[str, str]) -> tuple[subprocess.P
     return proc, dicom, mllp
 
 
+def hl7_only(work: Path, count: int) -> None:
+    for label, env in (("audit trail off", {}), ("audit trail on", {"SONOBRIDGE_AUDIT": "on"})):
+        proc, _, mllp = sonobridge(work, label.replace(" ", "-"), env)
+        try:
+            seconds, latencies = orders(mllp, count)
+        finally:
+            stop(proc)
+        latencies.sort()
+        print(f"HL7 ({label}, empty server): {count} ORM^O01 in {seconds:.1f}s = "
+              f"{count / seconds:,.0f} messages/s (p50 {statistics.median(latencies) * 1000:.2f}"
+              f" ms, p95 {latencies[int(len(latencies) * 0.95)] * 1000:.2f} ms)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cines", type=int, default=50)
@@ -255,8 +269,13 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--find-requests", type=int, default=200)
+    parser.add_argument("--hl7-only", action="store_true",
+                        help="only the HL7 orders, on an empty server (no Orthanc, no DICOM)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sonobridge-bridges-"))
+    if args.hl7_only:
+        hl7_only(work, args.orders)
+        return
     ensure_orthanc()
     print(f"work directory: {work}", flush=True)
 
