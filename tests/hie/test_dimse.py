@@ -395,49 +395,22 @@ def test_scu_commands(pacs, storescp):
     assert nobody.returncode == 1
 
 
-def test_forwarding_rules_send_on_with_retry(tmp_path):
+def _forward_one(tmp_path: Path, ds, *, pacs_late: bool, pacs_args: tuple[str, ...]) -> Path:
+    """Store ``ds`` by storescu into a server that forwards US to PACS (a dcmtk storescp,
+    started with ``pacs_args``, only after a first failed attempt when ``pacs_late``); the
+    file the PACS received."""
     port, store_port = free_port(), free_port()
     received = tmp_path / "pacs"
     received.mkdir()
-    ds = cine(frames=2, study=generate_uid())
     path = tmp_path / "cine.dcm"
     path.write_bytes(to_bytes(ds))
-    with serve(f"sqlite:///{tmp_path / 'fwd.db'}", tmp_path, "--no-sample",
-               SONOBRIDGE_DICOM_PORT=str(port),
-               SONOBRIDGE_DICOM_PEERS=f"PACS@127.0.0.1:{store_port}",
-               SONOBRIDGE_DICOM_FORWARD="PACS:modality=US") as (_base, _log):
-        result = subprocess.run(["storescu", "-xf", str(FIXTURES / "storescu-us.cfg"), "US",
-                                 "-aec", "SONOBRIDGE", "127.0.0.1", str(port), str(path)],
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        time.sleep(2)  # the PACS is down: the first attempt fails and is retried later
-        proc = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), "+xa",
+
+    def pacs() -> subprocess.Popen:
+        return subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), *pacs_args,
                                  str(store_port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while not list(received.iterdir()) and time.monotonic() < deadline:
-                time.sleep(0.5)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    files = list(received.iterdir())
-    assert len(files) == 1
-    forwarded = dcmread(files[0])
-    assert forwarded.SOPInstanceUID == ds.SOPInstanceUID
-    assert forwarded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
 
-
-def test_forwarding_to_a_pacs_that_takes_only_uncompressed(tmp_path):
-    """The stored JPEG is decoded for a destination that accepts no JPEG, as C-MOVE does."""
-    port, store_port = free_port(), free_port()
-    received = tmp_path / "pacs"
-    received.mkdir()
-    ds = cine(frames=3, study=generate_uid())
-    path = tmp_path / "cine.dcm"
-    path.write_bytes(to_bytes(ds))
-    proc = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(store_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = None if pacs_late else pacs()
     try:
         with serve(f"sqlite:///{tmp_path / 'fwd.db'}", tmp_path, "--no-sample",
                    SONOBRIDGE_DICOM_PORT=str(port),
@@ -447,15 +420,32 @@ def test_forwarding_to_a_pacs_that_takes_only_uncompressed(tmp_path):
                                      "US", "-aec", "SONOBRIDGE", "127.0.0.1", str(port),
                                      str(path)], capture_output=True, text=True, timeout=60)
             assert result.returncode == 0, result.stderr
+            if pacs_late:
+                time.sleep(2)  # the PACS is down: the first attempt fails, retried later
+                proc = pacs()
             deadline = time.monotonic() + 30
             while not list(received.iterdir()) and time.monotonic() < deadline:
                 time.sleep(0.2)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
     files = list(received.iterdir())
     assert len(files) == 1
-    forwarded = dcmread(files[0])
+    return files[0]
+
+
+def test_forwarding_rules_send_on_with_retry(tmp_path):
+    ds = cine(frames=2, study=generate_uid())
+    forwarded = dcmread(_forward_one(tmp_path, ds, pacs_late=True, pacs_args=("+xa",)))
+    assert forwarded.SOPInstanceUID == ds.SOPInstanceUID
+    assert forwarded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+
+
+def test_forwarding_to_a_pacs_that_takes_only_uncompressed(tmp_path):
+    """The stored JPEG is decoded for a destination that accepts no JPEG, as C-MOVE does."""
+    ds = cine(frames=3, study=generate_uid())
+    forwarded = dcmread(_forward_one(tmp_path, ds, pacs_late=False, pacs_args=()))
     assert forwarded.SOPInstanceUID == ds.SOPInstanceUID
     assert forwarded.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
     assert forwarded.PhotometricInterpretation == "RGB"
