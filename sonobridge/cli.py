@@ -271,7 +271,11 @@ def _serve_metrics(port: int | None, host: str) -> None:
         return
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr=host)
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        console.print(f"[red]cannot serve metrics on {host}:{port}: {exc.strerror}[/red]")
+        raise typer.Exit(1) from None
     console.print(f"metrics on http://{host}:{port}/metrics")
 
 

@@ -253,3 +253,19 @@ def test_two_forwarding_senders_on_one_database_send_each_object_once(tmp_path):
         for core in cores:
             core.close()
     assert sorted(counted) == sorted(str(i.SOPInstanceUID) for i in images)  # once each
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sonobridge", "mllp", "--port", str(free_port()),
+             "--metrics-port", str(busy)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "SONOBRIDGE_DATA_DIR": str(tmp_path / "data"),
+                 "SONOBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
+                 "SONOBRIDGE_AUDIT": "off", "COLUMNS": "200"})
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{busy}" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
