@@ -367,9 +367,12 @@ hl7_messages = Table(
     Column("next_attempt", BigInteger, nullable=True),
     Column("received", BigInteger, nullable=False),
     Column("updated", BigInteger, nullable=False),
+    # What an outbound message reports on (DiagnosticReport/{id}), whatever its delivery state.
+    Column("subject", String(255), nullable=True),
     UniqueConstraint("direction", "sending_app", "sending_facility", "control_id",
                      name="uq_hl7_messages_control"),
     Index("ix_hl7_messages_queue", "direction", "status", "next_attempt"),
+    Index("ix_hl7_messages_subject", "direction", "subject"),
 )
 
 

@@ -81,9 +81,9 @@ class ResultsOutbox:
         now = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "+0000"
         # A report the HIS already has a result for is sent again as a correction (C), even
         # when it is still "final": only the first final result is F.
+        subject = f"DiagnosticReport/{stored.id}"
         reported = writer.conn.execute(select(M.c.id).where(
-            M.c.direction == "out", M.c.message_type == "ORU_R01",
-            M.c.error.like(f"DiagnosticReport/{stored.id}/_history/%")).limit(1)).first()
+            M.c.direction == "out", M.c.subject == subject).limit(1)).first()
         for destination in self.destinations:
             control = uuid.uuid4().hex[:20]
             message = oru_r01(resource, order, patient, observations, control_id=control,
@@ -96,8 +96,7 @@ class ResultsOutbox:
                 sending_app=self.sending[0], sending_facility=self.sending[1],
                 control_id=control, message_type="ORU_R01", charset="utf-8",
                 raw=message.encode("utf-8"), status="queued", destination=destination.name,
-                error=f"DiagnosticReport/{stored.id}/_history/{stored.version_id}",
-                attempts=0, next_attempt=stamp, received=stamp, updated=stamp))
+                subject=subject, attempts=0, next_attempt=stamp, received=stamp, updated=stamp))
 
     def _ref(self, writer: Writer, reference: str) -> dict[str, Any] | None:
         parts = reference.split("/")
