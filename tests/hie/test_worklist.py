@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -448,3 +449,16 @@ def test_an_omi_station_and_loinc_code_reach_the_worklist(ris):
     devices = httpx.get(f"{ris.base}/fhir/Device", params={"identifier": "CART_9"},
                         timeout=30).json()
     assert len(devices.get("entry", [])) == 1
+
+
+@pytest.mark.parametrize("key,value", [
+    ("ScheduledProcedureStepStartDate", "20251340"),
+    ("ScheduledProcedureStepStartDate", "20250229-"),  # 2025 is no leap year
+    ("ScheduledProcedureStepStartTime", "2561"), ("ScheduledProcedureStepStartTime", "1275")])
+def test_impossible_dates_and_times_are_refused_not_crashed_on(key, value):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the value too
+        query = _query(step={key: value})
+    with pytest.raises(FindError) as err:
+        worklist.parse(query)
+    assert err.value.status == 0xA900

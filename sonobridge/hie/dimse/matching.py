@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from functools import lru_cache
 
 
@@ -96,8 +97,12 @@ def _range(wanted: str) -> tuple[str, str, bool]:
 
 
 def _date(value: str) -> str:
-    if not _DATE.match(value):
-        raise MatchError(f"not a DICOM date: {value!r}")
+    try:
+        if not _DATE.match(value):
+            raise ValueError
+        datetime.strptime(value, "%Y%m%d")  # a real day: not 20251340
+    except ValueError:
+        raise MatchError(f"not a DICOM date: {value!r}") from None
     return value
 
 
@@ -105,9 +110,10 @@ def _time(value: str, *, upper: bool) -> str:
     """A TM key as a 13-character comparable ``HHMMSS.FFFFFF``: an upper bound covers all of
     its precision (``14`` is up to 14:59:59.999999), a lower bound starts at its beginning."""
     value = value.replace(":", "")
-    if not _TIME.match(value):
-        raise MatchError(f"not a DICOM time: {value!r}")
     whole, _, fraction = value.partition(".")
+    if not _TIME.match(value) or any(int(whole[i:i + 2]) > limit for i, limit in
+                                     ((0, 23), (2, 59), (4, 60)) if len(whole) > i):
+        raise MatchError(f"not a DICOM time: {value!r}")
     filler = "5959"[: 6 - len(whole)] if upper else "0000"[: 6 - len(whole)]
     whole = (whole + filler)[:6]
     fraction = fraction.ljust(6, "9" if upper else "0")
