@@ -153,6 +153,7 @@ class CommitmentSender(Periodic):
                     message.command_set.MessageIDBeingRespondedTo != message_id:
                 return
             started.set()
+            assoc.unbind(evt.EVT_DIMSE_SENT, on_sent)  # one report per N-ACTION
             # Not from this (the association's reactor) thread: a send_* here would wait for
             # the reactor to pause, that is for itself.
             threading.Thread(target=self._deliver_now, args=(assoc, pending, event_type, info),
@@ -190,13 +191,21 @@ class CommitmentSender(Periodic):
                 answer["status"] = int(command.Status)
                 answered.set()
 
-        assoc.bind(evt.EVT_DIMSE_RECV, on_received)
-        assoc.bind(evt.EVT_RELEASED, lambda event: answered.set())
-        assoc.bind(evt.EVT_ABORTED, lambda event: answered.set())
-        if not _write_request(assoc, _event_report(info, event_type, message_id, context),
-                              context.context_id):
-            return False
-        answered.wait(ANSWER_TIMEOUT)
+        def on_closed(event: Any) -> None:
+            answered.set()
+
+        handlers = [(evt.EVT_DIMSE_RECV, on_received), (evt.EVT_RELEASED, on_closed),
+                    (evt.EVT_ABORTED, on_closed)]
+        for event, handler in handlers:
+            assoc.bind(event, handler)
+        try:
+            if not _write_request(assoc, _event_report(info, event_type, message_id, context),
+                                  context.context_id):
+                return False
+            answered.wait(ANSWER_TIMEOUT)
+        finally:  # a long association must not run every report's handlers for good
+            for event, handler in handlers:
+                assoc.unbind(event, handler)
         code = answer.get("status")
         log.info("storage commitment %s: event %d on the same association (%s)",
                  row.transaction_uid, event_type, "no answer" if code is None else
