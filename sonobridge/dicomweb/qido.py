@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 
 from sonobridge.dicomweb.errors import DicomwebError
 from sonobridge.fhir.search.normalize import normalize
+from sonobridge.store.dicom.index import PN_GROUPS
 from sonobridge.store.dicom.metadata import (
     BASE,
     INSTANCE_DEFAULT,
@@ -184,7 +185,6 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
     return or_(*options)
 
 
-PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
 
 
 def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool] | None:

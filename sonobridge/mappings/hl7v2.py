@@ -19,6 +19,9 @@ PLACER_SYSTEM = "urn:sonobridge:hl7:placer:"  # + placer application
 FILLER_SYSTEM = "urn:sonobridge:hl7:filler:"
 ACCESSION_SYSTEM = "urn:sonobridge:accession"
 AE_TITLE_SYSTEM = "urn:sonobridge:dicom:ae-title"
+AE_TITLE_TYPE = "application-entity"
+REQUESTED_PROCEDURE_SYSTEM = "urn:sonobridge:requested-procedure"  # IPC-2
+SCHEDULED_STEP_SYSTEM = "urn:sonobridge:scheduled-procedure-step"  # IPC-4
 DICOM_IDENTIFIER_TYPE = "http://hl7.org/fhir/uv/radiation-dose-summary/CodeSystem/" \
     "dicom-identifier-type"
 # HL7 table 0396 coding systems (CE/CWE component 3) -> FHIR code systems; anything else
@@ -441,7 +444,7 @@ def station_device(ae_title: str, name: str = "") -> dict[str, Any]:
     device: dict[str, Any] = {
         "resourceType": "Device", "status": "active",
         "identifier": [{"type": {"coding": [{"system": DICOM_IDENTIFIER_TYPE,
-                                             "code": "application-entity"}]},
+                                             "code": AE_TITLE_TYPE}]},
                         "system": AE_TITLE_SYSTEM, "value": ae_title[:16]}]}
     if name:
         device["deviceName"] = [{"name": name, "type": "user-friendly-name"}]

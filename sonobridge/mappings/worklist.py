@@ -28,15 +28,16 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from sonobridge.mappings.hl7v2 import DICOM_IDENTIFIER_TYPE
+from sonobridge.mappings.hl7v2 import (
+    AE_TITLE_TYPE,
+    DICOM_IDENTIFIER_TYPE,
+    REQUESTED_PROCEDURE_SYSTEM,
+    SCHEDULED_STEP_SYSTEM,
+)
 from sonobridge.mappings.hl7v2 import ID_SYSTEM as HL7_ID_SYSTEM  # + assigning authority
 
-V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
-AE_TITLE_TYPE = "application-entity"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DEFAULT_MODALITY = "US"
-REQUESTED_PROCEDURE_SYSTEM = "urn:sonobridge:requested-procedure"
-SCHEDULED_STEP_SYSTEM = "urn:sonobridge:scheduled-procedure-step"
 # Coding Scheme Designators (PS3.16 8) of the code systems orders use; others are local ones,
 # which PS3.3 8.2 wants to start with "99".
 DESIGNATORS = {

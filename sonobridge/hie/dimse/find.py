@@ -19,6 +19,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
 from sonobridge.dicomweb import qido
 from sonobridge.dicomweb.errors import DicomwebError
@@ -26,7 +27,6 @@ from sonobridge.dicomweb.errors import DicomwebError
 LEVELS = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 PATIENT_KEYS = {"00100010", "00100020", "00100030", "00100040", "00101000", "00100021"}
 SKIP = {"00080005", "00080052", "00080054", "00080056", "00081190"}
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 PENDING, PENDING_UNSUPPORTED_KEYS = 0xFF00, 0xFF01
 PAGE = 500  # index rows read per query; a response at a time goes out
 
@@ -86,7 +86,7 @@ class Search:
     unsupported: list[str] = field(default_factory=list)
 
 
-def find(core: Any, identifier: Dataset, aet: str, model: str = STUDY_ROOT_FIND,
+def find(core: Any, identifier: Dataset, aet: str, model: str = StudyRootFind,
          implicit_vr: bool = False, page: int = PAGE) -> Search:
     """Checks the identifier (raising :class:`FindError`), then the responses' identifiers as
     they are read, ready to be written in the association's transfer syntax (``implicit_vr``:
@@ -94,7 +94,7 @@ def find(core: Any, identifier: Dataset, aet: str, model: str = STUDY_ROOT_FIND,
     level = str(identifier.get("QueryRetrieveLevel", "")).upper()
     if level not in ("PATIENT", *LEVELS):
         raise FindError(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE")
-    if level == "PATIENT" and model == STUDY_ROOT_FIND:
+    if level == "PATIENT" and model == StudyRootFind:
         raise FindError("QueryRetrieveLevel PATIENT is not a level of the Study Root model")
     params, wanted, unmatched = params_of(identifier)
     qido_level = LEVELS.get(level, "study")

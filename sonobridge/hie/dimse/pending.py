@@ -22,7 +22,9 @@ from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.pdu_primitives import P_DATA
 
-PENDING = (0xFF00, 0xFF01)
+from sonobridge.hie.dimse.find import PENDING, PENDING_UNSUPPORTED_KEYS
+
+_PENDING = (PENDING, PENDING_UNSUPPORTED_KEYS)
 _LAST_COMMAND_FRAGMENT, _LAST_DATA_FRAGMENT = b"\x03", b"\x02"
 
 
@@ -38,7 +40,7 @@ def write_pending_directly(assoc: Any) -> None:
     def send_msg(primitive: Any, context_id: int) -> None:
         identifier = getattr(primitive, "Identifier", None)
         if not isinstance(primitive, C_FIND) or primitive.MessageIDBeingRespondedTo is None \
-                or primitive.Status not in PENDING or identifier is None:
+                or primitive.Status not in _PENDING or identifier is None:
             original(primitive, context_id)
             return
         key = (context_id, primitive.MessageIDBeingRespondedTo, primitive.Status,

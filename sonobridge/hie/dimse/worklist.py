@@ -25,12 +25,10 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from sonobridge.hie.dimse import matching
-from sonobridge.hie.dimse.find import FindError
+from sonobridge.hie.dimse.find import PENDING, PENDING_UNSUPPORTED_KEYS, FindError
 from sonobridge.jsonio import loads
 from sonobridge.mappings.worklist import DEFAULT_MODALITY, ItemContext, item
 
-PENDING = 0xFF00
-PENDING_UNSUPPORTED = 0xFF01
 IDENTIFIER_MISMATCH = 0xA900
 PAGE = 100
 
@@ -61,7 +59,7 @@ class Query:
 
     @property
     def status(self) -> int:
-        return PENDING_UNSUPPORTED if self.unsupported else PENDING
+        return PENDING_UNSUPPORTED_KEYS if self.unsupported else PENDING
 
     def search_params(self) -> list[tuple[str, str]]:
         """The FHIR search (ServiceRequest) that finds every order this query can match."""
@@ -314,29 +312,20 @@ def trimmed(ds: Dataset, query: Dataset) -> Dataset:
     """The keys the query asked for, sequences included: a sequence asked for with an item
     gets each of its items trimmed to that item's keys, asked for empty it comes back whole;
     a key this server has no value for comes back empty."""
-    out = Dataset()
+    out = _trim_item(ds, query)
     out.SpecificCharacterSet = "ISO_IR 192"
-    for element in query:
-        if element.tag.group == 0 or element.keyword == "SpecificCharacterSet":
-            continue
-        if element.tag not in ds:
-            out.add_new(element.tag, element.VR, Sequence([]) if element.VR == "SQ" else None)
-            continue
-        mine = ds[element.tag]
-        if mine.VR == "SQ" and element.VR == "SQ" and element.value and len(element.value[0]):
-            out.add_new(element.tag, "SQ", Sequence(
-                [_trim_item(entry, element.value[0]) for entry in mine.value]))
-        else:
-            out[element.tag] = mine
     return out
 
 
 def _trim_item(entry: Dataset, wanted: Dataset) -> Dataset:
     out = Dataset()
     for element in wanted:
+        if element.tag.group == 0 or element.keyword == "SpecificCharacterSet":
+            continue
         if element.tag not in entry:
             out.add_new(element.tag, element.VR, Sequence([]) if element.VR == "SQ" else None)
-        elif element.VR == "SQ" and element.value and len(element.value[0]):
+        elif element.VR == "SQ" and entry[element.tag].VR == "SQ" and element.value \
+                and len(element.value[0]):
             out.add_new(element.tag, "SQ", Sequence(
                 [_trim_item(e, element.value[0]) for e in entry[element.tag].value]))
         else:

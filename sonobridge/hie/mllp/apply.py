@@ -195,8 +195,8 @@ class Applier:
                 self._put(writer, "Device", device, station, policy)
             resource["performer"] = [{"reference": f"Device/{device}"},
                                      *resource.get("performer", [])]
-        for key, system in (("requested_procedure_id", "urn:sonobridge:requested-procedure"),
-                            ("scheduled_step_id", "urn:sonobridge:scheduled-procedure-step")):
+        for key, system in (("requested_procedure_id", hl7v2.REQUESTED_PROCEDURE_SYSTEM),
+                            ("scheduled_step_id", hl7v2.SCHEDULED_STEP_SYSTEM)):
             if parsed.extra.get(key):
                 resource["identifier"] = [*resource["identifier"],
                                           {"system": system, "value": parsed.extra[key]}]

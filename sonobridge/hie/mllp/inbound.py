@@ -26,7 +26,6 @@ from sonobridge.mappings.hl7v2 import HL7Error
 from sonobridge.store.tables import hl7_messages as M
 
 log = logging.getLogger("sonobridge.hl7")
-START = b"\x0b"
 
 # Built once: composing these per message cost a tenth of the message (SQLAlchemy's statement
 # construction and cache-key work, measured with pyinstrument).
@@ -159,7 +158,7 @@ class Inbound:
         log.warning("MLLP from %s: %d bytes without <FS><CR> before the next <VT>; kept, not "
                     "acknowledged", peer, len(raw))
         MESSAGES.labels("unknown", "unterminated").inc()
-        self._log_unusable(raw.lstrip(START), peer, time.time_ns() // 1000,
+        self._log_unusable(raw, peer, time.time_ns() // 1000,
                            "the block ended without <FS><CR>: a new <VT> started the next one")
 
     def _log_unusable(self, raw: bytes, peer: str, now: int, error: str) -> None:

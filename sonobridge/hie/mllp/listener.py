@@ -69,7 +69,7 @@ class MllpListener:
                         # and will resend it (it got no ACK). Kept, not answered: the sender
                         # waits for one ACK, the one for the block that did end.
                         await anyio.to_thread.run_sync(
-                            self.inbound.unterminated, block[:start], peer,
+                            self.inbound.unterminated, block[:start].lstrip(START), peer,
                             limiter=self._limiter)
                     ack = await anyio.to_thread.run_sync(self.inbound.handle,
                                                          block[start + 1:], peer,
