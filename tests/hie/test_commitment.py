@@ -184,7 +184,7 @@ def test_a_delivery_is_owned_by_one_process_at_a_time(core):
     with core.store.reader.connect() as conn:
         row = conn.execute(select(C).where(C.c.id == pending.id)).one()
     assert row.status == "retry" and row.attempts == 1 and row.error == "test"
-    assert row.next_attempt > commitment._now() + 4_000_000
+    assert row.next_attempt > time.time_ns() // 1000 + 4_000_000
     with core.store.engine.begin() as conn:  # its time comes
         conn.execute(C.update().where(C.c.id == pending.id).values(next_attempt=0))
     claimed = sender._claim(pending.id)

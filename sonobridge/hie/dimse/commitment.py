@@ -45,8 +45,10 @@ from sqlalchemy import insert, select, update
 
 from sonobridge.hie.dimse import sockets
 from sonobridge.periodic import Periodic
+from sonobridge.store import queues
 from sonobridge.store.tables import dicom_commitments as C
 from sonobridge.store.tables import dicom_instances as I
+from sonobridge.store.timeutil import now_us
 
 log = logging.getLogger("sonobridge.dimse.commitment")
 
@@ -54,17 +56,11 @@ STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP Instance
 NO_SUCH_INSTANCE = 0x0112
 CLASS_MISMATCH = 0x0119
-MAX_BACKOFF = 3600
 # How long a delivery owns its row before a round may try again (a process that stopped
 # meanwhile leaves it behind), and how long the requester's own association has to answer.
-LEASE = 300
 ANSWER_TIMEOUT = 30
 REPORTS = Counter("sonobridge_dimse_commitment_reports_total",
                   "Storage Commitment N-EVENT-REPORT deliveries, by outcome", ["outcome"])
-
-
-def _now() -> int:
-    return time.time_ns() // 1000
 
 
 def report(core: Any, items: list[tuple[str, str]], transaction_uid: str
@@ -110,12 +106,12 @@ def accept(core: Any, requester: str, request: Dataset) -> Pending:
     items = orjson.dumps([[str(entry.get("ReferencedSOPClassUID", "")),
                            str(entry.get("ReferencedSOPInstanceUID", ""))]
                           for entry in request.get("ReferencedSOPSequence", [])])
-    now = _now()
+    now = now_us()
     with core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
             conn.begin():
         row_id = int(conn.execute(insert(C).values(
             transaction_uid=str(request.TransactionUID), requester=requester, items=items,
-            status="sending", attempts=0, next_attempt=now + LEASE * 1_000_000, created=now,
+            status="sending", attempts=0, next_attempt=now + queues.LEASE * 1_000_000, created=now,
             updated=now)).inserted_primary_key[0])
     return Pending(row_id, str(request.TransactionUID), requester, items)
 
@@ -216,7 +212,7 @@ class CommitmentSender(Periodic):
 
     def deliver_due(self) -> int:
         """One round: every report due (retries, and deliveries a stopped process left)."""
-        now = _now()
+        now = now_us()
         with self.core.store.reader.connect() as conn:
             due = [row.id for row in conn.execute(
                 select(C.c.id).where(C.c.status.in_(("retry", "sending")),
@@ -279,12 +275,12 @@ class CommitmentSender(Periodic):
 
     def _claim(self, row_id: int) -> Any | None:
         """Take a due row for one delivery, unless another delivery has it."""
-        now = _now()
+        now = now_us()
         with self._write() as conn, conn.begin():
             taken = conn.execute(update(C).where(
                 C.c.id == row_id, C.c.status.in_(("retry", "sending")),
                 C.c.next_attempt <= now).values(
-                status="sending", next_attempt=now + LEASE * 1_000_000, updated=now))
+                status="sending", next_attempt=now + queues.LEASE * 1_000_000, updated=now))
             if taken.rowcount != 1:
                 return None
             return conn.execute(select(C).where(C.c.id == row_id)).first()
@@ -293,15 +289,15 @@ class CommitmentSender(Periodic):
         REPORTS.labels(outcome).inc()
         with self._write() as conn, conn.begin():
             conn.execute(update(C).where(C.c.id == row.id).values(
-                status="sent", attempts=row.attempts + 1, error=None, updated=_now()))
+                status="sent", attempts=row.attempts + 1, error=None, updated=now_us()))
 
     def _retry(self, row: Any, reason: str) -> None:
         REPORTS.labels("retry").inc()
         attempts = row.attempts + 1
-        delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
+        delay = queues.retry_delay(attempts)
         log.warning("storage commitment %s for %s: %s; next try in %d s",
                     row.transaction_uid, row.requester, reason, delay)
-        now = _now()
+        now = now_us()
         with self._write() as conn, conn.begin():
             conn.execute(update(C).where(C.c.id == row.id).values(
                 status="retry", attempts=attempts, error=reason[:1024],

@@ -23,14 +23,14 @@ from sonobridge.hie.dimse import scu
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.hie.dimse.retrieve import Stored
 from sonobridge.periodic import Periodic
+from sonobridge.store import queues
 from sonobridge.store.resources import Writer
 from sonobridge.store.tables import dicom_forwards as F
 from sonobridge.store.tables import dicom_instances as I
+from sonobridge.store.timeutil import now_us
 
 FORWARDED = Counter("sonobridge_dicom_forwarded_total", "DICOM objects forwarded, by outcome",
                     ["destination", "outcome"])
-LEASE = 300  # seconds a claimed row is this sender's before another may take it over
-MAX_BACKOFF = 3600
 
 
 @dataclass(frozen=True)
@@ -95,23 +95,18 @@ class ForwardSender(Periodic):
     def send_due(self) -> int:
         """Claim what is due (a lease: another process running a sender on the same database
         skips it, and takes it over if this one dies before it is done), then send it."""
-        now = time.time_ns() // 1000
+        now = now_us()
         due = (F.c.status.in_(("queued", "retry", "sending")), F.c.next_attempt <= now)
         with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
                 conn.begin():
-            ids = [row.id for row in conn.execute(
-                select(F.c.id).where(*due).order_by(F.c.id).limit(200))]
+            ids = queues.claim(conn, F, due, now, 200)
             if not ids:
                 return 0
-            conn.execute(update(F).where(F.c.id.in_(ids), *due).values(
-                status="sending", next_attempt=now + LEASE * 1_000_000, updated=now))
             rows = conn.execute(
                 select(F.c.id, F.c.sop_uid, F.c.destination, F.c.attempts, I.c.study_uid,
                        I.c.sop_class_uid, I.c.transfer_syntax, I.c.blob_key)
                 .select_from(F.join(I, I.c.sop_uid == F.c.sop_uid, isouter=True))
-                .where(F.c.id.in_(ids), F.c.status == "sending",
-                       F.c.next_attempt == now + LEASE * 1_000_000)
-                .order_by(F.c.id)).all()
+                .where(F.c.id.in_(ids)).order_by(F.c.id)).all()
         by_destination: dict[str, list[Any]] = {}
         for row in rows:
             by_destination.setdefault(row.destination, []).append(row)
@@ -145,9 +140,8 @@ class ForwardSender(Periodic):
                     values = {"status": "sent", "error": None}
                 else:
                     reason = error or results.get(row.sop_uid) or "not sent"
-                    delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
                     values = {"status": "retry", "error": reason[:1024],
-                              "next_attempt": stamp + delay * 1_000_000}
+                              "next_attempt": queues.retry_at(attempts, stamp)}
                 FORWARDED.labels(destination, values["status"]).inc()
                 conn.execute(update(F).where(F.c.id == row.id).values(
                     attempts=attempts, updated=stamp, **values))

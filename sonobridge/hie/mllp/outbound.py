@@ -22,8 +22,10 @@ from sqlalchemy import func, insert, select, update
 from sonobridge.jsonio import loads
 from sonobridge.mappings.oru import oru_r01
 from sonobridge.periodic import Periodic
+from sonobridge.store import queues
 from sonobridge.store.resources import StoredResource, Writer
 from sonobridge.store.tables import hl7_messages as M
+from sonobridge.store.timeutil import now_us
 
 log = logging.getLogger("sonobridge.hl7.out")
 
@@ -31,8 +33,6 @@ SENT = Counter("sonobridge_hl7_outbound_total", "HL7 v2 messages sent, by outcom
                ["outcome"])
 QUEUED = Gauge("sonobridge_hl7_outbound_queue", "HL7 v2 messages waiting to be sent")
 REPORTABLE = {"final", "amended", "corrected", "appended"}
-MAX_BACKOFF = 3600
-LEASE = 300  # seconds a claimed message is this sender's before another may take it over
 REJECT_ATTEMPTS = 8  # an AR is tried again up to this many times (about 10 minutes in all)
 
 
@@ -144,19 +144,13 @@ class OutboxSender(Periodic):
     def send_due(self) -> int:
         """Claim what is due (a lease: a sender in another process on the same database skips
         it, and takes it over if this one dies first), then deliver it, oldest first."""
-        now = time.time_ns() // 1000
-        lease = now + LEASE * 1_000_000
+        now = now_us()
         due = (M.c.direction == "out", M.c.status.in_(("queued", "retry", "sending")),
                M.c.next_attempt <= now)
         with self._tx() as conn, conn.begin():
-            ids = [row.id for row in conn.execute(
-                select(M.c.id).where(*due).order_by(M.c.id).limit(50))]
-            if ids:
-                conn.execute(update(M).where(M.c.id.in_(ids), *due).values(
-                    status="sending", next_attempt=lease, updated=now))
+            ids = queues.claim(conn, M, due, now, 50)
             rows = conn.execute(select(M.c.id, M.c.raw, M.c.destination, M.c.attempts).where(
-                M.c.id.in_(ids), M.c.status == "sending", M.c.next_attempt == lease)
-                .order_by(M.c.id)).all() if ids else []
+                M.c.id.in_(ids)).order_by(M.c.id)).all() if ids else []
             waiting = conn.execute(select(func.count()).select_from(M).where(
                 M.c.direction == "out", M.c.status.in_(("queued", "retry", "sending")))
             ).scalar_one()
@@ -188,12 +182,12 @@ class OutboxSender(Periodic):
                     # A reject is about the receiver's state (down, busy, HL7 v2.5 2.9.2.2),
                     # not the message: the same bytes may be taken later. An AE is final.
                     values.update(status="retry", error=f"{code}: {text}"[:1024],
-                                  next_attempt=_later(attempts))
+                                  next_attempt=queues.retry_at(attempts, now_us()))
                 else:
                     values.update(status="failed", error=f"{code}: {text}"[:1024])
             except (OSError, ValueError) as exc:
                 values.update(status="retry", error=f"{type(exc).__name__}: {exc}"[:1024],
-                              next_attempt=_later(attempts))
+                              next_attempt=queues.retry_at(attempts, now_us()))
         SENT.labels(values["status"]).inc()
         with self._tx() as conn, conn.begin():
             conn.execute(update(M).where(M.c.id == row.id).values(**values))
@@ -205,12 +199,6 @@ class OutboxSender(Periodic):
                 who="sonobridge", client_id=row.destination or "",
                 ip=destination.host if destination else "",
                 detail=f"{values['status']}: {values.get('error') or ''}"[:500]))
-
-
-def _later(attempts: int) -> int:
-    """When to try again (µs): 5 s, doubling, at most an hour."""
-    delay = min(5 * 2 ** (attempts - 1), MAX_BACKOFF)
-    return time.time_ns() // 1000 + delay * 1_000_000
 
 
 def send(host: str, port: int, message: bytes, timeout: float) -> bytes:
