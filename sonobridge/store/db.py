@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from sonobridge.periodic import Periodic
 
 log = logging.getLogger("sonobridge.store")
 
@@ -94,7 +95,7 @@ def _sqlite_engine(url: str, background_checkpoints: bool) -> Engine:
     return engine
 
 
-class Checkpointer:
+class Checkpointer(Periodic):
     """SQLite WAL checkpoints on a thread of their own, off the commit path.
 
     By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: with
@@ -108,24 +109,27 @@ class Checkpointer:
     round). Stopping runs a last checkpoint.
     """
 
+    name = "sqlite-checkpoint"
+
     def __init__(self, engine: Engine, interval: float = 1.0, restart_pages: int = 8192,
                  restart_wait: float = 0.1) -> None:
+        super().__init__(interval, join_timeout=30)
         self.database = str(engine.url.database)
-        self.interval = interval
         self.restart_pages = restart_pages
         self.restart_wait = restart_wait
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._conn: sqlite3.Connection | None = None
 
-    def start(self) -> None:
-        self._thread.start()
+    def round(self) -> None:
+        if self._conn is None:  # its own connection, on its own thread
+            self._conn = self._connect()
+        self.checkpoint(self._conn)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        else:
-            self.checkpoint()
+        super().stop()
+        self.checkpoint(self._conn)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def checkpoint(self, conn: sqlite3.Connection | None = None) -> None:
         own = conn is None
@@ -145,12 +149,3 @@ class Checkpointer:
                                check_same_thread=False, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout={int(self.restart_wait * 1000)}")
         return conn
-
-    def _run(self) -> None:
-        conn = self._connect()
-        try:
-            while not self._stop.wait(self.interval):
-                self.checkpoint(conn)
-            self.checkpoint(conn)
-        finally:
-            conn.close()
