@@ -23,6 +23,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as S
 
 from sonobridge.dicomweb import qido
 from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.store.dicom.metadata import pn_text
 
 LEVELS = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 PATIENT_KEYS = {"00100010", "00100020", "00100030", "00100040", "00101000", "00100021"}
@@ -186,11 +187,8 @@ def _raw(number: int, item: dict[str, Any], implicit_vr: bool) -> RawDataElement
         return None
     texts = []
     for value in item.get("Value") or []:
-        if isinstance(value, dict):  # PN: Alphabetic=Ideographic=Phonetic
-            groups = [value.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
-            while groups and not groups[-1]:
-                groups.pop()
-            value = "=".join(groups)
+        if isinstance(value, dict):  # PN
+            value = pn_text(value)
         elif value is None:
             value = ""
         elif not isinstance(value, str | int):

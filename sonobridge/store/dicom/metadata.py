@@ -98,6 +98,12 @@ def first(data: dict[str, Any], keyword: str) -> Any:
         return None
     value = values[0]
     if element.get("vr") == "PN" and isinstance(value, dict):
-        return "=".join(value.get(group, "") for group in ("Alphabetic", "Ideographic",
-                                                             "Phonetic")).rstrip("=")
+        return pn_text(value)
     return value
+
+
+def pn_text(value: dict[str, Any]) -> str:
+    """A DICOM JSON person name as DICOM text: ``Alphabetic=Ideographic=Phonetic``, trailing
+    empty groups left out."""
+    return "=".join(value.get(group, "") for group in ("Alphabetic", "Ideographic",
+                                                         "Phonetic")).rstrip("=")
