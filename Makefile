@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-fhir clean
+.PHONY: run test peers lint bench-fhir clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,25 @@ run: $(STAMP)  ## install if needed, migrate, and serve on 127.0.0.1:8080 (./dat
 	$(BIN)/sonobridge dev-setup
 	$(BIN)/sonobridge serve
 
-test: $(STAMP)  ## install if needed and run the test suite (SQLite, and PostgreSQL when reachable)
+test: $(STAMP) peers  ## install if needed and run the test suite (SQLite, and PostgreSQL when reachable)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The real peers the tests drive: dcmtk (echoscu, storescu, findscu, movescu, getscu, storescp)
+# and Node.js + npm (the npm fhirclient test). Installed with apt-get when run as root; otherwise
+# the tests that need them skip and say why.
+peers:
+	@missing=""; \
+	command -v storescu >/dev/null 2>&1 || missing="$$missing dcmtk"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing test peers:$$missing (apt-get)"; \
+	  { apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; } \
+	    || echo "could not install$$missing: the tests that drive them will skip"; \
+	else \
+	  echo "not installed:$$missing (run 'sudo make peers'): the tests that drive them will skip"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

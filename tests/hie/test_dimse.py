@@ -18,16 +18,11 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from tests.dicom.conftest import DATA, cine, to_bytes
-from tests.live import free_port, serve
+from tests.live import free_port, needs_dcmtk, serve
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 STUDY_JPEG, STUDY_NATIVE = "2.25.7001", "2.25.7002"
-TOOLS = ("echoscu", "storescu", "findscu", "movescu", "getscu", "storescp")
-
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in TOOLS) and os.environ.get(
-        "SONOBRIDGE_TEST_REQUIRE_POSTGRES") != "1",
-    reason="dcmtk is not installed (Debian package dcmtk)")
+pytestmark = needs_dcmtk
 
 
 class Pacs:

@@ -5,8 +5,6 @@ pynetdicom as the peers of a live server."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,8 +18,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
 from tests.dicom.conftest import cine, to_bytes
-from tests.hie.test_dimse import FIXTURES, TOOLS, Pacs, _dataset_bytes
-from tests.live import free_port, serve
+from tests.hie.test_dimse import FIXTURES, Pacs, _dataset_bytes
+from tests.live import free_port, needs_dcmtk, serve
 
 STUDY_JPEG, STUDY_NATIVE, STUDY_MIXED = "2.25.7101", "2.25.7102", "2.25.7103"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -29,10 +27,7 @@ UNCOMPRESSED = {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}
 H264 = "1.2.840.10008.1.2.4.102"
 VIDEO_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4.1"
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in TOOLS) and os.environ.get(
-        "SONOBRIDGE_TEST_REQUIRE_POSTGRES") != "1",
-    reason="dcmtk is not installed (Debian package dcmtk)")
+pytestmark = needs_dcmtk
 
 
 class World(Pacs):

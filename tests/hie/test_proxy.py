@@ -3,20 +3,17 @@ PACS" is a second SonoBridge reached only over DIMSE; objects reach it with dcmt
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.dicom.conftest import cine, to_bytes
-from tests.live import free_port, serve
+from tests.live import free_port, needs_dcmtk, serve
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
-pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
-                                reason="dcmtk is not installed (Debian package dcmtk)")
+pytestmark = needs_dcmtk
 
 
 def test_dicomweb_over_a_dimse_only_pacs(tmp_path):

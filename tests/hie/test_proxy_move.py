@@ -14,7 +14,7 @@ import pytest
 from sonobridge.config import ConfigError
 from sonobridge.hie.dimse.peers import Peer, parse_peer
 from tests.dicom.conftest import cine, to_bytes
-from tests.live import free_port, serve
+from tests.live import free_port, needs_dcmtk, serve
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -40,8 +40,7 @@ def _metric(base: str, operation: str) -> float:
     return total
 
 
-@pytest.mark.skipif(shutil.which("storescu") is None,
-                    reason="dcmtk is not installed (Debian package dcmtk)")
+@needs_dcmtk
 def test_dicomweb_over_a_pacs_that_only_moves(tmp_path):
     pacs_port, gateway_dicom = free_port(), free_port()
     ds = cine(frames=3, study="2.25.8811", patient_id="LEGACY-2", patient_name="Zhou^Min")

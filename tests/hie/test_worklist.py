@@ -3,7 +3,6 @@ and the whole path with dcmtk's ``findscu -W`` and pynetdicom as the modality.""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import warnings
@@ -25,7 +24,7 @@ from sonobridge.mappings.worklist import (
     item,
     local_date_time,
 )
-from tests.live import free_port, serve
+from tests.live import free_port, needs_dcmtk, serve
 
 V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -302,8 +301,6 @@ def test_responses_carry_the_keys_asked_for_inside_sequences(world):
 
 # ------------------------------------------------------------- a modality over the network
 
-needs_findscu = pytest.mark.skipif(shutil.which("findscu") is None,
-                                     reason="dcmtk is not installed (Debian package dcmtk)")
 
 
 class Ris:
@@ -346,7 +343,7 @@ def ris(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ris]:
         yield world
 
 
-@needs_findscu
+@needs_dcmtk
 def test_findscu_station_date_time_and_codes(ris):
     keys = ["PatientName", "PatientID", "AccessionNumber", "RequestedProcedureCodeSequence",
             "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence"]
@@ -366,7 +363,7 @@ def test_findscu_station_date_time_and_codes(ris):
     assert [str(d.AccessionNumber) for d in window] == ["wl-a"]
 
 
-@needs_findscu
+@needs_dcmtk
 def test_findscu_chinese_name(ris):
     found = ris.findscu("SpecificCharacterSet=ISO_IR 192", "PatientName=张*", "AccessionNumber")
     assert sorted(str(d.AccessionNumber) for d in found) == ["wl-a", "wl-b"]
@@ -401,7 +398,7 @@ def test_gb18030_query_and_unsupported_key_status(ris):
     assert _pynetdicom_find(ris.port, bad)[-1][0] == 0xA900
 
 
-@needs_findscu
+@needs_dcmtk
 def test_a_cancelled_order_leaves_the_worklist(ris):
     from hl7.client import MLLPClient
 
@@ -419,7 +416,7 @@ def test_a_cancelled_order_leaves_the_worklist(ris):
     assert ris.findscu("AccessionNumber=ACC-WL2") == []
 
 
-@needs_findscu
+@needs_dcmtk
 def test_an_omi_station_and_loinc_code_reach_the_worklist(ris):
     """OMI^O23 IPC-9/IPC-7 (scheduled station AE title and name) become the order's performer
     Device; OBR-4.3 LN keeps the code in LOINC: the modality sees both."""

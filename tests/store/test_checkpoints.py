@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -35,16 +36,31 @@ def test_commits_checkpoint_by_default(tmp_path):
     engine.dispose()
 
 
+class _Counted(Checkpointer):
+    rounds = 0
+
+    def round(self) -> None:
+        super().round()
+        self.rounds += 1
+
+
 def test_background_checkpoints_leave_commits_alone_until_the_checkpointer_runs(tmp_path):
     db = tmp_path / "b.db"
     engine = make_engine(f"sqlite:///{db}", background_checkpoints=True)
     _write(engine, 3000)
     grown = _wal_pages(db)
     assert grown > 2500  # no commit checkpointed
-    checkpointer = Checkpointer(engine, interval=0.02, restart_pages=1000)
+    checkpointer = _Counted(engine, interval=0.02, restart_pages=1000)
     checkpointer.start()
     try:
-        _write(engine, 3000)  # sustained writes: the WAL is restarted, not grown
+        for _ in range(6):  # sustained writes: the WAL is restarted, not grown
+            rounds = checkpointer.rounds
+            _write(engine, 500)
+            # A loaded machine may not schedule the thread for a while: wait for a round so
+            # that each 500 writes meet one, as they would at the default interval.
+            deadline = time.monotonic() + 10
+            while checkpointer.rounds < rounds + 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
     finally:
         checkpointer.stop()
     with sqlite3.connect(db) as conn:
