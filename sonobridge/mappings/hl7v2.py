@@ -37,6 +37,10 @@ CHARSETS = {"ASCII": "ascii", "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "UTF
             "GB 18030-2000": "gb18030", "GB 18030": "gb18030", "GB18030": "gb18030",
             "8859/1": "latin-1", "8859/2": "iso8859-2", "8859/5": "iso8859-5",
             "8859/15": "iso8859-15"}
+# What this gateway writes in MSH-18 for each codec (the table 0211 spelling).
+MSH18 = {"ascii": "ASCII", "utf-8": "UNICODE UTF-8", "gb18030": "GB 18030-2000",
+         "latin-1": "8859/1", "iso8859-2": "8859/2", "iso8859-5": "8859/5",
+         "iso8859-15": "8859/15"}
 SEX = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
 PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urgent"}
 

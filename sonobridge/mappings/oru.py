@@ -3,7 +3,7 @@
 Pure: the report, its order, patient and observations come in as FHIR dicts, the control id
 and timestamp are given. OBR carries the order numbers (placer, filler) so the HIS files the
 result against its order; the report text goes in TX OBX segments, measurements in NM ones.
-UTF-8 (MSH-18 ``UNICODE UTF-8``) so Chinese text survives.
+MSH-18 names the character set the caller will encode it in (``UNICODE UTF-8`` by default).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
 def oru_r01(report: dict[str, Any], order: dict[str, Any], patient: dict[str, Any],
             observations: list[dict[str, Any]], *, control_id: str, now: str,
             sending: tuple[str, str], receiving: tuple[str, str],
-            patient_id_system: str, correction: bool = False) -> str:
+            patient_id_system: str, correction: bool = False,
+            charset: str = "UNICODE UTF-8") -> str:
     """``correction``: a result for this report was sent before, so this one is C whatever
     the report's status says (HL7 table 0085)."""
     status = STATUS.get(report.get("status", "final"), "F")
@@ -105,7 +106,7 @@ def oru_r01(report: dict[str, Any], order: dict[str, Any], patient: dict[str, An
     segments = [
         "|".join(["MSH", "^~\\&", sending[0], sending[1], receiving[0], receiving[1], now, "",
                   "ORU^R01^ORU_R01", control_id, "P", "2.5.1", "", "", "AL", "NE", "",
-                  "UNICODE UTF-8"]),
+                  charset]),
         "|".join(["PID", "1", "", f"{_escape(mr)}^^^{_escape(authority)}^MR" if mr else "",
                   "", pn, "", patient.get("birthDate", "").replace("-", ""), sex]),
         "|".join(["ORC", "RE", placer, filler, "", "CM"]),

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from sonobridge.config import Settings
+from sonobridge.config import ConfigError, Settings
 from sonobridge.core import open_core
 from sonobridge.fhir.service import FhirRequest
-from sonobridge.hie.mllp.outbound import OutboxSender, status
+from sonobridge.hie.mllp.outbound import Destination, OutboxSender, parse_destinations, status
 from sonobridge.store.tables import hl7_messages as M
 from tests.live import free_port
 
@@ -24,9 +24,10 @@ V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 class FakeHis:
     """A HIS that records what it receives and answers with a chosen ACK code."""
 
-    def __init__(self, port: int, code: str = "AA") -> None:
-        self.port, self.code = port, code
+    def __init__(self, port: int, code: str = "AA", codec: str = "utf-8") -> None:
+        self.port, self.code, self.codec = port, code, codec
         self.received: list[str] = []
+        self.raw: list[bytes] = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -47,7 +48,8 @@ class FakeHis:
                     if not chunk:
                         break
                     data += chunk
-                text = data.strip(b"\x0b\x1c\r").decode("utf-8")
+                self.raw.append(data.strip(b"\x0b\x1c\r"))
+                text = self.raw[-1].decode(self.codec)
                 self.received.append(text)
                 control = text.split("\r")[0].split("|")[9]
                 ack = f"MSH|^~\\&|HIS||SONOBRIDGE||20261127||ACK|A1|P|2.5.1\rMSA|{self.code}|" \
@@ -345,11 +347,12 @@ def test_chinese_names_round_trip_from_an_order_to_its_result(tmp_path):
     from tests.live import serve
 
     his_port, mllp = free_port(), free_port()
-    his = FakeHis(his_port)
+    his = FakeHis(his_port, codec="gb18030")  # a HIS that speaks GB 18030 both ways
     try:
         with serve(f"sqlite:///{tmp_path / 'rt.db'}", tmp_path, "--no-sample",
                    SONOBRIDGE_MLLP_PORT=str(mllp),
-                   SONOBRIDGE_HL7_DESTINATIONS=f"HIS@127.0.0.1:{his_port}") as (base, _log):
+                   SONOBRIDGE_HL7_DESTINATIONS=f"HIS@127.0.0.1:{his_port}:charset=GB18030"
+                   ) as (base, _log):
             orm = ("MSH|^~\\&|HIS|COUNTY|USSRV|TELEUS|20261127093000||ORM^O01|RT1|P|2.3.1"
                    "||||||GB 18030\rPID|1||RT-MR-1^^^COUNTY^MR||欧阳^娜娜||19910203|F\r"
                    "ORC|NW|RT-P1|RT-F1||SC\rOBR|1|RT-P1|RT-F1|US-TH^甲状腺超声^L\r")
@@ -376,6 +379,68 @@ def test_chinese_names_round_trip_from_an_order_to_its_result(tmp_path):
     assert segments["OBR"][2] == "RT-P1" and segments["OBR"][3] == "RT-F1"
     assert segments["OBR"][4].startswith("US-TH^甲状腺超声")
     assert "甲状腺大小形态正常。" in his.received[0]
+    assert segments["MSH"][17] == "GB 18030-2000"
+    with pytest.raises(UnicodeDecodeError):  # the bytes really are GB 18030, not UTF-8
+        his.raw[0].decode("utf-8")
+
+
+def test_destinations_and_their_character_sets():
+    assert parse_destinations("HIS@10.0.0.7:2575, RIS@[::1]:2576:charset=GB 18030-2000,"
+                              "OLD@h:1:charset=8859/1") == [
+        Destination("HIS", "10.0.0.7", 2575, "utf-8"), Destination("RIS", "::1", 2576, "gb18030"),
+        Destination("OLD", "h", 1, "latin-1")]
+    for bad in ("HIS@h:1:charset=EBCDIC", "HIS@h:1:tls=on", "HIS@h", "HIS@h:x", "@h:1"):
+        with pytest.raises(ConfigError):
+            parse_destinations(bad)
+
+
+def _core_for(db_url: str, tmp_path: Path, destinations: str):
+    core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled",
+                              audit=False, hl7_destinations=destinations), run_migrations=False)
+    return core, _putter(core)
+
+
+def _order_and_patient(put, family: str, given: str) -> None:
+    put({"resourceType": "Patient", "id": "p1", "name": [{"family": family, "given": [given]}],
+         "identifier": [{"system": "urn:sonobridge:hl7:id:COUNTY", "value": "MR-1",
+                         "type": {"coding": [{"system": V2, "code": "MR"}]}}]})
+    put({"resourceType": "ServiceRequest", "id": "sr1", "status": "active", "intent": "order",
+         "subject": {"reference": "Patient/p1"}, "code": {"text": "US"}, "identifier": [
+             {"system": "urn:f", "value": "F-1",
+              "type": {"coding": [{"system": V2, "code": "FILL"}]}}]})
+
+
+def test_a_latin_1_his_gets_latin_1(db_url, tmp_path, port):
+    core, put = _core_for(db_url, tmp_path, f"OLD@127.0.0.1:{port}:charset=8859/1")
+    his = FakeHis(port, codec="latin-1")
+    try:
+        _order_and_patient(put, "Müller", "Zoë")
+        put(report("final", "Leber unauffällig."))
+        assert OutboxSender(core).send_due() == 1
+    finally:
+        his.close()
+        core.close()
+    assert his.raw[0].split(b"\r")[0].endswith(b"|8859/1")
+    assert "PID|1||MR-1^^^COUNTY^MR||Müller^Zoë" in his.received[0]
+    assert b"Leber unauff\xe4llig." in his.raw[0]  # one byte, not UTF-8's two
+
+
+def test_text_a_destination_cannot_carry_is_kept_as_failed_not_mangled(db_url, tmp_path, port):
+    core, put = _core_for(db_url, tmp_path, f"OLD@127.0.0.1:{port}:charset=8859/1,"
+                                            f"HIS@127.0.0.1:{port}")
+    his = FakeHis(port, codec="utf-8")
+    try:
+        _order_and_patient(put, "张", "伟")
+        put(report("final"))
+        assert OutboxSender(core).send_due() == 1  # only the UTF-8 destination's is sent
+        problems = status(core)["problems"]
+    finally:
+        his.close()
+        core.close()
+    assert len(his.received) == 1 and "张^伟" in his.received[0]
+    [failed] = problems
+    assert failed["destination"] == "OLD" and "8859/1 cannot carry" in failed["error"]
+    assert "'张'" in failed["error"]
 
 
 def test_two_senders_on_one_database_send_each_message_once(setup, port):

@@ -9,15 +9,13 @@ do not support C-GET; the PACS must know this AE title's address).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sonobridge.config import ConfigError, Settings
+from sonobridge.hie.addresses import parse_address
 
 RETRIEVE = ("get", "move")
-# ":key=value" after the port; an IPv6 address has no "=", so the split cannot cut into it
-_OPTION = re.compile(r":(?=[a-z_]+=)")
 
 
 @dataclass(frozen=True)
@@ -29,20 +27,15 @@ class Peer:
 
 
 def parse_peer(text: str) -> Peer:
-    aet, at, rest = text.strip().partition("@")
-    address, *options = _OPTION.split(rest)
-    host, colon, port = address.rpartition(":")
-    if not at or not colon or not aet or not host or not port.isdigit() or len(aet) > 16:
+    entry = parse_address(text, "a DICOM peer", "AET@host:port (AET up to 16 characters)")
+    if len(entry.name) > 16:
         raise ConfigError(f"a DICOM peer is AET@host:port (AET up to 16 characters), not "
                           f"{text.strip()!r}")
-    settings: dict[str, str] = {}
-    for option in options:
-        key, _, value = option.partition("=")
+    for key, value in entry.options.items():
         if key != "retrieve" or value not in RETRIEVE:
-            raise ConfigError(f"DICOM peer {aet}: unknown option {option!r} (known: "
-                              f"retrieve={'|'.join(RETRIEVE)})")
-        settings[key] = value
-    return Peer(aet, host.strip("[]"), int(port), **settings)
+            raise ConfigError(f"DICOM peer {entry.name}: unknown option {key}={value!r} "
+                              f"(known: retrieve={'|'.join(RETRIEVE)})")
+    return Peer(entry.name, entry.host, entry.port, **entry.options)
 
 
 def load_peers(settings: Settings) -> dict[str, Peer]:

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import func, insert, select, update
 
 from sonobridge.jsonio import loads
+from sonobridge.mappings.hl7v2 import CHARSETS, MSH18
 from sonobridge.mappings.oru import oru_r01
 from sonobridge.periodic import Periodic
 from sonobridge.store import queues
@@ -38,21 +39,31 @@ REJECT_ATTEMPTS = 8  # an AR is tried again up to this many times (about 10 minu
 
 @dataclass(frozen=True)
 class Destination:
+    """``name@host:port[:charset=…]``. The HIS decodes what it receives by MSH-18, but many
+    in service read only the character set they were built for (GB 18030 in much of China,
+    8859/1 in older western systems), so the set is chosen per destination; UTF-8 by default."""
+
     name: str
     host: str
     port: int
+    codec: str = "utf-8"
 
 
 def parse_destinations(text: str) -> list[Destination]:
     from sonobridge.config import ConfigError
+    from sonobridge.hie.addresses import parse_address
 
     out = []
     for item in (p.strip() for p in text.split(",") if p.strip()):
-        name, at, address = item.partition("@")
-        host, colon, port = address.rpartition(":")
-        if not (at and colon and name and host and port.isdigit()):
-            raise ConfigError(f"an HL7 destination is name@host:port, not {item!r}")
-        out.append(Destination(name, host, int(port)))
+        entry = parse_address(item, "an HL7 destination", "name@host:port[:charset=…]")
+        codec = "utf-8"
+        for key, value in entry.options.items():
+            codec = CHARSETS.get(value.strip().upper(), "") if key == "charset" else ""
+            if not codec:
+                raise ConfigError(f"HL7 destination {entry.name}: unknown option "
+                                  f"{key}={value!r} (known: charset=UTF-8|GB18030|8859/1|"
+                                  "ASCII, as in MSH-18)")
+        out.append(Destination(entry.name, entry.host, entry.port, codec))
     return out
 
 
@@ -89,14 +100,28 @@ class ResultsOutbox:
             message = oru_r01(resource, order, patient, observations, control_id=control,
                               now=now, sending=self.sending, receiving=(destination.name, ""),
                               patient_id_system=self.core.settings.dicom_patient_id_system,
-                              correction=reported is not None)
+                              correction=reported is not None,
+                              charset=MSH18[destination.codec])
             stamp = time.time_ns() // 1000
+            row = {"status": "queued", "charset": destination.codec}
+            try:
+                raw = message.encode(destination.codec)
+            except UnicodeEncodeError as exc:
+                # Never a result with "?" for a name or a finding: it is kept (in UTF-8) as
+                # failed, with the reason, for `sonobridge mllp status` and the operator.
+                raw = message.encode("utf-8")
+                row = {"status": "failed", "charset": "utf-8",
+                       "error": f"the result holds {exc.object[exc.start:exc.end]!r}, which "
+                                f"{MSH18[destination.codec]} cannot carry: set "
+                                f"charset=UTF-8 or GB18030 for {destination.name}"}
             writer.conn.execute(insert(M).values(
                 direction="out", peer=f"{destination.host}:{destination.port}",
                 sending_app=self.sending[0], sending_facility=self.sending[1],
-                control_id=control, message_type="ORU_R01", charset="utf-8",
-                raw=message.encode("utf-8"), status="queued", destination=destination.name,
-                subject=subject, attempts=0, next_attempt=stamp, received=stamp, updated=stamp))
+                control_id=control, message_type="ORU_R01", raw=raw,
+                destination=destination.name, subject=subject, attempts=0,
+                next_attempt=stamp, received=stamp, updated=stamp, **row))
+            if row["status"] == "failed":
+                SENT.labels("failed").inc()
 
     def _ref(self, writer: Writer, reference: str) -> dict[str, Any] | None:
         parts = reference.split("/")

@@ -1,0 +1,38 @@
+"""``name@host:port[:key=value…]``: how both bridges name a remote system in the settings.
+
+DICOM peers (``AET@host:port``, SONOBRIDGE_DICOM_PEERS) and HL7 destinations
+(``name@host:port``, SONOBRIDGE_HL7_DESTINATIONS) take per-entry options after the port, each
+``:key=value``. An IPv6 address in brackets has no ``=``, so the split cannot cut into it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sonobridge.config import ConfigError
+
+_OPTION = re.compile(r":(?=[a-z_]+=)")
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    host: str
+    port: int
+    options: dict[str, str]
+
+
+def parse_address(text: str, what: str, form: str) -> Address:
+    """``what`` and ``form`` name the entry in the error (e.g. "an HL7 destination",
+    "name@host:port")."""
+    name, at, rest = text.strip().partition("@")
+    address, *options = _OPTION.split(rest)
+    host, colon, port = address.rpartition(":")
+    if not (at and colon and name and host and port.isdigit()):
+        raise ConfigError(f"{what} is {form}, not {text.strip()!r}")
+    settings = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        settings[key] = value
+    return Address(name, host.strip("[]"), int(port), settings)
