@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sonobridge import __version__
+from sonobridge.cli_options import DatabaseUrl, DataDir
 from sonobridge.config import ConfigError, Settings
 
 app = typer.Typer(
@@ -46,11 +47,6 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data directory (SQLite database and blobs). Env: SONOBRIDGE_DATA_DIR.")]
-DatabaseUrl = Annotated[str | None, typer.Option(
-    "--database-url", help="sqlite:///path or postgresql://user@host/db. "
-                           "Env: SONOBRIDGE_DATABASE_URL.")]
 
 
 @app.command()

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from sonobridge.auth.roles import ROLES
+from sonobridge.cli_options import DatabaseUrl, DataDir
 
 users_app = typer.Typer(help="Local users: add, change password, enrol TOTP, disable, list.",
                         no_args_is_help=True)
@@ -19,10 +20,6 @@ clients_app = typer.Typer(help="Client applications (SMART apps and backend serv
                           no_args_is_help=True)
 keys_app = typer.Typer(help="The keys that sign access and ID tokens.", no_args_is_help=True)
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data directory. Env: SONOBRIDGE_DATA_DIR.")]
-DatabaseUrl = Annotated[str | None, typer.Option(
-    "--database-url", help="Env: SONOBRIDGE_DATABASE_URL.")]
 
 
 def _core(data_dir: Path | None, database_url: str | None) -> Any:

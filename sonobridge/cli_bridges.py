@@ -1,4 +1,5 @@
-"""``sonobridge dicom echo|find|move``: SonoBridge as an SCU towards a remote AE."""
+"""``sonobridge dicom echo|find|move``: SonoBridge as an SCU towards a remote AE; ``status``: its
+DICOM queues."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pydicom.dataset import Dataset
 from rich.console import Console
 from rich.table import Table
 
-dicom_app = typer.Typer(help="Talk to a remote DICOM AE (a PACS, a modality) as an SCU.",
+from sonobridge.cli_options import DatabaseUrl, DataDir
+
+dicom_app = typer.Typer(help="Talk to a remote DICOM AE (a PACS, a modality) as an SCU; see the "
+                        "DICOM queues (status).",
                         no_args_is_help=True)
 
 Peer = Annotated[str, typer.Argument(help="A known peer's AE title (SONOBRIDGE_DICOM_PEERS) or "
@@ -101,3 +105,41 @@ def move(peer: Peer, destination: Annotated[str | None, typer.Option(
           f"{failed} failed")
     if status != 0:
         raise typer.Exit(1)
+
+
+@dicom_app.command("status")
+def status(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """The DICOM queues: objects waiting to be forwarded (routing rules) and Storage
+    Commitment reports waiting to be delivered, by state, and the latest problems."""
+    import time
+
+    from sonobridge.cli import _settings
+    from sonobridge.core import open_core
+    from sonobridge.store import queues
+    from sonobridge.store.tables import dicom_commitments, dicom_forwards
+
+    core = open_core(_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        with core.store.reader.connect() as conn:
+            forwards = queues.summary(conn, dicom_forwards, ["destination"],
+                                      ["destination", "sop_uid"])
+            commitments = queues.summary(conn, dicom_commitments, ["requester"],
+                                         ["requester", "transaction_uid"])
+    finally:
+        core.close()
+    console = Console()
+    for title, peer, (counts, problems), key in (
+            ("forwarding", "destination", forwards, "sop_uid"),
+            ("storage commitment", "requester", commitments, "transaction_uid")):
+        table = Table(peer, "state", "count", title=title)
+        for name, state, count in sorted(counts):
+            table.add_row(name, state, str(count))
+        console.print(table if counts else f"{title}: nothing queued")
+        if problems:
+            latest = Table("when (UTC)", peer, key.replace("_", " "), "state", "tries", "error",
+                           title=f"{title}: latest problems")
+            for row in problems:
+                latest.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(
+                    row["updated"] / 1e6)), row[peer], row[key], row["status"],
+                    str(row["attempts"]), (row["error"] or "")[:80])
+            console.print(latest)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Connection, Table, select, update
+from sqlalchemy import ColumnElement, Connection, Table, func, select, update
 
 LEASE = 300  # seconds a claimed row belongs to its sender
 FIRST_DELAY, MAX_DELAY = 5, 3600  # seconds: 5 s, doubling, at most an hour
@@ -41,3 +41,18 @@ def claim(conn: Connection, table: Table, due: Sequence[ColumnElement[bool]], no
         status="sending", next_attempt=lease, updated=now))
     return [row.id for row in conn.execute(select(table.c.id).where(
         table.c.id.in_(ids), table.c.status == "sending", table.c.next_attempt == lease))]
+
+
+def summary(conn: Connection, table: Table, by: Sequence[str], shown: Sequence[str],
+            limit: int = 20) -> tuple[list[tuple], list[dict]]:
+    """(rows counted by ``by`` + status, the latest ``limit`` rows waiting to be tried again
+    or failed, with ``shown`` + status, attempts, error, updated): what the status commands
+    print."""
+    group = [table.c[name] for name in by] + [table.c.status]
+    counts = conn.execute(select(*group, func.count()).group_by(*group)).all()
+    problems = conn.execute(
+        select(*(table.c[name] for name in shown), table.c.status, table.c.attempts,
+               table.c.error, table.c.updated)
+        .where(table.c.status.in_(("retry", "failed")))
+        .order_by(table.c.updated.desc()).limit(limit)).all()
+    return [tuple(row) for row in counts], [dict(row._mapping) for row in problems]

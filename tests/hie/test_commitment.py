@@ -192,6 +192,31 @@ def test_a_delivery_is_owned_by_one_process_at_a_time(core):
     assert sender._claim(pending.id) is None
 
 
+def test_a_request_no_try_answers_for_a_day_is_failed(core):
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    request.ReferencedSOPSequence = []
+    pending = commitment.accept(core, "GONE", request)  # a requester that is no known peer
+    sender = commitment.CommitmentSender(core, "SONOBRIDGE", {})
+    day = commitment.GIVE_UP_AFTER * 1_000_000
+    with core.store.engine.begin() as conn:  # its lease is over, it was asked for 23 h ago
+        conn.execute(C.update().where(C.c.id == pending.id).values(
+            next_attempt=0, created=time.time_ns() // 1000 - day + 3600_000_000))
+    assert sender.deliver_due() == 1
+    with core.store.reader.connect() as conn:
+        row = conn.execute(select(C).where(C.c.id == pending.id)).one()
+    assert row.status == "retry" and "not a known peer" in row.error  # still tried
+    with core.store.engine.begin() as conn:  # and now it is a day and more
+        conn.execute(C.update().where(C.c.id == pending.id).values(
+            next_attempt=0, created=time.time_ns() // 1000 - day - 1))
+    assert sender.deliver_due() == 1
+    with core.store.reader.connect() as conn:
+        row = conn.execute(select(C).where(C.c.id == pending.id)).one()
+    assert row.status == "failed" and row.attempts == 2
+    assert row.error.startswith("no report delivered in 24 h; last: GONE closed")
+    assert sender.deliver_due() == 0  # and no round takes it again
+
+
 def test_a_round_delivers_what_a_stopped_process_left_behind(core):
     """A request stored by a process that stopped before delivering it: once its lease is
     over, any process's round sends the report on a new association."""
@@ -217,3 +242,36 @@ def test_a_round_delivers_what_a_stopped_process_left_behind(core):
     assert info.FailedSOPSequence[0].FailureReason == 0x0112
     with core.store.reader.connect() as conn:
         assert conn.execute(select(C.c.status).where(C.c.id == pending.id)).scalar() == "sent"
+
+
+def test_dicom_status_lists_both_queues_and_their_problems(core, settings):
+    import subprocess
+    import sys
+
+    from sonobridge.store.tables import dicom_forwards as F
+
+    now = time.time_ns() // 1000
+    with core.store.engine.begin() as conn:
+        conn.execute(F.insert(), [
+            {"sop_uid": "2.25.1", "destination": "PACS", "status": "sent", "attempts": 1,
+             "next_attempt": now, "created": now, "updated": now, "error": None},
+            {"sop_uid": "2.25.2", "destination": "PACS", "status": "retry", "attempts": 3,
+             "next_attempt": now, "created": now, "updated": now,
+             "error": "no association with PACS@10.0.0.5:104"}])
+        conn.execute(C.insert().values(
+            transaction_uid="2.25.99", requester="GONE", items=b"[]", status="failed",
+            attempts=9, next_attempt=0, created=now, updated=now,
+            error="no report delivered in 24 h"))
+    result = subprocess.run(
+        [sys.executable, "-m", "sonobridge", "dicom", "status", "--data-dir",
+         str(settings.data_dir), "--database-url", settings.database_url],
+        capture_output=True, text=True, timeout=60, env={
+            **__import__("os").environ, "COLUMNS": "200", "SONOBRIDGE_AUDIT": "off"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "forwarding" in out and "storage commitment" in out
+    lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+    assert "PACS retry 1" in lines and "PACS sent 1" in lines and "GONE failed 1" in lines
+    assert any("2.25.2" in line and "no association with PACS@10.0.0.5:104" in line
+               for line in lines)
+    assert any("2.25.99" in line and "no report delivered in 24 h" in line for line in lines)

@@ -15,7 +15,8 @@ stored before the N-ACTION succeeds (``accept``) and stays queued until a report
 2. else (the requester released, or refused the report) on a new association to the
    requester, a known peer, proposing the SCP role for ourselves (SCP/SCU role selection);
 3. failing that, again with backoff (5 s doubling to an hour), by the sender's rounds, which
-   also pick up requests a stopped process left behind.
+   also pick up requests a stopped process left behind; a request that no try has answered
+   for a day is failed (``sonobridge dicom status`` lists it).
 
 Many modalities release right after the N-ACTION response and ignore a report that crosses
 their release. pynetdicom's ``send_n_event_report`` keeps the reactor paused until the answer
@@ -56,9 +57,8 @@ STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP Instance
 NO_SUCH_INSTANCE = 0x0112
 CLASS_MISMATCH = 0x0119
-# How long a delivery owns its row before a round may try again (a process that stopped
-# meanwhile leaves it behind), and how long the requester's own association has to answer.
-ANSWER_TIMEOUT = 30
+ANSWER_TIMEOUT = 30  # seconds the requester's own association has to answer the report
+GIVE_UP_AFTER = 24 * 3600  # seconds after the request: no more tries, the request is failed
 REPORTS = Counter("sonobridge_dimse_commitment_reports_total",
                   "Storage Commitment N-EVENT-REPORT deliveries, by outcome", ["outcome"])
 
@@ -292,16 +292,26 @@ class CommitmentSender(Periodic):
                 status="sent", attempts=row.attempts + 1, error=None, updated=now_us()))
 
     def _retry(self, row: Any, reason: str) -> None:
-        REPORTS.labels("retry").inc()
+        """Try again later; after ``GIVE_UP_AFTER`` the request is failed instead (a
+        modality has long stopped waiting; it keeps its copies and may ask again)."""
         attempts = row.attempts + 1
         delay = queues.retry_delay(attempts)
-        log.warning("storage commitment %s for %s: %s; next try in %d s",
-                    row.transaction_uid, row.requester, reason, delay)
         now = now_us()
         with self._write() as conn, conn.begin():
+            created = conn.execute(select(C.c.created).where(C.c.id == row.id)).scalar_one()
+            if now - created > GIVE_UP_AFTER * 1_000_000:
+                values = {"status": "failed",
+                          "error": f"no report delivered in {GIVE_UP_AFTER // 3600} h; "
+                                   f"last: {reason}"[:1024]}
+            else:
+                values = {"status": "retry", "error": reason[:1024],
+                          "next_attempt": now + delay * 1_000_000}
             conn.execute(update(C).where(C.c.id == row.id).values(
-                status="retry", attempts=attempts, error=reason[:1024],
-                next_attempt=now + delay * 1_000_000, updated=now))
+                attempts=attempts, updated=now, **values))
+        REPORTS.labels(values["status"]).inc()
+        log.warning("storage commitment %s for %s: %s; %s", row.transaction_uid,
+                    row.requester, reason, "given up" if values["status"] == "failed" else
+                    f"next try in {delay} s")
 
 
 N_EVENT_REPORT_RSP = 0x8100  # Command Field
