@@ -304,7 +304,7 @@ def mllp(
                          mllp_port=port)
     logs.configure(settings.log_format, settings.log_level)
     core = open_core(settings)
-    sender = OutboxSender(core) if settings.hl7_destinations else None
+    sender = OutboxSender(core) if settings.sends_results else None
 
     async def run() -> None:
         listener = MllpListener(core, settings.mllp_host, settings.mllp_port or 2575,

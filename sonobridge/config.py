@@ -49,6 +49,7 @@ ENV_NAMES: dict[str, str] = {
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
     "hl7_time_zone": "SONOBRIDGE_HL7_TIME_ZONE",
     "hl7_destinations": "SONOBRIDGE_HL7_DESTINATIONS",
+    "hl7_destinations_file": "SONOBRIDGE_HL7_DESTINATIONS_FILE",
     "hl7_sending_application": "SONOBRIDGE_HL7_SENDING_APPLICATION",
     "hl7_sending_facility": "SONOBRIDGE_HL7_SENDING_FACILITY",
     "dicom_aet": "SONOBRIDGE_DICOM_AET",
@@ -111,6 +112,7 @@ class Settings:
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
     hl7_max_message_size: int = 32 * 1024 * 1024
     hl7_destinations: str = ""  # where results (ORU^R01) go: name@host:port, comma-separated
+    hl7_destinations_file: str = ""  # more destinations, one name@host:port per line
     hl7_sending_application: str = "SONOBRIDGE"  # MSH-3 of what we send
     hl7_sending_facility: str = ""  # MSH-4 of what we send
     hl7_time_zone: str = "+08:00"  # the zone of HL7 times that carry none (China Standard Time)
@@ -154,6 +156,11 @@ class Settings:
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must be absolute http(s), got {self.base_url!r}")
         _ = self.worklist_stations  # refused at start, not at the first worklist query
+
+    @property
+    def sends_results(self) -> bool:
+        """Whether any HL7 destination is configured (the results outbox and its sender)."""
+        return bool(self.hl7_destinations.strip() or self.hl7_destinations_file)
 
     @property
     def resolved_database_url(self) -> str:

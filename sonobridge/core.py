@@ -69,7 +69,7 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
         from sonobridge.hie.dimse.forward import Forwarder
 
         core.forwarder = Forwarder(core)
-    if settings.hl7_destinations:
+    if settings.sends_results:
         from sonobridge.hie.mllp.outbound import ResultsOutbox
 
         store.hooks.append(ResultsOutbox(core))

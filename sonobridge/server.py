@@ -65,7 +65,7 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
             await mllp.start()
         app.state.mllp = mllp
         outbox = None
-        if listeners and settings.hl7_destinations:
+        if listeners and settings.sends_results:
             from sonobridge.hie.mllp.outbound import OutboxSender
 
             outbox = OutboxSender(core)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from sonobridge.config import ConfigError
 
@@ -36,3 +37,17 @@ def parse_address(text: str, what: str, form: str) -> Address:
         key, _, value = option.partition("=")
         settings[key] = value
     return Address(name, host.strip("[]"), int(port), settings)
+
+
+def entries(inline: str, file: str, what: str) -> list[str]:
+    """The entries of a comma-separated setting, then of its file (one per line, ``#``
+    comments)."""
+    found = [item.strip() for item in inline.split(",") if item.strip()]
+    if file:
+        try:
+            lines = Path(file).read_text("utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file {file}: {exc}") from exc
+        found += [line.strip() for line in lines
+                  if line.strip() and not line.lstrip().startswith("#")]
+    return found

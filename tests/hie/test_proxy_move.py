@@ -30,6 +30,21 @@ def test_peer_options():
             parse_peer(bad)
 
 
+def test_peers_from_the_setting_and_the_file(tmp_path):
+    from sonobridge.config import Settings
+    from sonobridge.hie.dimse.peers import load_peers
+
+    listed = tmp_path / "peers.txt"
+    listed.write_text("# the county PACS\n  PACS@10.0.0.5:104:retrieve=move\n\nCART1@10.0.1.9:104\n")
+    peers = load_peers(Settings(data_dir=tmp_path, dicom_peers="STORESCP@127.0.0.1:11113",
+                                dicom_peers_file=str(listed)))
+    assert peers == {"STORESCP": Peer("STORESCP", "127.0.0.1", 11113),
+                     "PACS": Peer("PACS", "10.0.0.5", 104, "move"),
+                     "CART1": Peer("CART1", "10.0.1.9", 104)}
+    with pytest.raises(ConfigError, match="cannot read the DICOM peers file"):
+        load_peers(Settings(data_dir=tmp_path, dicom_peers_file=str(tmp_path / "none.txt")))
+
+
 def _metric(base: str, operation: str) -> float:
     text = httpx.get(f"{base}/metrics", timeout=10).text
     total = 0.0

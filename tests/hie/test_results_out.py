@@ -14,7 +14,13 @@ from sqlalchemy import update
 from sonobridge.config import ConfigError, Settings
 from sonobridge.core import open_core
 from sonobridge.fhir.service import FhirRequest
-from sonobridge.hie.mllp.outbound import Destination, OutboxSender, parse_destinations, status
+from sonobridge.hie.mllp.outbound import (
+    Destination,
+    OutboxSender,
+    load_destinations,
+    parse_destinations,
+    status,
+)
 from sonobridge.store.tables import hl7_messages as M
 from tests.live import free_port
 
@@ -472,3 +478,29 @@ def test_two_senders_on_one_database_send_each_message_once(setup, port):
     assert len(controls) == 6 and len(set(controls)) == 6
     counts = {(d, s): n for d, s, n in status(core)["counts"]}
     assert counts[("out", "sent")] == 6
+
+
+def test_destinations_from_a_file_as_well(db_url, tmp_path, port):
+    """SONOBRIDGE_HL7_DESTINATIONS_FILE: one destination per line, # comments; results go to
+    those as to the inline ones."""
+    listed = tmp_path / "his.txt"
+    listed.write_text(f"# the county HIS\nCOUNTY@127.0.0.1:{port}:charset=GB18030\n\n",
+                      "utf-8")
+    core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled",
+                              audit=False, hl7_destinations_file=str(listed)),
+                     run_migrations=False)
+    his = FakeHis(port, codec="gb18030")
+    try:
+        assert core.settings.sends_results
+        put = _putter(core)
+        _order_and_patient(put, "欧阳", "娜娜")
+        put(report("final"))
+        assert OutboxSender(core).send_due() == 1
+    finally:
+        his.close()
+        core.close()
+    assert "欧阳^娜娜" in his.received[0] and "|COUNTY|" in his.received[0]
+    (tmp_path / "gone.txt").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="cannot read the HL7 destinations file"):
+        load_destinations(Settings(data_dir=tmp_path, hl7_destinations_file=str(
+            tmp_path / "gone.txt")))

@@ -10,10 +10,9 @@ do not support C-GET; the PACS must know this AE title's address).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from sonobridge.config import ConfigError, Settings
-from sonobridge.hie.addresses import parse_address
+from sonobridge.hie.addresses import entries, parse_address
 
 RETRIEVE = ("get", "move")
 
@@ -39,13 +38,6 @@ def parse_peer(text: str) -> Peer:
 
 
 def load_peers(settings: Settings) -> dict[str, Peer]:
-    entries = [p for p in settings.dicom_peers.split(",") if p.strip()]
-    if settings.dicom_peers_file:
-        path = Path(settings.dicom_peers_file)
-        try:
-            lines = path.read_text("utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the DICOM peers file {path}: {exc}") from exc
-        entries += [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    peers = [parse_peer(entry) for entry in entries]
+    peers = [parse_peer(entry) for entry in
+             entries(settings.dicom_peers, settings.dicom_peers_file, "DICOM peers")]
     return {peer.aet: peer for peer in peers}

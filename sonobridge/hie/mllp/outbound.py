@@ -49,6 +49,14 @@ class Destination:
     codec: str = "utf-8"
 
 
+def load_destinations(settings: Any) -> list[Destination]:
+    """SONOBRIDGE_HL7_DESTINATIONS, then the destinations file's lines."""
+    from sonobridge.hie.addresses import entries
+
+    return parse_destinations(",".join(entries(
+        settings.hl7_destinations, settings.hl7_destinations_file, "HL7 destinations")))
+
+
 def parse_destinations(text: str) -> list[Destination]:
     from sonobridge.config import ConfigError
     from sonobridge.hie.addresses import parse_address
@@ -73,7 +81,7 @@ class ResultsOutbox:
     def __init__(self, core: Any) -> None:
         self.core = core
         settings = core.settings
-        self.destinations = parse_destinations(settings.hl7_destinations)
+        self.destinations = load_destinations(settings)
         self.sending = (settings.hl7_sending_application, settings.hl7_sending_facility)
 
     def __call__(self, writer: Writer, stored: StoredResource,
@@ -158,7 +166,7 @@ class OutboxSender(Periodic):
         self.core = core
         self.timeout = timeout
         self.destinations = {d.name: d for d in
-                             parse_destinations(core.settings.hl7_destinations)}
+                             load_destinations(core.settings)}
 
     def round(self) -> int:
         return self.send_due()
