@@ -35,7 +35,8 @@ def test_peers_from_the_setting_and_the_file(tmp_path):
     from sonobridge.hie.dimse.peers import load_peers
 
     listed = tmp_path / "peers.txt"
-    listed.write_text("# the county PACS\n  PACS@10.0.0.5:104:retrieve=move\n\nCART1@10.0.1.9:104\n")
+    listed.write_text("# the county PACS\n  PACS@10.0.0.5:104:retrieve=move\n\n"
+                      "CART1@10.0.1.9:104\n")
     peers = load_peers(Settings(data_dir=tmp_path, dicom_peers="STORESCP@127.0.0.1:11113",
                                 dicom_peers_file=str(listed)))
     assert peers == {"STORESCP": Peer("STORESCP", "127.0.0.1", 11113),
