@@ -48,9 +48,22 @@ from sonobridge.store.tables import resources as R
 MAX_ITERATE = 5
 R_ALIAS = R.alias("r")
 _T = idx_token
-_BY_IDENTIFIER = select(R.c.res_id).select_from(_T.join(R, R.c.rid == _T.c.rid)).where(
-    _T.c.res_type == bindparam("t"), _T.c.param == "identifier",
-    _T.c.system == bindparam("s"), _T.c.code == bindparam("c"), R.c.deleted.is_(False))
+
+
+def _by_identifier(pairs: int) -> Any:
+    """Current resources of a type carrying any of ``pairs`` system|value identifiers, with
+    the pair each matched. Each OR term names the whole token index key (type, param, code,
+    system): SQLite answers an OR from an index only when every term could use it alone,
+    one lookup per pair (with type and param outside the OR it scanned the type's every
+    identifier)."""
+    matches = [and_(_T.c.res_type == bindparam("t"), _T.c.param == "identifier",
+                    _T.c.code == bindparam(f"c{n}"), _T.c.system == bindparam(f"s{n}"))
+               for n in range(pairs)]
+    return select(R.c.res_id, _T.c.system, _T.c.code).select_from(
+        _T.join(R, R.c.rid == _T.c.rid)).where(or_(*matches), R.c.deleted.is_(False))
+
+
+_BY_IDENTIFIER = {n: _by_identifier(n) for n in range(1, 9)}
 # Filters included rows down to those the caller may see (see ``fhir/access.py``).
 Visible = Callable[[list[Any]], list[Any]]
 _STR_MAX, _STR_MIN = "\U0010ffff", ""
@@ -182,16 +195,29 @@ class SearchEngine:
 
     def by_identifier(self, conn: Connection, res_type: str,
                       pairs: Sequence[tuple[str, str]]) -> list[str]:
-        """Ids of current resources carrying any ``system|value`` identifier: the same index
-        rows ``identifier=system|value`` searches, in one prepared statement per pair (the
-        bridges match every HL7 message and MPPS on identifiers; planning a general search
-        for each cost more than the rest of the message)."""
+        """Ids of current resources carrying any ``system|value`` identifier, in the order of
+        the pairs they match: the same index rows ``identifier=system|value`` searches."""
+        matched = self.identifier_matches(conn, res_type, pairs)
         found: list[str] = []
-        for system, value in pairs:
-            for row in conn.execute(_BY_IDENTIFIER, {"t": res_type, "s": system, "c": value}):
-                if row.res_id not in found:
-                    found.append(row.res_id)
+        for pair in pairs:
+            found += [res_id for res_id in matched.get(pair, ()) if res_id not in found]
         return found
+
+    def identifier_matches(self, conn: Connection, res_type: str,
+                           pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        """For each ``(system, value)`` pair, the ids of current resources carrying it, in one
+        prepared statement (the bridges match every HL7 message and MPPS on identifiers;
+        planning a general search for each cost more than the rest of the message)."""
+        pairs = list(dict.fromkeys(pairs))
+        out: dict[tuple[str, str], list[str]] = {}
+        for start in range(0, len(pairs), 8):
+            chunk = pairs[start:start + 8]
+            params: dict[str, str] = {"t": res_type}
+            for n, (system, value) in enumerate(chunk):
+                params[f"s{n}"], params[f"c{n}"] = system, value
+            for row in conn.execute(_BY_IDENTIFIER[len(chunk)], params):
+                out.setdefault((row.system, row.code), []).append(row.res_id)
+        return out
 
     def restricted(self, conn: Connection, res_type: str, ids: Sequence[str] | None,
                    compartment: Compartment | None, query: Sequence[tuple[str, str]],

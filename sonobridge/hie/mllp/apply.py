@@ -71,10 +71,17 @@ class Applier:
         return found[0] if found else None
 
     def _put(self, writer: Writer, res_type: str, res_id: str, body: dict[str, Any],
-             policy: Policy, audited: bool = False) -> None:
-        """Write through the FHIR service; audited by the message's own event unless asked."""
-        req = FhirRequest("PUT", res_type, res_id, body={**body, "id": res_id},
-                          base=self.base, policy=policy, source="mllp", audited=audited)
+             policy: Policy, audited: bool = False, new: bool = False) -> None:
+        """Write through the FHIR service; audited by the message's own event unless asked.
+        ``new``: the id was just made here, so the resource is created with it (no look for
+        a current version)."""
+        if new:
+            req = FhirRequest("POST", res_type, body={**body, "id": res_id}, base=self.base,
+                              policy=policy, source="mllp", audited=audited,
+                              assigned_id=res_id)
+        else:
+            req = FhirRequest("PUT", res_type, res_id, body={**body, "id": res_id},
+                              base=self.base, policy=policy, source="mllp", audited=audited)
         try:
             self.core.fhir.handle(req, writer)
         except FhirError as exc:
@@ -94,13 +101,17 @@ class Applier:
         update what the message carries, keep the rest (other identifiers, links, fields the
         HIS does not send)."""
         identifiers = list(incoming["identifier"])
-        res_id = self._find(writer, "Patient", identifiers)
         # The first identifier is also the DICOM Patient ID modalities will send back (IHE
         # SWF), so that their images find this Patient. Never matched on: "123" of one
         # authority is not "123" of another. Given only while no other Patient holds it.
         dicom = {"system": self.core.settings.dicom_patient_id_system,
                  "value": identifiers[0]["value"]}
-        holder = self._find(writer, "Patient", [dicom])
+        pairs = [(str(i.get("system", "")), str(i.get("value", ""))) for i in identifiers]
+        writer.flush()  # resources written earlier in this transaction are matched too
+        matched = self.core.search.identifier_matches(
+            writer.conn, "Patient", [*pairs, (dicom["system"], dicom["value"])])
+        res_id = next((found[0] for pair in pairs if (found := matched.get(pair))), None)
+        holder = (matched.get((dicom["system"], dicom["value"])) or [None])[0]
         if holder is None or holder == res_id:
             identifiers.append(dicom)
         else:
@@ -111,7 +122,7 @@ class Applier:
         if current is None:
             target = res_id or new_id()
             self._put(writer, "Patient", target, {**incoming, "identifier": identifiers},
-                      policy, audited)
+                      policy, audited, new=res_id is None)
             return target
         merged = {**current, **{k: v for k, v in incoming.items() if k != "identifier"}}
         known = {(i.get("system"), i.get("value")) for i in current.get("identifier", [])}
@@ -192,7 +203,7 @@ class Applier:
             device = self._find(writer, "Device", station["identifier"])
             if device is None:
                 device = new_id()
-                self._put(writer, "Device", device, station, policy)
+                self._put(writer, "Device", device, station, policy, new=True)
             resource["performer"] = [{"reference": f"Device/{device}"},
                                      *resource.get("performer", [])]
         for key, system in (("requested_procedure_id", hl7v2.REQUESTED_PROCEDURE_SYSTEM),
@@ -212,7 +223,7 @@ class Applier:
                 resource["identifier"] += [i for i in current.get("identifier", [])
                                            if (i.get("system"), i.get("value")) not in known]
         target = res_id or new_id()
-        self._put(writer, "ServiceRequest", target, resource, policy)
+        self._put(writer, "ServiceRequest", target, resource, policy, new=res_id is None)
         return Applied(f"ServiceRequest/{target} {parsed.status}", f"Patient/{patient_id}",
                        f"ServiceRequest/{target}")
 

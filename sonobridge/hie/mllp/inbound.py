@@ -62,18 +62,10 @@ class Inbound:
         control = (field[10] if len(field) > 10 else "").strip() or \
             f"no-id-{uuid.uuid4().hex}"  # refused below; the key only keeps it apart
         kind = field[9].replace("^", "_")[:32] if len(field) > 9 else ""
+        key = {"app": sender[:227], "facility": facility[:227], "control": control[:199]}
         codec = "ascii"
-        with self.core.store.reader.connect() as conn:
-            row = conn.execute(_SEEN, {"app": sender[:227], "facility": facility[:227],
-                                       "control": control[:199]}).first()
-        if row is not None and row.ack is not None:
-            log.info("HL7 %s %s from %s: a resend, answered with the stored ACK", kind,
-                     control, peer)
-            MESSAGES.labels(kind, "resend").inc()
-            return bytes(row.ack)
-        row_id = row.id if row is not None else None
-        log_row = {"direction": "in", "peer": peer[:255], "sending_app": sender[:227],
-                   "sending_facility": facility[:227], "control_id": control[:199],
+        log_row = {"direction": "in", "peer": peer[:255], "sending_app": key["app"],
+                   "sending_facility": key["facility"], "control_id": key["control"],
                    "message_type": kind, "raw": raw, "attempts": 1, "received": now}
         try:
             hl7v2.check_header(header)
@@ -84,17 +76,21 @@ class Inbound:
                 raise HL7Error(f"this is {self.receiving}, not {receiving!r} (MSH-5)", "207",
                                ("MSH", 1, 5), reject=True)
             # The raw message, its effect and its ACK commit together: applied exactly once,
-            # and never acknowledged without being stored.
+            # and never acknowledged without being stored. Whether it was answered before is
+            # asked in the same transaction (one transaction per message, not two).
             with self.core.store.write() as writer:
+                row = writer.conn.execute(_SEEN, key).first()
+                if row is not None and row.ack is not None:
+                    return self._resend(row, kind, control, peer)
                 done = self.applier.apply(writer, message, sender)
                 ack = hl7v2.ack(header, "AA", "", None, self._control_id(), stamp)
                 data = ack.encode(codec or "utf-8", "replace")
                 final = {"status": "applied", "ack": data, "charset": codec,
                          "error": done.text[:1024], "updated": time.time_ns() // 1000}
-                if row_id is None:
+                if row is None:
                     writer.conn.execute(_INSERT, {**log_row, **final})
                 else:
-                    writer.conn.execute(_UPDATE, {"row_id": row_id, **final})
+                    writer.conn.execute(_UPDATE, {"row_id": row.id, **final})
                 if self.core.audit is not None:  # the message's one event, with its change
                     self.core.audit.in_transaction(writer, self._record(
                         kind, control, sender, peer, "0", done.text, done.patient,
@@ -122,15 +118,25 @@ class Inbound:
                   "updated": time.time_ns() // 1000}
         with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
                 conn.begin():
-            if row_id is None:
+            row = conn.execute(_SEEN, key).first()
+            if row is not None and row.ack is not None:  # answered before: that answer holds
+                return self._resend(row, kind, control, peer)
+            if row is None:
                 conn.execute(_INSERT, {**log_row, **failed})
             else:
-                conn.execute(_UPDATE, {"row_id": row_id, **failed})
+                conn.execute(_UPDATE, {"row_id": row.id, **failed})
         MESSAGES.labels(kind, code).inc()
         log.info("HL7 %s %s from %s: %s %s", kind, control, peer, code, text_error)
         self._audit(kind, control, sender, peer, "4" if error.reject else "8",
                     f"{code}: {text_error}")
         return data
+
+    @staticmethod
+    def _resend(row: Any, kind: str, control: str, peer: str) -> bytes:
+        log.info("HL7 %s %s from %s: a resend, answered with the stored ACK", kind, control,
+                 peer)
+        MESSAGES.labels(kind, "resend").inc()
+        return bytes(row.ack)
 
     def _audit(self, kind: str, control: str, sender: str, peer: str, outcome: str,
                detail: str) -> None:
