@@ -70,6 +70,11 @@ def _sqlite_engine(url: str, background_checkpoints: bool) -> Engine:
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=16,
         max_overflow=16,
+        # The connection used last is the one used next: each SQLite connection has its own
+        # page cache, which another connection's write makes stale. First-in-first-out, one
+        # extra connection (a queue sender's round once a second) made every HL7 message
+        # start on a cold cache: 555 -> 505 msg/s.
+        pool_use_lifo=True,
     )
 
     @event.listens_for(engine, "connect")
