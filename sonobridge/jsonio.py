@@ -45,9 +45,10 @@ def loads(data: bytes | str) -> Any:
         raise JSONError(str(exc)) from None
 
 
-def dumps(obj: Any, *, pretty: bool = False) -> bytes:
-    """Serialise to compact (or indented) UTF-8 JSON, writing ``Decimal`` values as literals."""
-    option = orjson.OPT_INDENT_2 if pretty else 0
+def dumps(obj: Any, *, pretty: bool = False, sort_keys: bool = False) -> bytes:
+    """Serialise to compact (or indented) UTF-8 JSON, writing ``Decimal`` values as literals;
+    ``sort_keys``: object keys in code point order at every level (a canonical form)."""
+    option = (orjson.OPT_INDENT_2 if pretty else 0) | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     literals: list[str] = []
     nonce = ""
 

@@ -31,6 +31,8 @@ from sonobridge.store.timeutil import to_instant
 log = logging.getLogger("sonobridge.audit")
 
 GENESIS = "0" * 64
+# Built once: the chain head is read by every audited write.
+_CHAIN_HEAD = select(AL.c.hash).order_by(AL.c.seq.desc()).limit(1)
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 RESTFUL = "http://hl7.org/fhir/restful-interaction"
@@ -220,7 +222,7 @@ class AuditTrail:
         if conn.dialect.name == "postgresql":
             # One chain: appends queue on this lock until the holder commits.
             conn.execute(text("SELECT pg_advisory_xact_lock(7413001)"))
-        head = conn.execute(select(AL.c.hash).order_by(AL.c.seq.desc()).limit(1)).scalar()
+        head = conn.execute(_CHAIN_HEAD).scalar()
         previous = head or GENESIS
         rows = []
         events = []

@@ -100,15 +100,7 @@ def content_hash(resource: dict[str, Any]) -> bytes:
     body = {k: v for k, v in resource.items() if k != "meta"}
     if meta:
         body["meta"] = meta
-    return hashlib.sha256(jsonio.dumps(_sorted(body))).digest()
-
-
-def _sorted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return value
+    return hashlib.sha256(jsonio.dumps(body, sort_keys=True)).digest()
 
 
 def stamp(resource: dict[str, Any], res_type: str, res_id: str, version: int,
