@@ -235,8 +235,7 @@ class AuditTrail:
                          "prev_hash": previous, "hash": digest})
             events.append(stored.content)
             previous = digest
-        writer.flush()
-        conn.execute(insert(AL), rows)
+        conn.execute(insert(AL), rows)  # their index rows go with the change's (``write``)
         if self._syslog is not None:
             for content in events:
                 self._syslog.send(content)

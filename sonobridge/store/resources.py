@@ -331,9 +331,9 @@ class ResourceStore:
         with self.engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
             writer = Writer(conn, self.hooks, self.indexer)
             yield writer
-            writer.flush()
-            for hook in self.before_commit:
+            for hook in self.before_commit:  # e.g. the change's audit events
                 hook(writer)
+            writer.flush()  # the index rows of all of it, one insert per index table
         for callback in self.after_commit:
             callback(writer)
 
