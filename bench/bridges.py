@@ -343,6 +343,7 @@ def main() -> None:
                                 (orthanc.name, "ORTHANC", orthanc.dicom_port)):
             finds[name] = (find_pynetdicom(aet, port, args.find_requests),
                            find_findscu(aet, port, max(args.find_requests // 4, 20)))
+        stop(orthanc.proc)  # no HL7 there: nothing else of the run shares the two cores now
         t_orders, order_latencies = orders(sono_mllp, args.orders)
         memory = peak_rss_mb(sono.pid)
     finally:

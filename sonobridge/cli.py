@@ -295,7 +295,7 @@ def mllp(
         return
     import asyncio
 
-    from sonobridge import logs
+    from sonobridge import logs, warmup
     from sonobridge.core import open_core
     from sonobridge.hie.mllp.listener import MllpListener
     from sonobridge.hie.mllp.outbound import OutboxSender
@@ -304,6 +304,7 @@ def mllp(
                          mllp_port=port)
     logs.configure(settings.log_format, settings.log_level)
     core = open_core(settings)
+    warmup.start(core)
     sender = OutboxSender(core) if settings.sends_results else None
 
     async def run() -> None:
@@ -369,7 +370,7 @@ def dimse(
     the forwarding queue when SONOBRIDGE_DICOM_FORWARD is set."""
     import time
 
-    from sonobridge import logs
+    from sonobridge import logs, warmup
     from sonobridge.core import open_core
     from sonobridge.hie.dimse.forward import ForwardSender
     from sonobridge.hie.dimse.scp import DimseServer
@@ -378,6 +379,7 @@ def dimse(
                          dicom_port=port, dicom_aet=aet)
     logs.configure(settings.log_format, settings.log_level)
     core = open_core(settings)
+    warmup.start(core)
     server = DimseServer(core)
     server.start()
     # What arrives here is queued for forwarding here: send it from here too.

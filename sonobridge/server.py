@@ -56,6 +56,10 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if listeners:
+            from sonobridge import warmup
+
+            warmup.start(core)
         mllp = None
         if listeners and settings.mllp_port:
             from sonobridge.hie.mllp.listener import MllpListener

@@ -562,3 +562,24 @@ def test_page_link_of_another_search_is_refused(client):
     token = cursor.split("_page=")[1]
     r = client.get(f"/fhir/Patient?family=wang&_count=1&_page={token}")
     assert r.status_code == 400 and "different search" in body(r)["issue"][0]["diagnostics"]
+
+
+def test_identifier_matches_pairs_whole_and_in_order(client, core):
+    """The bridges' identifier lookup: each (system, value) pair matched as a whole (system A
+    with B's value is no match), current resources only, ids in the order of the pairs."""
+    for res_id, system, value in (("a", "urn:a", "1"), ("b", "urn:b", "2"),
+                                  ("c", "urn:a", "2"), ("gone", "urn:b", "9")):
+        r = put(client, f"/fhir/Patient/{res_id}", {
+            "resourceType": "Patient", "id": res_id,
+            "identifier": [{"system": system, "value": value}]})
+        assert r.status_code == 201, r.text
+    assert client.delete("/fhir/Patient/gone").status_code in (200, 204)
+    pairs = [("urn:b", "2"), ("urn:a", "1"), ("urn:b", "1"), ("urn:b", "9"), ("urn:a", "2")]
+    with core.store.reader.connect() as conn:
+        matched = core.search.identifier_matches(conn, "Patient", pairs)
+        ordered = core.search.by_identifier(conn, "Patient", pairs)
+        many = core.search.identifier_matches(
+            conn, "Patient", [("urn:x", str(n)) for n in range(20)] + [("urn:a", "2")])
+    assert matched == {("urn:b", "2"): ["b"], ("urn:a", "1"): ["a"], ("urn:a", "2"): ["c"]}
+    assert ordered == ["b", "a", "c"]
+    assert many == {("urn:a", "2"): ["c"]}  # more pairs than one statement takes
