@@ -160,30 +160,41 @@ def test_association_outcomes_are_counted(tmp_path):
             time.sleep(0.1)
 
 
+def _listener(tmp_path: Path, name: str, args: list[str], environ: dict[str, str]
+              ) -> tuple[subprocess.Popen, int, int]:
+    """A ``sonobridge`` listener with its --metrics-port, started on free ports: once again
+    on new ones if it exits first (another test's server may take a port between our choosing
+    it and the listener binding it). Returns the process, its port and its metrics port."""
+    log = tmp_path / f"{name}.log"
+    for _ in range(3):
+        port, metrics = free_port(), free_port()
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "sonobridge", *args, "--port",
+                                     str(port), "--metrics-port", str(metrics)], env=environ,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=2)
+                return proc, port, metrics
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        proc.terminate()
+        proc.wait(timeout=30)
+    raise AssertionError(f"no metrics from {name}: {log.read_text()[-2000:]}")
+
+
 def test_listeners_run_alone_serve_their_metrics(tmp_path):
     """``sonobridge dimse`` and ``sonobridge mllp`` without ``serve``: --metrics-port."""
-    port, metrics = free_port(), free_port()
-    args = [sys.executable, "-m", "sonobridge", "dimse", "--metrics-port", str(metrics)]
     environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(tmp_path / "data"),
                "SONOBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'dimse.db'}",
-               "SONOBRIDGE_AUDIT": "off", "SONOBRIDGE_DICOM_PORT": str(port)}
-    mllp, mllp_metrics = free_port(), free_port()
-    procs = [subprocess.Popen(args, env=environ, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT),
-             subprocess.Popen([sys.executable, "-m", "sonobridge", "mllp", "--port", str(mllp),
-                               "--metrics-port", str(mllp_metrics)], env=environ,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+               "SONOBRIDGE_AUDIT": "off"}
+    procs = []
     try:
-        text = {}
-        for name, url in (("dimse", f"http://127.0.0.1:{metrics}/metrics"),
-                          ("mllp", f"http://127.0.0.1:{mllp_metrics}/metrics")):
-            deadline = time.monotonic() + 30
-            while name not in text:
-                try:
-                    text[name] = httpx.get(url, timeout=2).text
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline, f"no metrics from {name}"
-                    time.sleep(0.2)
+        dimse, port, metrics = _listener(tmp_path, "dimse", ["dimse"], environ)
+        procs.append(dimse)
+        listener, mllp, mllp_metrics = _listener(tmp_path, "mllp", ["mllp"], environ)
+        procs.append(listener)
         ae = AE(ae_title="PROBE")
         ae.add_requested_context(Verification)
         assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
