@@ -44,15 +44,16 @@ def claim(conn: Connection, table: Table, due: Sequence[ColumnElement[bool]], no
 
 
 def summary(conn: Connection, table: Table, by: Sequence[str], shown: Sequence[str],
-            limit: int = 20) -> tuple[list[tuple], list[dict]]:
-    """(rows counted by ``by`` + status, the latest ``limit`` rows waiting to be tried again
-    or failed, with ``shown`` + status, attempts, error, updated): what the status commands
-    print."""
+            problems: Sequence[str] = ("retry", "failed"), limit: int = 20
+            ) -> tuple[list[tuple], list[dict]]:
+    """(rows counted by ``by`` + status, the latest ``limit`` rows in one of the
+    ``problems`` states, with ``shown`` + status, attempts, error, updated): what the status
+    commands print."""
     group = [table.c[name] for name in by] + [table.c.status]
     counts = conn.execute(select(*group, func.count()).group_by(*group)).all()
-    problems = conn.execute(
+    latest = conn.execute(
         select(*(table.c[name] for name in shown), table.c.status, table.c.attempts,
                table.c.error, table.c.updated)
-        .where(table.c.status.in_(("retry", "failed")))
+        .where(table.c.status.in_(problems))
         .order_by(table.c.updated.desc()).limit(limit)).all()
-    return [tuple(row) for row in counts], [dict(row._mapping) for row in problems]
+    return [tuple(row) for row in counts], [dict(row._mapping) for row in latest]

@@ -8,6 +8,8 @@ PostgreSQL, totally ordered, and exact for ``_since`` comparisons.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -376,6 +378,18 @@ hl7_messages = Table(
 )
 
 
+def _send_queue(table: str) -> list[Any]:
+    """What a persistent send queue's rows carry (``store/queues.py`` claims and retries
+    them), with the index its senders look up what is due by."""
+    return [Column("status", String(16), nullable=False),
+            Column("attempts", Integer, nullable=False),
+            Column("next_attempt", BigInteger, nullable=False),
+            Column("error", String(1024), nullable=True),
+            Column("created", BigInteger, nullable=False),
+            Column("updated", BigInteger, nullable=False),
+            Index(f"ix_{table}_due", "status", "next_attempt")]
+
+
 # Received DICOM objects waiting to be forwarded to a remote AE (routing rules), with retry.
 dicom_forwards = Table(
     "dicom_forwards",
@@ -383,13 +397,7 @@ dicom_forwards = Table(
     Column("id", RowId, primary_key=True, autoincrement=True),
     Column("sop_uid", String(64), nullable=False),
     Column("destination", String(16), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("next_attempt", BigInteger, nullable=False),
-    Column("error", String(1024), nullable=True),
-    Column("created", BigInteger, nullable=False),
-    Column("updated", BigInteger, nullable=False),
-    Index("ix_dicom_forwards_due", "status", "next_attempt"),
+    *_send_queue("dicom_forwards"),
 )
 
 
@@ -402,11 +410,5 @@ dicom_commitments = Table(
     Column("transaction_uid", String(64), nullable=False),
     Column("requester", String(16), nullable=False),
     Column("items", LargeBinary, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("next_attempt", BigInteger, nullable=False),
-    Column("error", String(1024), nullable=True),
-    Column("created", BigInteger, nullable=False),
-    Column("updated", BigInteger, nullable=False),
-    Index("ix_dicom_commitments_due", "status", "next_attempt"),
+    *_send_queue("dicom_commitments"),
 )

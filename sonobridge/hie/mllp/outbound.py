@@ -258,12 +258,7 @@ def _ack_code(ack: bytes) -> tuple[str, str]:
 def status(core: Any) -> dict[str, Any]:
     """Counts by direction and state, and the latest failures (``sonobridge mllp status``)."""
     with core.store.reader.connect() as conn:
-        counts = conn.execute(select(M.c.direction, M.c.status, func.count()).group_by(
-            M.c.direction, M.c.status)).all()
-        failures = conn.execute(select(M.c.direction, M.c.control_id, M.c.message_type,
-                                       M.c.destination, M.c.peer, M.c.error, M.c.attempts,
-                                       M.c.updated).where(
-            M.c.status.in_(("failed", "retry", "error", "rejected"))).order_by(
-            M.c.updated.desc()).limit(20)).all()
-    return {"counts": [(d, s, n) for d, s, n in counts],
-            "problems": [dict(row._mapping) for row in failures]}
+        counts, problems = queues.summary(
+            conn, M, ["direction"], ["direction", "control_id", "message_type", "destination",
+                                     "peer"], problems=("failed", "retry", "error", "rejected"))
+    return {"counts": counts, "problems": problems}
