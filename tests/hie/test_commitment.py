@@ -53,15 +53,33 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Archive,
         world.engine.dispose()
 
 
-def _request(stored: Dataset) -> Dataset:
+def _ask(world: Archive, stored: Dataset, on_report: Any) -> tuple[Any, Dataset]:
+    """The modality asks for commitment of ``stored`` (and of one instance never sent), its
+    reports handled by ``on_report``; returns the open association and the request."""
+    ae = AE(ae_title="COMMITSCU")
+    ae.add_requested_context(SC)  # no role selection: the report is part of the SOP class
+    assoc = ae.associate("127.0.0.1", world.port, ae_title="SONOBRIDGE",
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assert assoc.is_established
+    request = commitment_request(stored)
+    status, _ = assoc.send_n_action(request, 1, SC, commitment.STORAGE_COMMITMENT_INSTANCE)
+    assert status.Status == 0x0000
+    return assoc, request
+
+
+def commitment_request(stored: Dataset | None = None) -> Dataset:
+    """An N-ACTION request naming ``stored`` (held) and an instance never sent (missing);
+    without ``stored``, naming nothing."""
     request = Dataset()
     request.TransactionUID = generate_uid()
-    held, missing = Dataset(), Dataset()
-    held.ReferencedSOPClassUID = stored.SOPClassUID
-    held.ReferencedSOPInstanceUID = stored.SOPInstanceUID
-    missing.ReferencedSOPClassUID = stored.SOPClassUID
-    missing.ReferencedSOPInstanceUID = generate_uid()
-    request.ReferencedSOPSequence = [held, missing]
+    request.ReferencedSOPSequence = []
+    if stored is not None:
+        held, missing = Dataset(), Dataset()
+        held.ReferencedSOPClassUID = stored.SOPClassUID
+        held.ReferencedSOPInstanceUID = stored.SOPInstanceUID
+        missing.ReferencedSOPClassUID = stored.SOPClassUID
+        missing.ReferencedSOPInstanceUID = generate_uid()
+        request.ReferencedSOPSequence = [held, missing]
     return request
 
 
@@ -82,16 +100,9 @@ def test_report_on_the_same_association_after_the_response(archive):
         arrived.set()
         return 0x0000, None
 
-    ae = AE(ae_title="COMMITSCU")
-    ae.add_requested_context(SC)  # no role selection: the report is part of the SOP class
-    assoc = ae.associate("127.0.0.1", world.port, ae_title="SONOBRIDGE",
-                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
-    assert assoc.is_established
-    request = _request(stored)
     # A report sent before the response would reach pynetdicom where it waits for the
-    # N-ACTION-RSP, and this would fail.
-    status, _ = assoc.send_n_action(request, 1, SC, commitment.STORAGE_COMMITMENT_INSTANCE)
-    assert status.Status == 0x0000
+    # N-ACTION-RSP, and _ask would fail.
+    assoc, request = _ask(world, stored, on_report)
     assert arrived.wait(10)
     assoc.release()
     event_type, info = reports[0]
@@ -145,14 +156,7 @@ def test_report_on_a_new_association_after_a_retry(archive):
         refused.set()
         return 0x0110, None
 
-    ae = AE(ae_title="COMMITSCU")
-    ae.add_requested_context(SC)
-    assoc = ae.associate("127.0.0.1", world.port, ae_title="SONOBRIDGE",
-                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, refuse)])
-    assert assoc.is_established
-    request = _request(stored)
-    status, _ = assoc.send_n_action(request, 1, SC, commitment.STORAGE_COMMITMENT_INSTANCE)
-    assert status.Status == 0x0000
+    assoc, request = _ask(world, stored, refuse)
     assert refused.wait(10)  # offered here first, refused: it must come on a new association
     assoc.release()
     deadline = time.monotonic() + 10
@@ -173,9 +177,7 @@ def test_report_on_a_new_association_after_a_retry(archive):
 
 
 def test_a_delivery_is_owned_by_one_process_at_a_time(core):
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    request.ReferencedSOPSequence = []
+    request = commitment_request()
     pending = commitment.accept(core, "NOBODY", request)
     sender = commitment.CommitmentSender(core, "SONOBRIDGE", {})
     assert sender.deliver_due() == 0  # the process that stored it is delivering it
@@ -193,9 +195,7 @@ def test_a_delivery_is_owned_by_one_process_at_a_time(core):
 
 
 def test_a_request_no_try_answers_for_a_day_is_failed(core):
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    request.ReferencedSOPSequence = []
+    request = commitment_request()
     pending = commitment.accept(core, "GONE", request)  # a requester that is no known peer
     sender = commitment.CommitmentSender(core, "SONOBRIDGE", {})
     day = commitment.GIVE_UP_AFTER * 1_000_000

@@ -470,14 +470,9 @@ def test_storage_commitment(pacs):
                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
     assert assoc.is_established
     stored = dcmread(pacs.work / "in" / "jpeg.dcm", stop_before_pixels=True)
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    held, missing = Dataset(), Dataset()
-    held.ReferencedSOPClassUID = stored.SOPClassUID
-    held.ReferencedSOPInstanceUID = stored.SOPInstanceUID
-    missing.ReferencedSOPClassUID = stored.SOPClassUID
-    missing.ReferencedSOPInstanceUID = generate_uid()
-    request.ReferencedSOPSequence = [held, missing]
+    from tests.hie.test_commitment import commitment_request
+
+    request = commitment_request(stored)
     status, _ = assoc.send_n_action(request, 1, "1.2.840.10008.1.20.1",
                                     "1.2.840.10008.1.20.1.1")
     assert status.Status == 0x0000
