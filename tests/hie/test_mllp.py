@@ -439,3 +439,48 @@ def test_replace_and_status_change_keep_the_order(bridge):
     held = bridge.search("ServiceRequest", identifier="F880")[0]
     assert held["status"] == "on-hold"
     assert held["code"]["coding"][0]["code"] == "US-ABDP"  # a status change keeps the order
+
+
+def _inbound(db_url: str, tmp_path, **settings: str):
+    from sonobridge.config import Settings
+    from sonobridge.core import open_core
+    from sonobridge.hie.mllp.inbound import Inbound
+
+    core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled",
+                              audit=False, **settings), run_migrations=False)
+    return core, Inbound(core)
+
+
+def test_an_answered_message_keeps_its_answer_when_now_it_would_be_refused(db_url, tmp_path):
+    """A resend is recognised whatever would be said of it today: a message answered AA
+    before MSH-5 was restricted gets that AA again, not an AR, and is not applied again. A
+    message refused before is looked at afresh."""
+    from sqlalchemy import func, select
+
+    from sonobridge.store.tables import hl7_messages as M
+    from sonobridge.store.tables import resources as R
+
+    text = (b"MSH|^~\\&|HIS|COUNTY|PACS|TELEUS|20261127093000||ORM^O01|KEEP1|P|2.3\r"
+            b"PID|1||KEEP-1^^^COUNTY^MR||Keep^Answer\rORC|NW|KP1|KF1||SC\r"
+            b"OBR|1|KP1|KF1|US-ABD^US ABDOMEN^L\r")
+    core, inbound = _inbound(db_url, tmp_path)
+    try:
+        first = inbound.handle(text)
+    finally:
+        core.close()
+    assert b"MSA|AA|KEEP1" in first
+    core, inbound = _inbound(db_url, tmp_path, hl7_receiving_application="USSRV")
+    try:
+        assert inbound.handle(text) == first  # the stored ACK, byte for byte
+        refused = inbound.handle(text.replace(b"KEEP1", b"KEEP2"))
+        assert b"MSA|AR|KEEP2" in refused and b"MSH^1^5" in refused
+        with core.store.reader.connect() as conn:
+            applied = conn.execute(select(func.count()).select_from(M).where(
+                M.c.direction == "in", M.c.status == "applied")).scalar_one()
+            orders = conn.execute(select(func.count()).select_from(R).where(
+                R.c.res_type == "ServiceRequest", R.c.version_id == 1)).scalar_one()
+            versions = conn.execute(select(func.max(R.c.version_id)).where(
+                R.c.res_type == "ServiceRequest")).scalar_one()
+        assert applied == 1 and orders == 1 and versions == 1  # applied once, never again
+    finally:
+        core.close()
