@@ -3,10 +3,13 @@ PACS" is a second SonoBridge reached only over DIMSE; objects reach it with dcmt
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from pydicom.dataset import Dataset
 
 from tests.dicom.conftest import cine, to_bytes
 from tests.live import free_port, needs_dcmtk, serve
@@ -16,23 +19,38 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 pytestmark = needs_dcmtk
 
 
-def test_dicomweb_over_a_dimse_only_pacs(tmp_path):
+@contextlib.contextmanager
+def legacy_pacs(tmp_path: Path, study: str, patient_id: str, *, pacs_peers: str = "",
+                gateway_peer_options: str = "", **gateway_env: str
+                ) -> Iterator[tuple[Dataset, str, str]]:
+    """A "legacy PACS" (a SonoBridge reached only over DIMSE, AE LEGACY) holding one 3-frame
+    JPEG cine stored there by dcmtk storescu, and a gateway that knows it as a peer: yields
+    (the cine, the PACS's HTTP base, the gateway's HTTP base). ``pacs_peers`` may name the
+    gateway's AE (``{gateway}`` stands for its DIMSE port)."""
     pacs_port, gateway_dicom = free_port(), free_port()
-    ds = cine(frames=3, study="2.25.8801", patient_id="LEGACY-1", patient_name="Zhou^Min")
+    ds = cine(frames=3, study=study, patient_id=patient_id, patient_name="Zhou^Min")
     path = tmp_path / "legacy.dcm"
     path.write_bytes(to_bytes(ds))
     pacs_dir, gateway_dir = tmp_path / "pacs", tmp_path / "gateway"
     pacs_dir.mkdir()
     gateway_dir.mkdir()
     with serve(f"sqlite:///{pacs_dir / 'pacs.db'}", pacs_dir, "--no-sample",
-               SONOBRIDGE_DICOM_PORT=str(pacs_port), SONOBRIDGE_DICOM_AET="LEGACY"), \
+               SONOBRIDGE_DICOM_PORT=str(pacs_port), SONOBRIDGE_DICOM_AET="LEGACY",
+               SONOBRIDGE_DICOM_PEERS=pacs_peers.format(gateway=gateway_dicom)
+               ) as (pacs, _), \
             serve(f"sqlite:///{gateway_dir / 'gw.db'}", gateway_dir, "--no-sample",
                   SONOBRIDGE_DICOM_PORT=str(gateway_dicom),
-                  SONOBRIDGE_DICOM_PEERS=f"LEGACY@127.0.0.1:{pacs_port}") as (base, _log):
+                  SONOBRIDGE_DICOM_PEERS=f"LEGACY@127.0.0.1:{pacs_port}{gateway_peer_options}",
+                  **gateway_env) as (base, _log):
         stored = subprocess.run(["storescu", "-xf", str(FIXTURES / "storescu-us.cfg"), "US",
                                  "-aec", "LEGACY", "127.0.0.1", str(pacs_port), str(path)],
                                 capture_output=True, text=True, timeout=60)
         assert stored.returncode == 0, stored.stderr
+        yield ds, pacs, base
+
+
+def test_dicomweb_over_a_dimse_only_pacs(tmp_path):
+    with legacy_pacs(tmp_path, "2.25.8801", "LEGACY-1") as (ds, _pacs, base):
         peers = f"{base}/dicomweb/peers/LEGACY"
         studies = httpx.get(f"{peers}/studies", params={"PatientID": "LEGACY-1"}, timeout=60)
         assert studies.status_code == 200, studies.text

@@ -5,18 +5,14 @@ sends arrives through the gateway's C-STORE listener. Plus the peer option's par
 from __future__ import annotations
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
 
 from sonobridge.config import ConfigError
 from sonobridge.hie.dimse.peers import Peer, parse_peer
-from tests.dicom.conftest import cine, to_bytes
-from tests.live import free_port, needs_dcmtk, serve
-
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+from tests.hie.test_proxy import legacy_pacs
+from tests.live import free_port, needs_dcmtk
 
 
 def test_peer_options():
@@ -58,25 +54,10 @@ def _metric(base: str, operation: str) -> float:
 
 @needs_dcmtk
 def test_dicomweb_over_a_pacs_that_only_moves(tmp_path):
-    pacs_port, gateway_dicom = free_port(), free_port()
-    ds = cine(frames=3, study="2.25.8811", patient_id="LEGACY-2", patient_name="Zhou^Min")
-    path = tmp_path / "legacy.dcm"
-    path.write_bytes(to_bytes(ds))
-    pacs_dir, gateway_dir = tmp_path / "pacs", tmp_path / "gateway"
-    pacs_dir.mkdir()
-    gateway_dir.mkdir()
-    with serve(f"sqlite:///{pacs_dir / 'pacs.db'}", pacs_dir, "--no-sample",
-               SONOBRIDGE_DICOM_PORT=str(pacs_port), SONOBRIDGE_DICOM_AET="LEGACY",
-               SONOBRIDGE_DICOM_PEERS=f"SONOBRIDGE@127.0.0.1:{gateway_dicom}") as (pacs, _), \
-            serve(f"sqlite:///{gateway_dir / 'gw.db'}", gateway_dir, "--no-sample",
-                  SONOBRIDGE_DICOM_PORT=str(gateway_dicom),
-                  SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY="true",
-                  SONOBRIDGE_DICOM_PEERS=f"LEGACY@127.0.0.1:{pacs_port}:retrieve=move"
-                  ) as (base, _):
-        stored = subprocess.run(["storescu", "-xf", str(FIXTURES / "storescu-us.cfg"), "US",
-                                 "-aec", "LEGACY", "127.0.0.1", str(pacs_port), str(path)],
-                                capture_output=True, text=True, timeout=60)
-        assert stored.returncode == 0, stored.stderr
+    with legacy_pacs(tmp_path, "2.25.8811", "LEGACY-2",
+                     pacs_peers="SONOBRIDGE@127.0.0.1:{gateway}",
+                     gateway_peer_options=":retrieve=move",
+                     SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY="true") as (ds, pacs, base):
         peers = f"{base}/dicomweb/peers/LEGACY"
         assert httpx.get(f"{base}/dicomweb/studies/2.25.8811/metadata").status_code == 404
         metadata = httpx.get(f"{peers}/studies/2.25.8811/metadata", timeout=60)
