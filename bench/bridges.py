@@ -136,8 +136,8 @@ def tiny_studies(folder: Path, count: int) -> list[Path]:
 def ingest_files(data_dir: Path, paths: list[Path]) -> float:
     """Through SonoBridge's one ingest path, in process (what ``sonobridge import`` does)."""
     from sonobridge.config import Settings
-    from sonobridge.core import open_core
-    from sonobridge.store.dicom.ingest import DicomIngest
+    from sonobridge.core.imaging.ingest import DicomIngest
+    from sonobridge.core.services import open_core
 
     core = open_core(Settings(data_dir=data_dir, audit=False, auth="disabled"))
     ingest = DicomIngest(core)

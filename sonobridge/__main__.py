@@ -1,3 +1,3 @@
-from sonobridge.cli import main
+from sonobridge.app.cli.main import main
 
 main()

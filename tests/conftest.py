@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from sonobridge.config import Settings
-from sonobridge.core import Core, open_core
+from sonobridge.core.services import Core, open_core
 from sonobridge.store import migrate
 from sonobridge.store.db import make_engine, normalise_url
 
@@ -163,7 +163,7 @@ def core(settings: Settings) -> Iterator[Core]:
 def client(settings: Settings, core: Core) -> Iterator[object]:
     from starlette.testclient import TestClient
 
-    from sonobridge.server import create_app
+    from sonobridge.app.server import create_app
 
     with TestClient(create_app(settings, core), base_url="http://sono.test") as test_client:
         yield test_client

@@ -11,8 +11,8 @@ SCRIPT = """
 import gc, json, sys, tempfile
 from pathlib import Path
 from sonobridge.config import Settings
-from sonobridge.core import open_core
-from sonobridge import warmup
+from sonobridge.core.services import open_core
+from sonobridge.app import warmup
 core = open_core(Settings(data_dir=Path(tempfile.mkdtemp()), auth="disabled", audit=False,
                           load_sample=False))
 def state():

@@ -24,8 +24,8 @@ from sonobridge.auth.passwords import (
     totp_step,
     verify_password,
 )
-from sonobridge.auth.roles import ROLES, TWO_FACTOR_ROLES
-from sonobridge.auth.scopes import ScopeError, parse_scope, split
+from sonobridge.core.roles import ROLES, TWO_FACTOR_ROLES
+from sonobridge.core.scopes import ScopeError, parse_scope, split
 from sonobridge.store.tables import auth_clients as C
 from sonobridge.store.tables import auth_launches as L
 from sonobridge.store.tables import auth_sessions as S
@@ -97,7 +97,7 @@ class Client:
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str:
-        from sonobridge.auth.scopes import is_within
+        from sonobridge.core.scopes import is_within
 
         return " ".join(s for s in split(scope) if is_within(s, self.scope))
 

@@ -14,10 +14,10 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sonobridge.auth.policy import Policy
 from sonobridge.auth.server import Site
 from sonobridge.auth.service import AuthService
 from sonobridge.auth.tokens import InvalidToken
+from sonobridge.core.policy import Policy
 from sonobridge.fhir.headers import base_url
 
 PROTECTED = ("/fhir", "/dicomweb", "/wado")

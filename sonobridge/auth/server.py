@@ -41,8 +41,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from sonobridge.auth.accounts import Accounts, Client, User, digest
-from sonobridge.auth.scopes import ScopeError, is_within, parse_scope, split
 from sonobridge.auth.tokens import TokenRecord, Tokens
+from sonobridge.core.scopes import ScopeError, is_within, parse_scope, split
 from sonobridge.store.tables import auth_assertions as A
 from sonobridge.store.tables import auth_codes as AC
 

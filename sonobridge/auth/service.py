@@ -9,10 +9,10 @@ from sqlalchemy import Engine
 
 from sonobridge.auth.accounts import Accounts
 from sonobridge.auth.keys import KeyStore
-from sonobridge.auth.policy import Policy
 from sonobridge.auth.server import ASSERTION_ALGORITHMS, Site, SmartServer
 from sonobridge.auth.tokens import InvalidToken, Tokens
 from sonobridge.config import Settings
+from sonobridge.core.policy import Policy
 
 SCOPES_SUPPORTED = ["openid", "fhirUser", "profile", "launch", "launch/patient",
                     "launch/encounter", "offline_access", "online_access", "patient/*.cruds",

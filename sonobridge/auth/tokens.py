@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from sonobridge.auth.accounts import Client, User, digest
 from sonobridge.auth.keys import ALGORITHM, KeyStore
-from sonobridge.auth.scopes import split
+from sonobridge.core.scopes import split
 from sonobridge.store.tables import auth_sessions as S
 from sonobridge.store.tables import auth_tokens as T
 

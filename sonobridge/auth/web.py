@@ -23,9 +23,9 @@ from starlette.routing import Route
 from sonobridge.auth.accounts import User
 from sonobridge.auth.guard import site_of
 from sonobridge.auth.pages import consent_page, error_page, language, login_page
-from sonobridge.auth.scopes import split
 from sonobridge.auth.server import FormRequest, Site
 from sonobridge.auth.service import AuthService
+from sonobridge.core.scopes import split
 
 COOKIE = "sonobridge_session"
 FORM = "application/x-www-form-urlencoded"

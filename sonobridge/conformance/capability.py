@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sonobridge import __version__
-from sonobridge.fhir.definitions import resource_types
+from sonobridge.core.definitions import resource_types
+from sonobridge.core.search.params import MODIFIERS
+from sonobridge.core.validation import has_model
 from sonobridge.fhir.formats import FHIR_JSON, FHIR_XML, JSON_PATCH
-from sonobridge.fhir.search.params import MODIFIERS
-from sonobridge.fhir.validation import has_model
 
 if TYPE_CHECKING:
-    from sonobridge.fhir.search.engine import SearchEngine
+    from sonobridge.core.search.engine import SearchEngine
 
 # CapabilityStatement interaction codes by level (FHIR R4 restful-interaction).
 TYPE_CODES = ("read", "vread", "update", "patch", "delete", "history-instance",

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sonobridge.core.imaging.frames import NATIVE, stored_media_type
 from sonobridge.dicomweb.accept import MediaRange, parse_accept
 from sonobridge.dicomweb.errors import DicomwebError
-from sonobridge.dicomweb.frames import NATIVE, stored_media_type
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

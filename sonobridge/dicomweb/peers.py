@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from sonobridge.auth.policy import Policy
+from sonobridge.core.policy import Policy
 from sonobridge.dicomweb.errors import DicomwebError
 
 _PATH = re.compile(r"^/dicomweb/peers/([^/]+)/(.+)$")

@@ -15,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from sonobridge.auth.policy import Policy
-from sonobridge.dicomweb import negotiate, rendered
+from sonobridge.core.imaging import render as rendered
+from sonobridge.core.imaging.archive import DicomWeb, iter_file, with_base
+from sonobridge.core.imaging.frames import EXPLICIT_LE, NATIVE
+from sonobridge.core.policy import Policy
+from sonobridge.dicomweb import negotiate
 from sonobridge.dicomweb.accept import parse_accept
 from sonobridge.dicomweb.errors import DicomwebError
-from sonobridge.dicomweb.frames import EXPLICIT_LE, NATIVE
 from sonobridge.dicomweb.multipart import Part, new_boundary, write_parts
-from sonobridge.dicomweb.service import DicomWeb, iter_file, with_base
 from sonobridge.dicomweb.stow import stow
 from sonobridge.dicomweb.xml import dataset_xml
 from sonobridge.fhir.headers import base_url
@@ -135,7 +136,7 @@ class DicomWebApp:
         policy = request.scope.get("state", {}).get("policy")
         if audit is None or not isinstance(policy, Policy):
             return
-        from sonobridge.auth.audit import Record
+        from sonobridge.core.audit import Record
 
         method = request.method
         if method == "POST":
@@ -344,7 +345,7 @@ class DicomWebApp:
         if frame is not None and not 1 <= frame <= count:
             raise DicomwebError(404, f"frame {frame} does not exist: this instance has frames "
                                 f"1 to {count}")
-        from sonobridge.store.dicom.metadata import VIDEO_SYNTAXES
+        from sonobridge.core.imaging.metadata import VIDEO_SYNTAXES
 
         video = row.transfer_syntax in VIDEO_SYNTAXES
         multiframe = (count > 1 or video) and frame is None and not thumbnail

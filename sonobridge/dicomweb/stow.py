@@ -24,15 +24,15 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from sonobridge.dicomweb.accept import content_type
-from sonobridge.dicomweb.errors import DicomwebError
-from sonobridge.dicomweb.multipart import IncomingPart, PartSink, read_parts
-from sonobridge.store.dicom.ingest import (
+from sonobridge.core.imaging.ingest import (
     CANNOT_UNDERSTAND,
     IngestError,
     Received,
     StoreOutcome,
 )
+from sonobridge.dicomweb.accept import content_type
+from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.dicomweb.multipart import IncomingPart, PartSink, read_parts
 
 if TYPE_CHECKING:
     from sonobridge.dicomweb.routes import DicomWebApp

@@ -8,9 +8,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sonobridge.dicomweb import rendered
+from sonobridge.core.imaging import render as rendered
+from sonobridge.core.imaging.archive import iter_file
 from sonobridge.dicomweb.errors import DicomwebError
-from sonobridge.dicomweb.service import iter_file
 
 if TYPE_CHECKING:
     from sonobridge.dicomweb.routes import DicomWebApp

@@ -19,10 +19,10 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from sonobridge import jsonio
-from sonobridge.auth.policy import Policy
-from sonobridge.fhir.errors import FhirError, Issue
-from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
-from sonobridge.fhir.validation import check_type
+from sonobridge.core.errors import FhirError, Issue
+from sonobridge.core.policy import Policy
+from sonobridge.core.resources import FhirRequest, FhirResponse, FhirService
+from sonobridge.core.validation import check_type
 from sonobridge.store.resources import Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}

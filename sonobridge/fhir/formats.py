@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from sonobridge import jsonio
-from sonobridge.fhir.errors import FhirError
+from sonobridge.core.errors import FhirError
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from sonobridge.fhir.errors import FhirError
+from sonobridge.core.errors import FhirError
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
 

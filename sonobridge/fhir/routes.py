@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from sonobridge.auth.policy import Policy
 from sonobridge.conformance.capability import capability_statement
+from sonobridge.core.errors import FhirError, info_outcome
+from sonobridge.core.policy import Policy
+from sonobridge.core.resources import FhirRequest, FhirResponse, FhirService
 from sonobridge.fhir.bundles import process_bundle
-from sonobridge.fhir.errors import FhirError, info_outcome
 from sonobridge.fhir.formats import (
     FORM,
     JSON,
@@ -30,7 +31,6 @@ from sonobridge.fhir.formats import (
     response_format,
 )
 from sonobridge.fhir.headers import base_url
-from sonobridge.fhir.service import FhirRequest, FhirResponse, FhirService
 from sonobridge.jsonio import loads as json_loads
 from sonobridge.store.timeutil import now_us, to_instant
 
@@ -213,7 +213,7 @@ class FhirApp:
         if interaction == "capabilities":
             resp = FhirResponse(200, self.capability(req.base))
         elif interaction == "reindex":
-            from sonobridge.fhir.search.reindex import reindex
+            from sonobridge.core.search.reindex import reindex
 
             if not req.policy.unrestricted and req.policy.role != "system-admin":
                 raise FhirError(403, "forbidden", "$reindex is for the system administrator")
@@ -235,7 +235,7 @@ class FhirApp:
         audit = self.service.audit
         if audit is None:
             return
-        from sonobridge.auth.audit import Record, patient_of
+        from sonobridge.core.audit import Record, patient_of
 
         policy = req.policy
         patient = f"Patient/{policy.patient}" if policy.patient else None
@@ -262,7 +262,7 @@ class FhirApp:
         policy = request.scope.get("state", {}).get("policy")
         if audit is None or not isinstance(policy, Policy):
             return
-        from sonobridge.auth.audit import Record
+        from sonobridge.core.audit import Record
 
         interaction = spec.interactions.get(request.method, "unknown")
         params = request.path_params

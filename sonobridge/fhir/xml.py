@@ -12,8 +12,8 @@ from typing import Any
 
 from lxml import etree
 
-from sonobridge.fhir.errors import FhirError
-from sonobridge.fhir.schema import (
+from sonobridge.core.errors import FhirError
+from sonobridge.core.schema import (
     BOOLEAN,
     DECIMAL,
     INTEGER,

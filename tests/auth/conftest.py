@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from sonobridge.app.server import create_app
 from sonobridge.config import Settings
-from sonobridge.core import open_core
-from sonobridge.server import create_app
+from sonobridge.core.services import open_core
 from tests.auth.smart import Smart
 
 P1 = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Li", "given": ["Na"]}],

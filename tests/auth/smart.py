@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from sonobridge.core import Core
-from sonobridge.fhir.service import FhirRequest
+from sonobridge.core.resources import FhirRequest
+from sonobridge.core.services import Core
 
 ROOT = "http://sono.test"
 FHIR = f"{ROOT}/fhir"

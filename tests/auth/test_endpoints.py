@@ -9,7 +9,7 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import KeySet
 
-from sonobridge.auth.audit import verify
+from sonobridge.core.audit import verify
 from tests.auth.smart import FHIR, ROOT, bearer
 
 SCOPE = "launch/patient patient/*.rs openid fhirUser offline_access"

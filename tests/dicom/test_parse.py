@@ -7,7 +7,7 @@ import io
 import pytest
 from pydicom import dcmread
 
-from sonobridge.store.dicom.parse import DicomParseError, parse
+from sonobridge.core.imaging.parse import DicomParseError, parse
 from tests.dicom.conftest import cine, to_bytes
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from sonobridge.fhir.definitions import resource_types
+from sonobridge.core.definitions import resource_types
 from sonobridge.fhir.routes import served_interactions
 from tests.fhir.helpers import body
 

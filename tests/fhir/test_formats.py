@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sonobridge.fhir.errors import FhirError
+from sonobridge.core.errors import FhirError
 from sonobridge.fhir.formats import request_format, response_format
 from tests.fhir.helpers import body, put
 

@@ -222,9 +222,9 @@ def test_two_forwarding_senders_on_one_database_send_each_object_once(tmp_path):
     """Two processes draining one queue (``serve`` and ``sonobridge dimse``, or two hosts):
     each queued object is claimed by one sender before it is sent."""
     from sonobridge.config import Settings
-    from sonobridge.core import open_core
+    from sonobridge.core.imaging.ingest import DicomIngest
+    from sonobridge.core.services import open_core
     from sonobridge.hie.dimse.forward import ForwardSender
-    from sonobridge.store.dicom.ingest import DicomIngest
     from tests.dicom.conftest import to_bytes
 
     pacs = StoreScp("PACS", free_port())

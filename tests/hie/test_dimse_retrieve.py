@@ -310,7 +310,7 @@ def test_move_contexts_put_what_is_needed_first():
 
 
 def test_uncompressed_copy_keeps_elements_after_the_pixels(tmp_path):
-    from sonobridge.hie.dimse.transcode import EXPLICIT_LE, IMPLICIT_LE, uncompressed_copy
+    from sonobridge.core.imaging.transcode import EXPLICIT_LE, IMPLICIT_LE, uncompressed_copy
 
     ds = cine(frames=3)
     ds.add_new(0x7FE10010, "LO", "VENDOR")  # a private element after Pixel Data
@@ -333,7 +333,7 @@ def test_uncompressed_copy_decodes_one_frame_at_a_time(tmp_path):
     (decoder and colour conversion buffers), the same for 20 frames as for 100."""
     import tracemalloc
 
-    from sonobridge.hie.dimse.transcode import EXPLICIT_LE, uncompressed_copy
+    from sonobridge.core.imaging.transcode import EXPLICIT_LE, uncompressed_copy
 
     frame = 480 * 640 * 3
     peaks = []

@@ -42,7 +42,7 @@ def test_every_match_at_every_level_in_pages(client, core):
 
 def test_more_matches_than_a_qido_page_allows(client, core, monkeypatch):
     """No silent cap: with the QIDO maximum at 3, a C-FIND still answers all 5 studies."""
-    from sonobridge.dicomweb import qido
+    from sonobridge.core.imaging import query as qido
 
     monkeypatch.setattr(qido, "MAX_LIMIT", 3)
     studies = {generate_uid() for _ in range(5)}

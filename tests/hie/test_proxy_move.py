@@ -101,7 +101,7 @@ def test_a_pacs_that_does_not_know_us_is_a_502_that_says_so(tmp_path, sqlite_tem
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
     from sonobridge.config import Settings
-    from sonobridge.core import open_core
+    from sonobridge.core.services import open_core
     from sonobridge.dicomweb.errors import DicomwebError
     from sonobridge.hie.dimse.proxy import Proxy
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import update
 
 from sonobridge.config import ConfigError, Settings
-from sonobridge.core import open_core
-from sonobridge.fhir.service import FhirRequest
+from sonobridge.core.resources import FhirRequest
+from sonobridge.core.services import open_core
 from sonobridge.hie.mllp.outbound import (
     Destination,
     OutboxSender,

@@ -21,9 +21,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
-from sonobridge.dicomweb import qido
+from sonobridge.core.imaging import query as qido
+from sonobridge.core.imaging.metadata import pn_text
 from sonobridge.dicomweb.errors import DicomwebError
-from sonobridge.store.dicom.metadata import pn_text
 
 LEVELS = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 PATIENT_KEYS = {"00100010", "00100020", "00100030", "00100040", "00101000", "00100021"}

@@ -15,11 +15,11 @@ from typing import Any
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
+from sonobridge.core.imaging.ingest import DicomIngest
+from sonobridge.core.imaging.query import tag_of
 from sonobridge.dicomweb.errors import DicomwebError
-from sonobridge.dicomweb.qido import tag_of
 from sonobridge.hie.dimse import scu
 from sonobridge.hie.dimse.peers import Peer, load_peers
-from sonobridge.store.dicom.ingest import DicomIngest
 from sonobridge.store.tables import dicom_instances as I
 
 log = logging.getLogger("sonobridge.dimse.proxy")

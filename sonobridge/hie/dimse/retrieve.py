@@ -18,7 +18,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext, build_context
 from sqlalchemy import select
 
-from sonobridge.hie.dimse import transcode
+from sonobridge.core.imaging import transcode
 from sonobridge.store.tables import dicom_instances as I
 from sonobridge.store.tables import dicom_studies as ST
 

@@ -29,12 +29,12 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from sonobridge.core.imaging.ingest import DicomIngest
+from sonobridge.core.orders import Mpps, MppsError
 from sonobridge.hie.dimse import commitment, retrieve, sockets, worklist
 from sonobridge.hie.dimse import find as finder
-from sonobridge.hie.dimse.mpps import Mpps, MppsError
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.hie.dimse.pending import write_pending_directly
-from sonobridge.store.dicom.ingest import DicomIngest
 
 log = logging.getLogger("sonobridge.dimse")
 
@@ -184,7 +184,7 @@ class DimseServer:
         ASSOCIATIONS.labels("accepted" if accepted else "rejected").inc()
         if self.core.audit is None:
             return
-        from sonobridge.auth.audit import Record
+        from sonobridge.core.audit import Record
 
         calling = event.assoc.requestor.ae_title
         self.core.audit.later(Record(
@@ -203,7 +203,7 @@ class DimseServer:
             return
         audit = self.core.audit
         if audit is not None:
-            from sonobridge.auth.audit import Record
+            from sonobridge.core.audit import Record
 
             calling = event.assoc.requestor.ae_title
             for study in studies:
@@ -293,7 +293,7 @@ class DimseServer:
     def _audit_query(self, event: Any, identifier: Dataset) -> None:
         if self.core.audit is None:
             return
-        from sonobridge.auth.audit import Record
+        from sonobridge.core.audit import Record
 
         calling = event.assoc.requestor.ae_title
         self.core.audit.later(Record(
@@ -327,7 +327,7 @@ class DimseServer:
     def _send(self, event: Any, instances: list[retrieve.Stored], operation: str
               ) -> Iterator[tuple[int, Any]]:
         if self.core.audit is not None and instances:
-            from sonobridge.auth.audit import Record
+            from sonobridge.core.audit import Record
 
             calling = event.assoc.requestor.ae_title
             for study in sorted({i.study_uid for i in instances})[:20]:

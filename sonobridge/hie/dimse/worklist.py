@@ -260,7 +260,7 @@ def _next_cursor(bundle: dict[str, Any]) -> str | None:
 def _patients_with_id(core: Any, value: str) -> list[str]:
     """Patients an item could show with this Patient ID: those with an identifier of that
     value (any system), and the patient whose id it is (the last resort of the mapping)."""
-    from sonobridge.fhir.validation import is_valid_id
+    from sonobridge.core.validation import is_valid_id
 
     found: list[str] = []
     query = [("identifier", value), ("_count", str(PAGE)), ("_elements", "id")]

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from sonobridge.hie.mllp.apply import Applier
+from sonobridge.core.patients import Applier
 from sonobridge.mappings import hl7v2
 from sonobridge.mappings.hl7v2 import HL7Error
 from sonobridge.store.tables import hl7_messages as M
@@ -147,7 +147,7 @@ class Inbound:
     @staticmethod
     def _record(kind: str, control: str, sender: str, peer: str, outcome: str, detail: str,
                 patient: str | None = None, resource: str | None = None) -> Any:
-        from sonobridge.auth.audit import Record
+        from sonobridge.core.audit import Record
 
         return Record("hl7-in", "C" if outcome == "0" else "E", kind or "unknown",
                       outcome=outcome, who=f"hl7:{sender}", client_id=sender,

@@ -225,7 +225,7 @@ class OutboxSender(Periodic):
         with self._tx() as conn, conn.begin():
             conn.execute(update(M).where(M.c.id == row.id).values(**values))
         if self.core.audit is not None and values["status"] != "retry":
-            from sonobridge.auth.audit import Record
+            from sonobridge.core.audit import Record
 
             self.core.audit.later(Record(
                 "hl7-out", "R", "ORU_R01", outcome="0" if values["status"] == "sent" else "4",

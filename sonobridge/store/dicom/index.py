@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from sonobridge.fhir.search.normalize import normalize
+from sonobridge.core.imaging.metadata import SERIES_TAGS, STUDY_TAGS, first, pick
+from sonobridge.core.imaging.parse import Parsed
 from sonobridge.mappings.hl7v2 import identifier_system
 from sonobridge.mappings.imaging_study import (
     InstanceSummary,
@@ -15,8 +16,7 @@ from sonobridge.mappings.imaging_study import (
     imaging_study,
     patient_from_dicom,
 )
-from sonobridge.store.dicom.metadata import SERIES_TAGS, STUDY_TAGS, first, pick
-from sonobridge.store.dicom.parse import Parsed
+from sonobridge.store.normalize import normalize
 from sonobridge.store.resources import Writer
 from sonobridge.store.tables import dicom_instances as I
 from sonobridge.store.tables import dicom_series as S

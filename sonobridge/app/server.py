@@ -1,0 +1,214 @@
+"""The HTTP application: ``create_app(settings)`` returns the Starlette app for uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sonobridge.auth.guard import BearerGuard
+from sonobridge.auth.web import AuthWeb
+from sonobridge.config import Settings
+from sonobridge.core.imaging.archive import DicomWeb
+from sonobridge.core.services import Core, open_core
+from sonobridge.dicomweb.routes import DicomWebApp
+from sonobridge.dicomweb.wado_uri import wado_uri
+from sonobridge.fhir.routes import FhirApp
+from sonobridge.store import migrate
+from sonobridge.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
+
+log = logging.getLogger("sonobridge.app.server")
+
+
+def create_app(settings: Settings, core: Core | None = None, *, listeners: bool = False
+               ) -> Starlette:
+    """Build the app. Opens the core (and migrates) unless one is given. With ``listeners``
+    (``sonobridge serve``), its lifespan also runs the MLLP and DIMSE listeners."""
+    core = core or open_core(settings)
+    fhir = FhirApp(core.fhir, configured_base=settings.base_url,
+                   max_body=settings.max_body_size,
+                   bundle_max_entries=settings.bundle_max_entries,
+                   db_threads=settings.worker_threads)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        checks = await run_in_threadpool(_readiness, core)
+        ready = all(v == "ok" for v in checks.values())
+        return Response(orjson.dumps({"status": "ready" if ready else "not ready",
+                                      "checks": checks}),
+                        200 if ready else 503, media_type="application/json")
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if listeners:
+            from sonobridge.app import warmup
+
+            warmup.start(core)
+        mllp = None
+        if listeners and settings.mllp_port:
+            from sonobridge.hie.mllp.listener import MllpListener
+
+            mllp = MllpListener(core, settings.mllp_host, settings.mllp_port,
+                                settings.hl7_max_message_size)
+            await mllp.start()
+        app.state.mllp = mllp
+        outbox = None
+        if listeners and settings.sends_results:
+            from sonobridge.hie.mllp.outbound import OutboxSender
+
+            outbox = OutboxSender(core)
+            outbox.start()
+        dimse = None
+        if listeners and settings.dicom_port:
+            from sonobridge.hie.dimse.scp import DimseServer
+
+            dimse = DimseServer(core)
+            dimse.start()
+        app.state.dimse = dimse
+        forwards = None
+        if listeners and settings.dicom_forward:
+            from sonobridge.hie.dimse.forward import ForwardSender
+
+            forwards = ForwardSender(core)
+            forwards.start()
+        try:
+            yield
+        finally:
+            if mllp is not None:
+                await mllp.stop()
+            if outbox is not None:
+                outbox.stop()
+            if dimse is not None:
+                dimse.stop()
+            if forwards is not None:
+                forwards.stop()
+            core.close()
+
+    dicom = DicomWeb(core)
+    dicomweb = DicomWebApp(dicom, configured_base=settings.base_url,
+                           threads=settings.worker_threads)
+    auth_web = AuthWeb(core.auth, settings.base_url, patients=lambda user: _patients(core),
+                       patient_exists=lambda pid: _patient_exists(core, pid),
+                       audit=lambda *args: _audit_auth(core, *args))
+    middleware = [Middleware(RequestContextMiddleware)]
+    if settings.cors_origins:
+        # Outside the guard, so that a 401 reaches a browser app with its CORS headers.
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins.split(","),
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"], expose_headers=["ETag", "Location", "Content-Location",
+                                                 "Warning", "X-Request-ID", "Content-Range",
+                                                 "WWW-Authenticate"],
+            max_age=600))
+    middleware += [
+        Middleware(BearerGuard, auth=core.auth, configured_base=settings.base_url),
+        # DICOM uploads stream to disk under their own per-object limit.
+        Middleware(BodyLimitMiddleware, max_body=settings.max_body_size,
+                   exempt=("/dicomweb/",)),
+    ]
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            *auth_web.routes(),
+            *fhir.mount("/fhir"),
+            *dicomweb.routes(),
+            Route("/wado", wado_uri(dicomweb), methods=["GET", "HEAD"]),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.core = core
+    app.state.fhir = fhir
+    app.state.dicomweb = dicom
+    return app
+
+
+def _patients(core: Core, limit: int = 50) -> list[tuple[str, str]]:
+    """Patients for the standalone-launch picker: (id, "Family Given (birth date)")."""
+    from sqlalchemy import and_, select
+
+    from sonobridge.store.tables import resource_versions as V
+    from sonobridge.store.tables import resources as R
+
+    stmt = select(R.c.res_id, V.c.content).select_from(
+        R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
+        R.c.res_type == "Patient", R.c.deleted.is_(False)).order_by(R.c.rid.desc()).limit(limit)
+    out = []
+    with core.store.reader.connect() as conn:
+        for row in conn.execute(stmt):
+            resource = orjson.loads(row.content)
+            name = (resource.get("name") or [{}])[0]
+            label = " ".join([name.get("family", ""), *name.get("given", [])]).strip()
+            if resource.get("birthDate"):
+                label += f" ({resource['birthDate']})"
+            out.append((row.res_id, label or row.res_id))
+    return out
+
+
+def _patient_exists(core: Core, patient_id: str) -> bool:
+    from sonobridge.core.validation import is_valid_id
+
+    if not is_valid_id(patient_id):
+        return False
+    stored = core.store.read("Patient", patient_id)
+    return stored is not None and not stored.deleted
+
+
+def _audit_auth(core: Core, kind: str, ok: bool, user: Any, client_id: str, site: Any,
+                detail: dict[str, Any]) -> None:
+    """Logins, logouts and token events into the audit trail."""
+    from sonobridge.core.audit import Record
+
+    if core.audit is None:
+        return
+    subtype = kind
+    if kind == "token":
+        subtype = {"refresh_token": "refresh", "authorization_code": "token-issue",
+                   "client_credentials": "token-issue"}.get(detail.get("grant_type", ""),
+                                                            "token")
+    description = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v)
+    patient = detail.get("patient")
+    core.audit.later(Record(
+        kind, "E", subtype, outcome="0" if ok else "4",
+        who=str(user.id) if user is not None else client_id, client_id=client_id,
+        fhir_user=getattr(user, "fhir_user", None),
+        username=getattr(user, "username", None) or detail.get("username"),
+        ip=site.ip, patient=f"Patient/{patient}" if patient else None,
+        detail=description[:500]))
+
+
+def _readiness(core: Core) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        core.store.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means "not ready"
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        checks["migrations"] = "ok" if migrate.is_current(core.engine) else "behind"
+    except Exception as exc:
+        checks["migrations"] = f"unknown: {type(exc).__name__}"
+    try:
+        core.blobs.ping()
+        checks["blobs"] = "ok"
+    except OSError as exc:
+        checks["blobs"] = f"unavailable: {exc}"
+    return checks
