@@ -46,6 +46,7 @@ ENV_NAMES: dict[str, str] = {
     "mllp_host": "SONOBRIDGE_MLLP_HOST",
     "mllp_port": "SONOBRIDGE_MLLP_PORT",
     "hl7_receiving_application": "SONOBRIDGE_HL7_RECEIVING_APPLICATION",
+    "hl7_senders": "SONOBRIDGE_HL7_SENDERS",
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
     "hl7_time_zone": "SONOBRIDGE_HL7_TIME_ZONE",
     "hl7_destinations": "SONOBRIDGE_HL7_DESTINATIONS",
@@ -58,6 +59,7 @@ ENV_NAMES: dict[str, str] = {
     "dicom_peers": "SONOBRIDGE_DICOM_PEERS",
     "dicom_peers_file": "SONOBRIDGE_DICOM_PEERS_FILE",
     "dicom_known_callers_only": "SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY",
+    "dicom_unlisted_rights": "SONOBRIDGE_DICOM_UNLISTED_RIGHTS",
     "dicom_forward": "SONOBRIDGE_DICOM_FORWARD",
     "dicom_worklist_stations": "SONOBRIDGE_DICOM_WORKLIST_STATIONS",
 }
@@ -110,6 +112,7 @@ class Settings:
     mllp_host: str = "127.0.0.1"  # HL7 v2 MLLP listener address
     mllp_port: int = 2575  # 0: no MLLP listener in `serve`
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
+    hl7_senders: str = ""  # MSH-3 values to accept, comma-separated (empty: any); others AR
     hl7_max_message_size: int = 32 * 1024 * 1024
     hl7_destinations: str = ""  # where results (ORU^R01) go: name@host:port, comma-separated
     hl7_destinations_file: str = ""  # more destinations, one name@host:port per line
@@ -122,6 +125,9 @@ class Settings:
     dicom_peers: str = ""  # known remote AEs: AET@host:port, comma-separated
     dicom_peers_file: str = ""  # more peers, one AET@host:port per line
     dicom_known_callers_only: bool = False  # refuse associations from unknown calling AEs
+    # DIMSE services a calling AE title not in the peers may use (echo+store: it may send
+    # images, not query or retrieve them); see hie/dimse/peers.py
+    dicom_unlisted_rights: str = "echo+store"
     dicom_forward: str = ""  # routing rules: DEST[:modality=US,source=CART*];DEST2
     # Scheduled Station AE Titles of orders that name no modality Device: US=CART1,US=CART2
     dicom_worklist_stations: str = ""

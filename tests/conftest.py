@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from sonobridge.app.compose import open_app_core as open_core
 from sonobridge.config import Settings
-from sonobridge.core.services import Core, open_core
+from sonobridge.core.services import Core
 from sonobridge.store import migrate
 from sonobridge.store.db import make_engine, normalise_url
 

@@ -33,14 +33,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The AE titles the tests' SCUs call with (dcmtk's defaults, pynetdicom's, our own): listed
+# as peers with every right, as a site lists its modalities and PACS. A calling AE that is
+# not listed may echo and store only (tests/hie/test_dimse_rights.py).
+SCU_PEERS = ",".join(f"{aet}@127.0.0.1:1" for aet in (
+    "FINDSCU", "MOVESCU", "GETSCU", "ECHOSCU", "STORESCU", "PYNETDICOM", "MODALITY",
+    "COMMITSCU", "CART1", "CART2"))
+
+
+def with_scu_peers(peers: str) -> str:
+    """``peers`` with the tests' SCUs added (an AE listed already keeps its entry)."""
+    listed = {entry.split("@")[0] for entry in peers.split(",") if entry}
+    extra = [e for e in SCU_PEERS.split(",") if e.split("@")[0] not in listed]
+    return ",".join(p for p in (peers, *extra) if p)
+
+
 @contextlib.contextmanager
-def serve(db_url: str, work: Path, *args: str, **env: str) -> Iterator[tuple[str, Path]]:
+def serve(db_url: str, work: Path, *args: str, scu_peers: bool = True,
+          **env: str) -> Iterator[tuple[str, Path]]:
     port = free_port()
     log = work / "server.log"
     environ = {**os.environ, "SONOBRIDGE_DATA_DIR": str(work / "data"),
                "SONOBRIDGE_DATABASE_URL": db_url, "SONOBRIDGE_AUTH": "disabled",
                "SONOBRIDGE_AUDIT": "off", "SONOBRIDGE_MLLP_PORT": "0",
                "SONOBRIDGE_DICOM_PORT": "0", **env}
+    if scu_peers:
+        environ["SONOBRIDGE_DICOM_PEERS"] = with_scu_peers(
+            environ.get("SONOBRIDGE_DICOM_PEERS", ""))
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sonobridge", "serve", "--port",
                                  str(port), *args], env=environ, stdout=out,

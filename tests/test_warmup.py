@@ -11,7 +11,7 @@ SCRIPT = """
 import gc, json, sys, tempfile
 from pathlib import Path
 from sonobridge.config import Settings
-from sonobridge.core.services import open_core
+from sonobridge.app.compose import open_app_core as open_core
 from sonobridge.app import warmup
 core = open_core(Settings(data_dir=Path(tempfile.mkdtemp()), auth="disabled", audit=False,
                           load_sample=False))

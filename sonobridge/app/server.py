@@ -17,29 +17,44 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sonobridge.app.compose import open_app_core
 from sonobridge.auth.guard import BearerGuard
+from sonobridge.auth.service import AuthService
 from sonobridge.auth.web import AuthWeb
 from sonobridge.config import Settings
-from sonobridge.core.imaging.archive import DicomWeb
-from sonobridge.core.services import Core, open_core
+from sonobridge.conformance.capability import capability_statement
+from sonobridge.core.events import Answered
+from sonobridge.core.policy import Caller, Policy
+from sonobridge.core.services import Core
 from sonobridge.dicomweb.routes import DicomWebApp
 from sonobridge.dicomweb.wado_uri import wado_uri
-from sonobridge.fhir.routes import FhirApp
+from sonobridge.fhir.formats import FORMATS, PATCH_FORMATS
+from sonobridge.fhir.interactions import Interactions
+from sonobridge.fhir.routes import FhirApp, served_interactions
+from sonobridge.hie.dimse.proxy import Proxy
 from sonobridge.store import migrate
+from sonobridge.store.timeutil import now_us, to_instant
 from sonobridge.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 log = logging.getLogger("sonobridge.app.server")
 
 
-def create_app(settings: Settings, core: Core | None = None, *, listeners: bool = False
-               ) -> Starlette:
+def create_app(settings: Settings, core: Core | None = None, *, listeners: bool = False,
+               auth: AuthService | None = None) -> Starlette:
     """Build the app. Opens the core (and migrates) unless one is given. With ``listeners``
     (``sonobridge serve``), its lifespan also runs the MLLP and DIMSE listeners."""
-    core = core or open_core(settings)
-    fhir = FhirApp(core.fhir, configured_base=settings.base_url,
+    core = core or open_app_core(settings)
+    auth = auth or AuthService(settings, core.engine)
+    published = to_instant(now_us())
+
+    def capability(base: str) -> dict[str, Any]:
+        return capability_statement(base, served_interactions(), published, core.search,
+                                    formats=FORMATS, patch_formats=PATCH_FORMATS)
+
+    fhir = FhirApp(Interactions(core.resources), configured_base=settings.base_url,
                    max_body=settings.max_body_size,
                    bundle_max_entries=settings.bundle_max_entries,
-                   db_threads=settings.worker_threads)
+                   db_threads=settings.worker_threads, capability=capability)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -100,11 +115,10 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                 forwards.stop()
             core.close()
 
-    dicom = DicomWeb(core)
-    dicomweb = DicomWebApp(dicom, configured_base=settings.base_url,
-                           threads=settings.worker_threads)
-    auth_web = AuthWeb(core.auth, settings.base_url, patients=lambda user: _patients(core),
-                       patient_exists=lambda pid: _patient_exists(core, pid),
+    dicomweb = DicomWebApp(core, configured_base=settings.base_url,
+                           threads=settings.worker_threads, remote=Proxy(core))
+    auth_web = AuthWeb(auth, settings.base_url, patients=lambda user: _patients(core),
+                       patient_exists=lambda pid: core.resources.exists("Patient", pid),
                        audit=lambda *args: _audit_auth(core, *args))
     middleware = [Middleware(RequestContextMiddleware)]
     if settings.cors_origins:
@@ -117,7 +131,7 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                                                  "WWW-Authenticate"],
             max_age=600))
     middleware += [
-        Middleware(BearerGuard, auth=core.auth, configured_base=settings.base_url),
+        Middleware(BearerGuard, auth=auth, configured_base=settings.base_url),
         # DICOM uploads stream to disk under their own per-object limit.
         Middleware(BodyLimitMiddleware, max_body=settings.max_body_size,
                    exempt=("/dicomweb/",)),
@@ -136,8 +150,9 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
         lifespan=lifespan,
     )
     app.state.core = core
+    app.state.auth = auth
     app.state.fhir = fhir
-    app.state.dicomweb = dicom
+    app.state.dicomweb = core.archive
     return app
 
 
@@ -163,21 +178,10 @@ def _patients(core: Core, limit: int = 50) -> list[tuple[str, str]]:
     return out
 
 
-def _patient_exists(core: Core, patient_id: str) -> bool:
-    from sonobridge.core.validation import is_valid_id
-
-    if not is_valid_id(patient_id):
-        return False
-    stored = core.store.read("Patient", patient_id)
-    return stored is not None and not stored.deleted
-
-
 def _audit_auth(core: Core, kind: str, ok: bool, user: Any, client_id: str, site: Any,
                 detail: dict[str, Any]) -> None:
     """Logins, logouts and token events into the audit trail."""
-    from sonobridge.core.audit import Record
-
-    if core.audit is None:
+    if not core.events.wants(Answered):
         return
     subtype = kind
     if kind == "token":
@@ -186,13 +190,13 @@ def _audit_auth(core: Core, kind: str, ok: bool, user: Any, client_id: str, site
                                                             "token")
     description = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v)
     patient = detail.get("patient")
-    core.audit.later(Record(
-        kind, "E", subtype, outcome="0" if ok else "4",
-        who=str(user.id) if user is not None else client_id, client_id=client_id,
-        fhir_user=getattr(user, "fhir_user", None),
-        username=getattr(user, "username", None) or detail.get("username"),
-        ip=site.ip, patient=f"Patient/{patient}" if patient else None,
-        detail=description[:500]))
+    policy = Policy(subject=str(user.id) if user is not None else client_id,
+                    client_id=client_id, fhir_user=getattr(user, "fhir_user", None))
+    caller = Caller(policy, "", site.ip,
+                    username=getattr(user, "username", None) or detail.get("username"))
+    core.events.emit(Answered(caller, kind, "E", subtype, outcome="0" if ok else "4",
+                              patient=f"Patient/{patient}" if patient else None,
+                              detail=description[:500]))
 
 
 def _readiness(core: Core) -> dict[str, str]:

@@ -18,7 +18,7 @@ from sonobridge.auth.server import Site
 from sonobridge.auth.service import AuthService
 from sonobridge.auth.tokens import InvalidToken
 from sonobridge.core.policy import Policy
-from sonobridge.fhir.headers import base_url
+from sonobridge.web.baseurl import base_url
 
 PROTECTED = ("/fhir", "/dicomweb", "/wado")
 # Discovery must be readable before a client has a token.

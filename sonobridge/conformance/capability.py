@@ -3,14 +3,13 @@ parameters the registry really indexes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sonobridge import __version__
 from sonobridge.core.definitions import resource_types
 from sonobridge.core.search.params import MODIFIERS
 from sonobridge.core.validation import has_model
-from sonobridge.fhir.formats import FHIR_JSON, FHIR_XML, JSON_PATCH
 
 if TYPE_CHECKING:
     from sonobridge.core.search.engine import SearchEngine
@@ -90,9 +89,11 @@ def security(base: str) -> dict[str, Any]:
 
 
 def capability_statement(base: str, served: Iterable[str], published: str,
-                         engine: SearchEngine | None = None, secured: bool = True
-                         ) -> dict[str, Any]:
-    """``served``: the interaction codes the router has a handler for."""
+                         engine: SearchEngine | None = None, secured: bool = True, *,
+                         formats: Sequence[str] = ("application/fhir+json", "json"),
+                         patch_formats: Sequence[str] = ()) -> dict[str, Any]:
+    """``served``: the interaction codes the router has a handler for; ``formats`` and
+    ``patch_formats``: the media types it reads and writes (the FHIR edge says which)."""
     codes = set(served)
     type_codes = [c for c in TYPE_CODES if c in codes]
     system_codes = [c for c in SYSTEM_CODES if c in codes]
@@ -147,7 +148,7 @@ def capability_statement(base: str, served: Iterable[str], published: str,
         "software": {"name": "SonoBridge", "version": __version__},
         "implementation": {"description": "SonoBridge remote ultrasound gateway", "url": base},
         "fhirVersion": "4.0.1",
-        "format": [FHIR_JSON, FHIR_XML, "json", "xml"],
-        "patchFormat": [JSON_PATCH, FHIR_JSON, FHIR_XML],
+        "format": list(formats),
+        "patchFormat": list(patch_formats),
         "rest": [rest],
     }

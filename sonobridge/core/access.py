@@ -1,39 +1,53 @@
-"""What the request's policy lets it do with FHIR resources.
+"""What a caller's policy lets it do: the one place every edge asks.
 
-The policy (``auth/policy.py``) says which scopes allow which interaction on which type, and
-whether the access is confined to a patient's compartment or filtered by a query. This module
+The policy (``core/policy.py``) says which scopes allow which interaction on which type, and
+whether the access is confined to a patient's compartment or filtered by a query. ``Access``
 turns that into search-engine terms: constraints added to a search, and a membership test for
 single resources (reads, writes) and for included ones. Every check is made against the
 search index, inside the same transaction as the write it guards, so a write that would leave
 the caller's compartment is rolled back.
+
+DICOM follows FHIR (the SMART imaging-access pattern): a study is readable exactly when its
+ImagingStudy is, so one token works for both APIs. DIMSE callers are asked which services
+their AE title was given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection
 
-from sonobridge.core.errors import FhirError
-from sonobridge.core.policy import Forbidden, Policy
+from sonobridge.core.errors import CoreError
+from sonobridge.core.policy import Caller, Forbidden, Policy
 from sonobridge.core.scopes import ResourceScope
 from sonobridge.core.search.engine import Compartment, SearchEngine
 from sonobridge.core.validation import known_types
+from sonobridge.store.resources import ResourceStore
 
 _WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+# Included rows -> those the caller may read (the search engine's ``visible`` callback).
+RowFilter = Callable[[list[Any]], list[Any]]
 
 
-def forbidden(message: str) -> FhirError:
-    return FhirError(403, "forbidden", message,
+def forbidden(message: str) -> CoreError:
+    return CoreError(403, "forbidden", message,
                      headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
 
 
 def require(policy: Policy, res_type: str, permission: str) -> list[ResourceScope]:
+    """The scopes that grant ``permission`` on ``res_type``; 403 when none does."""
     try:
         return policy.require(res_type, permission)
     except Forbidden as exc:
         raise forbidden(str(exc)) from None
+
+
+def may_use(policy: Policy, service: str) -> bool:
+    """Whether a DIMSE caller may use ``service`` (echo, store, find, move, get, worklist,
+    mpps, commit: ``SONOBRIDGE_DICOM_PEERS`` rights)."""
+    return service in policy.services
 
 
 def _terms(policy: Policy, scopes: list[ResourceScope]
@@ -50,122 +64,172 @@ def _terms(policy: Policy, scopes: list[ResourceScope]
     return compartment, filters
 
 
-def visible(engine: SearchEngine, conn: Connection, policy: Policy, base: str,
-            permission: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """The (type, id) pairs among ``keys`` the policy allows ``permission`` on."""
-    keys = set(keys)
-    if policy.unrestricted:
-        return keys
-    by_type: dict[str, list[str]] = {}
-    for res_type, res_id in keys:
-        by_type.setdefault(res_type, []).append(res_id)
-    out: set[tuple[str, str]] = set()
-    for res_type, ids in by_type.items():
-        scopes = policy.grants(res_type, permission)
-        if not scopes:
-            continue
+class Access:
+    """Decisions that need the index: built once with the search engine."""
+
+    def __init__(self, engine: SearchEngine, store: ResourceStore) -> None:
+        self.engine = engine
+        self.store = store
+
+    def visible(self, conn: Connection, caller: Caller, permission: str,
+                keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (type, id) pairs among ``keys`` the policy allows ``permission`` on."""
+        policy = caller.policy
+        keys = set(keys)
+        if policy.unrestricted:
+            return keys
+        by_type: dict[str, list[str]] = {}
+        for res_type, res_id in keys:
+            by_type.setdefault(res_type, []).append(res_id)
+        out: set[tuple[str, str]] = set()
+        for res_type, ids in by_type.items():
+            scopes = policy.grants(res_type, permission)
+            if not scopes:
+                continue
+            terms = _terms(policy, scopes)
+            if terms is None:
+                out.update((res_type, i) for i in ids)
+                continue
+            compartment, filters = terms
+            found: set[str] = set()
+            for query in filters:
+                left = [i for i in ids if i not in found]
+                for start in range(0, len(left), 200):
+                    found |= self.engine.restricted(conn, res_type, left[start:start + 200],
+                                                    compartment, query, caller.base)
+            out.update((res_type, i) for i in found)
+        return out
+
+    def check(self, conn: Connection, caller: Caller, permission: str, res_type: str,
+              res_id: str) -> None:
+        """403 unless the policy allows ``permission`` on this one resource (as indexed)."""
+        policy = caller.policy
+        if policy.unrestricted:
+            return
+        require(policy, res_type, permission)
+        if not self.visible(conn, caller, permission, [(res_type, res_id)]):
+            where = "the patient compartment" if policy.patient else "the scopes"
+            raise forbidden(f"{res_type}/{res_id} is outside {where} this token allows "
+                            f"({_WORDS[permission]})")
+
+    @staticmethod
+    def search_types(policy: Policy, types: list[str]) -> list[str]:
+        """The types a search may cover: the asked ones (each needs search rights), or for a
+        search across all types, every type the policy can search."""
+        if policy.unrestricted:
+            return types
+        if types:
+            for res_type in types:
+                require(policy, res_type, "s")
+            return types
+        allowed = sorted(t for t in known_types() if policy.grants(t, "s"))
+        if not allowed:
+            raise forbidden("the token's scopes allow no search")
+        if len(allowed) == len(known_types()):
+            return []
+        return allowed
+
+    @staticmethod
+    def search_terms(policy: Policy, types: list[str], compartment: Compartment | None
+                     ) -> tuple[Compartment | None, list[tuple[str, str]]]:
+        """The compartment and the extra parameters the policy adds to a search of ``types``.
+
+        Alternative query-restricted scopes on one parameter combine into one OR (``a,b``);
+        other combinations keep the first scope's filter, which is narrower than the grant,
+        never wider.
+        """
+        if policy.unrestricted:
+            return compartment, []
+        confined = False
+        extra: list[tuple[str, str]] = []
+        for res_type in types or sorted(known_types()):
+            scopes = policy.grants(res_type, "s")
+            if not scopes:
+                continue
+            terms = _terms(policy, scopes)
+            if terms is None:
+                continue
+            kept, filters = terms
+            confined = confined or kept is not None
+            if len(types) == 1 and filters and filters[0]:
+                names = {name for f in filters for name, _ in f}
+                if all(len(f) == 1 for f in filters) and len(names) == 1:
+                    extra = [(names.pop(), ",".join(f[0][1] for f in filters))]
+                else:
+                    extra = list(filters[0])
+        if confined:
+            if compartment is not None and compartment.id != policy.patient:
+                raise forbidden("this token is confined to another patient's compartment")
+            compartment = Compartment("Patient", policy.patient or "")
+        return compartment, extra
+
+    def include_filter(self, conn: Connection, caller: Caller) -> RowFilter | None:
+        """A ``visible`` callback for the search engine: included rows the caller may read."""
+        if caller.policy.unrestricted:
+            return None
+
+        def keep(rows: list[Any]) -> list[Any]:
+            allowed = self.visible(conn, caller, "r",
+                                   [(row.res_type, row.res_id) for row in rows])
+            return [row for row in rows if (row.res_type, row.res_id) in allowed]
+
+        return keep
+
+    def allowed_ids(self, conn: Connection, caller: Caller, permission: str, res_type: str
+                    ) -> set[str] | None:
+        """Every id of ``res_type`` the policy allows ``permission`` on, or ``None`` for
+        "all"."""
+        policy = caller.policy
+        if policy.unrestricted:
+            return None
+        scopes = require(policy, res_type, permission)
         terms = _terms(policy, scopes)
         if terms is None:
-            out.update((res_type, i) for i in ids)
-            continue
+            return None
         compartment, filters = terms
         found: set[str] = set()
         for query in filters:
-            left = [i for i in ids if i not in found]
-            for start in range(0, len(left), 200):
-                found |= engine.restricted(conn, res_type, left[start:start + 200],
-                                           compartment, query, base)
-        out.update((res_type, i) for i in found)
-    return out
+            found |= self.engine.restricted(conn, res_type, None, compartment, query,
+                                            caller.base)
+        return found
 
+    def studies(self, caller: Caller, permission: str, study: str | None = None
+                ) -> set[str] | None:
+        """The DICOM studies a caller may reach: ``None`` for all, else the Study Instance
+        UIDs (those whose ImagingStudy it may read or search); 403 when it may reach none of
+        what it asks. Storing needs create rights on ImagingStudy without a patient or query
+        restriction (a new study has no compartment to check against yet)."""
+        policy = caller.policy
+        if policy.unrestricted:
+            return None
+        try:
+            if permission == "c":
+                scopes = require(policy, "ImagingStudy", "c")
+                if any(s.context == "patient" or s.query for s in scopes):
+                    raise forbidden("storing needs user/ or system/ create rights on "
+                                    "ImagingStudy without a patient or query restriction")
+                return None
+            with self.store.reader.connect() as conn:
+                if study is not None:
+                    self.check(conn, caller, permission, "ImagingStudy", study)
+                    return None
+                return self.allowed_ids(conn, caller, permission, "ImagingStudy")
+        except CoreError as exc:
+            raise forbidden(str(exc).replace("ImagingStudy/", "study ")) from None
 
-def check_one(engine: SearchEngine, conn: Connection, policy: Policy, base: str,
-              permission: str, res_type: str, res_id: str) -> None:
-    """403 unless the policy allows ``permission`` on this one resource (as indexed now)."""
-    if policy.unrestricted:
-        return
-    require(policy, res_type, permission)
-    if not visible(engine, conn, policy, base, permission, [(res_type, res_id)]):
-        where = "the patient compartment" if policy.patient else "the scopes"
-        raise forbidden(f"{res_type}/{res_id} is outside {where} this token allows "
-                        f"({_WORDS[permission]})")
+    @staticmethod
+    def every_study(policy: Policy) -> bool:
+        """Whether the caller may read and search every ImagingStudy (no patient or query
+        restriction): what the PACS proxy needs, since a remote study has no ImagingStudy
+        here to check against before it is fetched."""
+        if policy.unrestricted:
+            return True
+        for permission in ("r", "s"):
+            scopes = policy.grants("ImagingStudy", permission)
+            if not any(s.context != "patient" and not s.query for s in scopes):
+                return False
+        return True
 
-
-def search_types(policy: Policy, types: list[str]) -> list[str]:
-    """The types a search may cover: the asked ones (each needs search rights), or for a
-    search across all types, every type the policy can search."""
-    if policy.unrestricted:
-        return types
-    if types:
-        for res_type in types:
-            require(policy, res_type, "s")
-        return types
-    allowed = sorted(t for t in known_types() if policy.grants(t, "s"))
-    if not allowed:
-        raise forbidden("the token's scopes allow no search")
-    if len(allowed) == len(known_types()):
-        return []
-    return allowed
-
-
-def search_terms(policy: Policy, types: list[str], compartment: Compartment | None
-                 ) -> tuple[Compartment | None, list[tuple[str, str]]]:
-    """The compartment and the extra parameters the policy adds to a search of ``types``.
-
-    Alternative query-restricted scopes on one parameter combine into one OR (``a,b``); other
-    combinations keep the first scope's filter, which is narrower than the grant, never wider.
-    """
-    if policy.unrestricted:
-        return compartment, []
-    confined = False
-    extra: list[tuple[str, str]] = []
-    for res_type in types or sorted(known_types()):
-        scopes = policy.grants(res_type, "s")
-        if not scopes:
-            continue
-        terms = _terms(policy, scopes)
-        if terms is None:
-            continue
-        kept, filters = terms
-        confined = confined or kept is not None
-        if len(types) == 1 and filters and filters[0]:
-            names = {name for f in filters for name, _ in f}
-            if all(len(f) == 1 for f in filters) and len(names) == 1:
-                extra = [(names.pop(), ",".join(f[0][1] for f in filters))]
-            else:
-                extra = list(filters[0])
-    if confined:
-        if compartment is not None and compartment.id != policy.patient:
-            raise forbidden("this token is confined to another patient's compartment")
-        compartment = Compartment("Patient", policy.patient or "")
-    return compartment, extra
-
-
-def include_filter(engine: SearchEngine, conn: Connection, policy: Policy, base: str) -> Any:
-    """A ``visible`` callback for the search engine: included rows the caller may read."""
-    if policy.unrestricted:
-        return None
-
-    def keep(rows: list[Any]) -> list[Any]:
-        allowed = visible(engine, conn, policy, base, "r",
-                          [(row.res_type, row.res_id) for row in rows])
-        return [row for row in rows if (row.res_type, row.res_id) in allowed]
-
-    return keep
-
-
-def allowed_ids(engine: SearchEngine, conn: Connection, policy: Policy, base: str,
-                permission: str, res_type: str) -> set[str] | None:
-    """Every id of ``res_type`` the policy allows ``permission`` on, or ``None`` for "all"
-    (DICOMweb: the studies a token may see are those whose ImagingStudy it may see)."""
-    if policy.unrestricted:
-        return None
-    scopes = require(policy, res_type, permission)
-    terms = _terms(policy, scopes)
-    if terms is None:
-        return None
-    compartment, filters = terms
-    found: set[str] = set()
-    for query in filters:
-        found |= engine.restricted(conn, res_type, None, compartment, query, base)
-    return found
+    @staticmethod
+    def may_reindex(policy: Policy) -> bool:
+        return policy.unrestricted or policy.role == "system-admin"

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from sqlalchemy import insert, select, text
 
+from sonobridge.core.events import Answered, Events, ResourceChanged
+from sonobridge.core.policy import Caller
 from sonobridge.store.resources import ResourceStore, Writer
 from sonobridge.store.tables import audit_log as AL
 from sonobridge.store.timeutil import to_instant
@@ -79,6 +81,20 @@ class Record:
     query: str | None = None
     detail: str = ""
     recorded: float = field(default_factory=time.time)
+
+
+def record_of(caller: Caller, kind: str, action: str, subtype: str, *, outcome: str = "0",
+              resource: str | None = None, patient: str | None = None,
+              study: str | None = None, query: str | None = None, detail: str = "") -> Record:
+    """The one place a caller becomes the agents of an audit record: who (the token's
+    subject, ``dicom:AET``, ``hl7:APP``), the client, the FHIR user, the address, and the
+    patient in context when the record names no other."""
+    policy = caller.policy
+    return Record(kind, action, subtype, outcome=outcome, who=policy.subject,
+                  client_id=policy.client_id, fhir_user=policy.fhir_user,
+                  username=caller.username, ip=caller.address, resource=resource,
+                  patient=patient or caller.patient_reference, study=study, query=query,
+                  detail=detail)
 
 
 def to_audit_event(record: Record) -> dict[str, Any]:
@@ -152,6 +168,32 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._syslog = _Syslog(syslog) if syslog else None
         store.before_commit.append(self._append_pending)
+
+    # ------------------------------------------------------------------ listening
+
+    def listen(self, events: Events) -> None:
+        """Audit what the core says happened (``core/events.py``)."""
+        events.listen(ResourceChanged, self._changed)
+        events.listen(Answered, self._answered)
+
+    def _changed(self, event: ResourceChanged) -> None:
+        if not event.caller.audited:
+            return
+        stored = event.stored
+        patient = patient_of(event.resource) if event.resource is not None else None
+        self.in_transaction(event.writer, record_of(
+            event.caller, "rest", event.action, event.interaction,
+            resource=f"{stored.type}/{stored.id}", patient=patient))
+
+    def _answered(self, event: Answered) -> None:
+        record = record_of(event.caller, event.kind, event.action, event.subtype,
+                           outcome=event.outcome, resource=event.resource,
+                           patient=event.patient, study=event.study, query=event.query,
+                           detail=event.detail)
+        if event.writer is not None:
+            self.in_transaction(event.writer, record)
+        else:
+            self.later(record)
 
     # ------------------------------------------------------------------ recording
 

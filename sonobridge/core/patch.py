@@ -15,20 +15,20 @@ from typing import Any
 import jsonpatch
 from fhirpathpy import evaluate as fhirpath_evaluate
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 from sonobridge.core.schema import Element, TypeInfo, resource_info, type_info
 
 
 def apply_json_patch(resource: dict[str, Any], operations: Any) -> dict[str, Any]:
     if not isinstance(operations, list):
-        raise FhirError(400, "structure", "a JSON Patch document is a JSON array of operations")
+        raise CoreError(400, "structure", "a JSON Patch document is a JSON array of operations")
     try:
         return jsonpatch.JsonPatch(operations).apply(resource, in_place=False)
     except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed) as exc:
-        raise FhirError(422, "processing", f"JSON Patch cannot be applied: {exc}") from None
+        raise CoreError(422, "processing", f"JSON Patch cannot be applied: {exc}") from None
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
             KeyError, AttributeError) as exc:
-        raise FhirError(400, "invalid", f"invalid JSON Patch: {exc}") from None
+        raise CoreError(400, "invalid", f"invalid JSON Patch: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- FHIRPath Patch
@@ -77,7 +77,7 @@ def _split_steps(path: str) -> list[str]:
             start = i + 1
     steps.append(path[start:])
     if depth or quote or any(not s.strip() for s in steps):
-        raise FhirError(400, "invalid", f"cannot parse FHIRPath patch path {path!r}")
+        raise CoreError(400, "invalid", f"cannot parse FHIRPath patch path {path!r}")
     return [s.strip() for s in steps]
 
 
@@ -102,7 +102,7 @@ class PathLocator:
             try:
                 index = int(tail[:-1])
             except ValueError:
-                raise FhirError(400, "invalid", f"bad indexer in {path!r}") from None
+                raise CoreError(400, "invalid", f"bad indexer in {path!r}") from None
         if step == "first()":
             result = current[:1]
         elif step == "last()":
@@ -117,7 +117,7 @@ class PathLocator:
         elif step.replace("_", "").isalnum():
             result = self._children(current, step)
         else:
-            raise FhirError(400, "not-supported",
+            raise CoreError(400, "not-supported",
                             f"FHIRPath patch path step {step!r} is not supported")
         if index is not None:
             result = result[index:index + 1] if 0 <= index < len(result) else []
@@ -158,7 +158,7 @@ def _truthy(value: Any, criterion: str, path: str) -> bool:
     try:
         result = fhirpath_evaluate(value, criterion)
     except Exception as exc:  # fhirpathpy raises many kinds for a bad expression
-        raise FhirError(400, "invalid", f"cannot evaluate where({criterion}) in {path!r}: {exc}"
+        raise CoreError(400, "invalid", f"cannot evaluate where({criterion}) in {path!r}: {exc}"
                         ) from None
     return result == [True]
 
@@ -175,7 +175,7 @@ def _part_value(part: dict[str, Any], where: str) -> Any:
         for sub in part["part"]:
             name = sub.get("name")
             if not name:
-                raise FhirError(400, "invalid", f"{where}: nested value parts need a name")
+                raise CoreError(400, "invalid", f"{where}: nested value parts need a name")
             value = _part_value(sub, where)
             if name in out:
                 out[name] = out[name] if isinstance(out[name], list) else [out[name]]
@@ -183,7 +183,7 @@ def _part_value(part: dict[str, Any], where: str) -> Any:
             else:
                 out[name] = value
         return out
-    raise FhirError(400, "required", f"{where}: the operation has no value")
+    raise CoreError(400, "required", f"{where}: the operation has no value")
 
 
 def _value_key(part: dict[str, Any]) -> str | None:
@@ -196,13 +196,13 @@ def _value_key(part: dict[str, Any]) -> str | None:
 def apply_fhirpath_patch(resource: dict[str, Any], parameters: Any) -> dict[str, Any]:
     """Apply a FHIRPath Patch ``Parameters`` resource; returns the patched copy."""
     if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
-        raise FhirError(400, "structure", "a FHIRPath Patch body is a Parameters resource")
+        raise CoreError(400, "structure", "a FHIRPath Patch body is a Parameters resource")
     result = copy.deepcopy(resource)
     locator = PathLocator(result)
     for n, param in enumerate(parameters.get("parameter") or []):
         where = f"Parameters.parameter[{n}]"
         if param.get("name") != "operation":
-            raise FhirError(400, "invalid", f"{where}: expected a parameter named 'operation'",
+            raise CoreError(400, "invalid", f"{where}: expected a parameter named 'operation'",
                             expression=[where])
         parts: dict[str, dict[str, Any]] = {}
         for part in param.get("part") or []:
@@ -210,7 +210,7 @@ def apply_fhirpath_patch(resource: dict[str, Any], parameters: Any) -> dict[str,
         op = (parts.get("type") or {}).get("valueCode")
         path = (parts.get("path") or {}).get("valueString")
         if not op or not path:
-            raise FhirError(400, "required", f"{where}: an operation needs a type and a path",
+            raise CoreError(400, "required", f"{where}: an operation needs a type and a path",
                             expression=[where])
         _apply_one(locator, op, path, parts, where)
         locator.resource = result
@@ -222,11 +222,11 @@ def _apply_one(locator: PathLocator, op: str, path: str, parts: dict[str, dict[s
     if op == "add":
         name = (parts.get("name") or {}).get("valueString")
         if not name or "value" not in parts:
-            raise FhirError(400, "required", f"{where}: add needs a name and a value")
+            raise CoreError(400, "required", f"{where}: add needs a name and a value")
         targets = _one(locator.locate(path), path, where, allow_none=False)
         container = targets.value
         if not isinstance(container, dict):
-            raise FhirError(422, "processing", f"{where}: {path} is not an element with children")
+            raise CoreError(422, "processing", f"{where}: {path} is not an element with children")
         value = _part_value(parts["value"], where)
         info = targets.info()
         suffix = _value_key(parts["value"])
@@ -238,14 +238,14 @@ def _apply_one(locator: PathLocator, op: str, path: str, parts: dict[str, dict[s
         if spec is not None and spec.is_list:
             container.setdefault(key, []).append(value)
         elif key in container:
-            raise FhirError(422, "processing", f"{where}: {path}.{name} already has a value")
+            raise CoreError(422, "processing", f"{where}: {path}.{name} already has a value")
         else:
             container[key] = value
     elif op == "insert":
         index = _index(parts, "index", where)
         target_list = _list_of(locator, path, where, create=True)
         if index > len(target_list):
-            raise FhirError(422, "processing", f"{where}: index {index} is past the end")
+            raise CoreError(422, "processing", f"{where}: index {index} is past the end")
         target_list.insert(index, _part_value(parts.get("value") or {}, where))
     elif op == "delete":
         found = locator.locate(path)
@@ -270,25 +270,25 @@ def _apply_one(locator: PathLocator, op: str, path: str, parts: dict[str, dict[s
         destination = _index(parts, "destination", where)
         target_list = _list_of(locator, path, where, create=False)
         if not (0 <= source < len(target_list) and 0 <= destination < len(target_list)):
-            raise FhirError(422, "processing", f"{where}: move index out of range")
+            raise CoreError(422, "processing", f"{where}: move index out of range")
         target_list.insert(destination, target_list.pop(source))
     else:
-        raise FhirError(400, "not-supported", f"{where}: unknown patch operation {op!r}")
+        raise CoreError(400, "not-supported", f"{where}: unknown patch operation {op!r}")
 
 
 def _one(found: list[Location], path: str, where: str, allow_none: bool) -> Location:
     if len(found) > 1:
-        raise FhirError(422, "multiple-matches",
+        raise CoreError(422, "multiple-matches",
                         f"{where}: {path} matches {len(found)} elements; it must match one")
     if not found:
-        raise FhirError(422, "not-found", f"{where}: {path} matches nothing")
+        raise CoreError(422, "not-found", f"{where}: {path} matches nothing")
     return found[0]
 
 
 def _index(parts: dict[str, dict[str, Any]], name: str, where: str) -> int:
     value = (parts.get(name) or {}).get("valueInteger")
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise FhirError(400, "required", f"{where}: {name} must be a non-negative integer")
+        raise CoreError(400, "required", f"{where}: {name} must be a non-negative integer")
     return value
 
 
@@ -296,19 +296,19 @@ def _list_of(locator: PathLocator, path: str, where: str, create: bool) -> list[
     steps = _split_steps(path)
     name = steps[-1]
     if not name.replace("_", "").isalnum():
-        raise FhirError(400, "not-supported", f"{where}: the path must end in an element name")
+        raise CoreError(400, "not-supported", f"{where}: the path must end in an element name")
     parent_path = ".".join(steps[:-1]) or locator.resource.get("resourceType", "")
     parent = _one(locator.locate(parent_path), parent_path, where, allow_none=False)
     container = parent.value
     if not isinstance(container, dict):
-        raise FhirError(422, "processing", f"{where}: {parent_path} has no children")
+        raise CoreError(422, "processing", f"{where}: {parent_path} has no children")
     if name not in container:
         if not create:
-            raise FhirError(422, "not-found", f"{where}: {path} matches nothing")
+            raise CoreError(422, "not-found", f"{where}: {path} matches nothing")
         container[name] = []
     target = container[name]
     if not isinstance(target, list):
-        raise FhirError(422, "processing", f"{where}: {path} is not a repeating element")
+        raise CoreError(422, "processing", f"{where}: {path} is not a repeating element")
     return target
 
 

@@ -1,9 +1,9 @@
-"""What an inbound HL7 v2 message does to the FHIR store, inside the caller's transaction.
+"""Patients: matching by identifier, the patient of a DICOM study, and merges.
 
-ADT^A01/A04/A08/A28/A31 create or update the Patient (matched on any of its identifiers);
-ADT^A40 merges two Patients; ORM^O01 and OMI^O23 create, change or cancel a ServiceRequest
-(the worklist entry a modality sees). Every write goes through the FHIR service, so it is
-validated, indexed and audited like a REST write.
+Identifiers are matched only within their system (their assigning authority): "123" of one
+hospital is not "123" of another. The first identifier of a patient registered by the HIS is
+also the DICOM Patient ID modalities will send back (IHE Scheduled Workflow), kept under
+``SONOBRIDGE_DICOM_PATIENT_ID_SYSTEM`` so that their images find this patient.
 """
 
 from __future__ import annotations
@@ -12,104 +12,63 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import hl7
+from sqlalchemy import select
 
-from sonobridge.core.errors import FhirError
-from sonobridge.core.policy import Policy
-from sonobridge.core.resources import FhirRequest
-from sonobridge.fhir.bundles import rewrite_references
-from sonobridge.jsonio import loads
-from sonobridge.mappings import hl7v2
-from sonobridge.mappings.hl7v2 import HL7Error
+from sonobridge.core.errors import not_found
+from sonobridge.core.policy import Caller
+from sonobridge.core.references import rewrite_references
+from sonobridge.core.resources import Resources
 from sonobridge.store.resources import Writer, new_id
+from sonobridge.store.tables import idx_reference as ref
+from sonobridge.store.tables import resources as R
 
-log = logging.getLogger("sonobridge.hl7")
-
-ADT_UPDATES = {"A01", "A04", "A05", "A08", "A28", "A31"}
-
-
-@dataclass
-class Applied:
-    """What a message did: a short text for the ACK and the log, and the patient and the
-    resource it concerns, for its audit event."""
-
-    text: str
-    patient: str | None = None
-    resource: str | None = None
+log = logging.getLogger("sonobridge.patients")
 
 
-class Applier:
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.base = core.settings.public_base
+@dataclass(frozen=True, slots=True)
+class Merged:
+    survivor: str  # Patient id
+    prior: str | None  # the merged-away Patient id (None when it was the survivor already)
 
-    def apply(self, writer: Writer, message: hl7.Message, sender: str) -> Applied:
-        """Apply the message."""
-        code, event = hl7v2.message_type(message)
-        policy = Policy(subject=f"hl7:{sender}", client_id="mllp", unrestricted=True)
-        if code == "ADT" and event in ADT_UPDATES:
-            pid = self.upsert_patient(writer, hl7v2.patient(message), policy)
-            return Applied(f"Patient/{pid}", f"Patient/{pid}")
-        if code == "ADT" and event == "A40":
-            return self.merge(writer, message, policy)
-        if (code, event) in (("ORM", "O01"), ("OMI", "O23")):
-            return self.order(writer, message, policy)
-        raise HL7Error(f"message type {code}^{event} is not supported", "200" if code not in (
-            "ADT", "ORM", "OMI") else "201", ("MSH", 1, 9), reject=True)
 
-    # ------------------------------------------------------------------ helpers
+class Patients:
+    def __init__(self, resources: Resources, dicom_system: str) -> None:
+        self.resources = resources
+        self.dicom_system = dicom_system
 
-    def _find(self, writer: Writer, res_type: str, identifiers: list[dict[str, Any]]
-              ) -> str | None:
+    def _put(self, writer: Writer, caller: Caller, res_type: str, res_id: str,
+             body: dict[str, Any], new: bool = False) -> None:
+        """Write through the one write path. ``new``: the id was just made here, so the
+        resource is created with it (no look for a current version)."""
+        body = {**body, "id": res_id}
+        if new:
+            self.resources.create(caller, res_type, body, assigned_id=res_id, writer=writer)
+        else:
+            self.resources.update(caller, res_type, res_id, body, writer=writer)
+
+    def find(self, writer: Writer, res_type: str, identifiers: list[dict[str, Any]]
+             ) -> str | None:
         """The resource carrying any of the identifiers: one search, the identifiers OR-ed."""
         if not identifiers:
             return None
-        writer.flush()  # resources written earlier in this transaction are matched too
-        found = self.core.search.by_identifier(
-            writer.conn, res_type, [(str(i.get("system", "")), str(i.get("value", "")))
-                                    for i in identifiers])
-        return found[0] if found else None
-
-    def _put(self, writer: Writer, res_type: str, res_id: str, body: dict[str, Any],
-             policy: Policy, audited: bool = False, new: bool = False) -> None:
-        """Write through the FHIR service; audited by the message's own event unless asked.
-        ``new``: the id was just made here, so the resource is created with it (no look for
-        a current version)."""
-        if new:
-            req = FhirRequest("POST", res_type, body={**body, "id": res_id}, base=self.base,
-                              policy=policy, source="mllp", audited=audited,
-                              assigned_id=res_id)
-        else:
-            req = FhirRequest("PUT", res_type, res_id, body={**body, "id": res_id},
-                              base=self.base, policy=policy, source="mllp", audited=audited)
-        try:
-            self.core.fhir.handle(req, writer)
-        except FhirError as exc:
-            raise HL7Error(f"the {res_type} cannot be stored: {exc}", "207") from None
-
-    def _read(self, writer: Writer, res_type: str, res_id: str) -> dict[str, Any] | None:
-        stored = writer.read(res_type, res_id)
-        if stored is None or stored.deleted or stored.content is None:
-            return None
-        return loads(stored.content)
-
-    # ------------------------------------------------------------------ patients
-
-    def upsert_patient(self, writer: Writer, incoming: dict[str, Any], policy: Policy,
-                       audited: bool = False) -> str:
-        """Match on any of the message's identifiers (each scoped by its assigning authority);
-        update what the message carries, keep the rest (other identifiers, links, fields the
-        HIS does not send)."""
-        identifiers = list(incoming["identifier"])
-        # The first identifier is also the DICOM Patient ID modalities will send back (IHE
-        # SWF), so that their images find this Patient. Never matched on: "123" of one
-        # authority is not "123" of another. Given only while no other Patient holds it.
-        dicom = {"system": self.core.settings.dicom_patient_id_system,
-                 "value": identifiers[0]["value"]}
         pairs = [(str(i.get("system", "")), str(i.get("value", ""))) for i in identifiers]
-        writer.flush()  # resources written earlier in this transaction are matched too
-        matched = self.core.search.identifier_matches(
-            writer.conn, "Patient", [*pairs, (dicom["system"], dicom["value"])])
+        matched = self.resources.identifier_matches(writer, res_type, pairs)
+        for pair in pairs:
+            if matched.get(pair):
+                return matched[pair][0]
+        return None
+
+    def upsert(self, writer: Writer, caller: Caller, incoming: dict[str, Any]) -> str:
+        """Match on any of the incoming identifiers (each scoped by its system); update what
+        the message carries, keep the rest (other identifiers, links, fields the HIS does not
+        send). Returns the Patient id."""
+        identifiers = list(incoming["identifier"])
+        # The first identifier is also the DICOM Patient ID modalities will send back. Never
+        # matched on; given only while no other Patient holds it.
+        dicom = {"system": self.dicom_system, "value": identifiers[0]["value"]}
+        pairs = [(str(i.get("system", "")), str(i.get("value", ""))) for i in identifiers]
+        matched = self.resources.identifier_matches(
+            writer, "Patient", [*pairs, (dicom["system"], dicom["value"])])
         res_id = next((found[0] for pair in pairs if (found := matched.get(pair))), None)
         holder = (matched.get((dicom["system"], dicom["value"])) or [None])[0]
         if holder is None or holder == res_id:
@@ -118,64 +77,53 @@ class Applier:
             log.warning("DICOM Patient ID %s is already another patient's (Patient/%s): "
                         "images must carry Issuer of Patient ID to reach this one",
                         dicom["value"], holder)
-        current = self._read(writer, "Patient", res_id) if res_id else None
+        current = self.resources.current(writer, "Patient", res_id) if res_id else None
         if current is None:
             target = res_id or new_id()
-            self._put(writer, "Patient", target, {**incoming, "identifier": identifiers},
-                      policy, audited, new=res_id is None)
+            self._put(writer, caller, "Patient", target,
+                      {**incoming, "identifier": identifiers}, new=res_id is None)
             return target
         merged = {**current, **{k: v for k, v in incoming.items() if k != "identifier"}}
         known = {(i.get("system"), i.get("value")) for i in current.get("identifier", [])}
         merged["identifier"] = current.get("identifier", []) + [
             i for i in identifiers if (i["system"], i["value"]) not in known]
-        current.pop("meta", None)
         merged.pop("meta", None)
         if merged != current:  # most orders repeat what is known: no new version then
-            self._put(writer, "Patient", current["id"], merged, policy, audited)
-        return current["id"]
+            self._put(writer, caller, "Patient", current["id"], merged)
+        return str(current["id"])
 
-    def merge(self, writer: Writer, message: hl7.Message, policy: Policy) -> Applied:
-        """ADT^A40: the patient in MRG-1 is merged into the one in PID-3. The survivor gets a
-        ``replaces`` link, the old record becomes inactive with ``replaced-by``, and every
-        resource that pointed at the old record points at the survivor. Rare and far-reaching:
-        each write is audited on its own."""
-        prior_ids = hl7v2.patient_identifiers(message, "MRG", 1)
-        if not prior_ids:
-            raise HL7Error("MRG-1 (prior patient identifier) is required", "101",
-                           ("MRG", 1, 1))
-        survivor = self.upsert_patient(writer, hl7v2.patient(message), policy, audited=True)
-        prior = self._find(writer, "Patient", prior_ids)
+    def merge(self, writer: Writer, caller: Caller, survivor: dict[str, Any],
+              prior_identifiers: list[dict[str, Any]]) -> Merged:
+        """The patient known by ``prior_identifiers`` is merged into ``survivor`` (upserted
+        first). The survivor gets a ``replaces`` link, the old record becomes inactive with
+        ``replaced-by``, and every resource that pointed at the old record points at the
+        survivor. Rare and far-reaching: the caller should audit each write (``audited``)."""
+        survivor_id = self.upsert(writer, caller, survivor)
+        prior = self.find(writer, "Patient", prior_identifiers)
         if prior is None:
-            raise HL7Error("the patient in MRG-1 is not known", "204", ("MRG", 1, 1))
-        if prior == survivor:
-            return Applied(f"Patient/{survivor}", f"Patient/{survivor}")
-        old, new = f"Patient/{prior}", f"Patient/{survivor}"
+            raise not_found("the prior patient (the one to merge) is not known")
+        if prior == survivor_id:
+            return Merged(survivor_id, None)
+        old, new = f"Patient/{prior}", f"Patient/{survivor_id}"
         for res_type, res_id in self._referrers(writer, prior):
-            body = self._read(writer, res_type, res_id)
+            body = self.resources.current(writer, res_type, res_id)
             if body is None:
                 continue
-            body = rewrite_references(body, {old: new})
-            body.pop("meta", None)
-            self._put(writer, res_type, res_id, body, policy, audited=True)
-        prior_body = self._read(writer, "Patient", prior) or {}
-        prior_body.pop("meta", None)
+            self._put(writer, caller, res_type, res_id, rewrite_references(body, {old: new}))
+        prior_body = self.resources.current(writer, "Patient", prior) or {}
         prior_body["active"] = False
         prior_body["link"] = [{"other": {"reference": new}, "type": "replaced-by"}]
-        self._put(writer, "Patient", prior, prior_body, policy, audited=True)
-        survivor_body = self._read(writer, "Patient", survivor) or {}
-        survivor_body.pop("meta", None)
+        self._put(writer, caller, "Patient", prior, prior_body)
+        survivor_body = self.resources.current(writer, "Patient", survivor_id) or {}
         links = [lk for lk in survivor_body.get("link", [])
                  if lk.get("other", {}).get("reference") != old]
         survivor_body["link"] = [*links, {"other": {"reference": old}, "type": "replaces"}]
-        self._put(writer, "Patient", survivor, survivor_body, policy, audited=True)
-        return Applied(f"{old} merged into {new}", new, old)
+        self._put(writer, caller, "Patient", survivor_id, survivor_body)
+        return Merged(survivor_id, prior)
 
-    def _referrers(self, writer: Writer, patient_id: str) -> list[tuple[str, str]]:
-        from sqlalchemy import select
-
-        from sonobridge.store.tables import idx_reference as ref
-        from sonobridge.store.tables import resources as R
-
+    @staticmethod
+    def _referrers(writer: Writer, patient_id: str) -> list[tuple[str, str]]:
+        """Every current resource that references the patient (its audit events aside)."""
         writer.flush()
         rows = writer.conn.execute(
             select(R.c.res_type, R.c.res_id).where(R.c.rid.in_(
@@ -185,45 +133,31 @@ class Applier:
         return [(row.res_type, row.res_id) for row in rows
                 if not (row.res_type == "Patient" and row.res_id == patient_id)]
 
-    # ------------------------------------------------------------------ orders
+    def for_dicom(self, writer: Writer, caller: Caller, patient_id: str | None,
+                  issuers: list[str], patient: dict[str, Any]) -> str | None:
+        """The Patient a DICOM study belongs to, created when none is known.
 
-    def order(self, writer: Writer, message: hl7.Message, policy: Policy) -> Applied:
-        parsed = hl7v2.order(message, self.core.settings.hl7_time_zone)
-        res_id = self._find(writer, "ServiceRequest", parsed.identifiers)
-        if res_id is None and parsed.status == "revoked":
-            raise HL7Error("the order to cancel is not known", "204", ("ORC", 1, 2))
-        patient_id = self.upsert_patient(writer, parsed.patient, policy)
-        resource = dict(parsed.resource)
-        resource["subject"] = {"reference": f"Patient/{patient_id}"}
-        if parsed.study_uid:
-            resource["identifier"] = [*resource["identifier"], {
-                "system": "urn:dicom:uid", "value": f"urn:oid:{parsed.study_uid}"}]
-        station = parsed.extra.get("station")
-        if station is not None:  # OMI IPC-9: the order is performed by that station
-            device = self._find(writer, "Device", station["identifier"])
-            if device is None:
-                device = new_id()
-                self._put(writer, "Device", device, station, policy, new=True)
-            resource["performer"] = [{"reference": f"Device/{device}"},
-                                     *resource.get("performer", [])]
-        for key, system in (("requested_procedure_id", hl7v2.REQUESTED_PROCEDURE_SYSTEM),
-                            ("scheduled_step_id", hl7v2.SCHEDULED_STEP_SYSTEM)):
-            if parsed.extra.get(key):
-                resource["identifier"] = [*resource["identifier"],
-                                          {"system": system, "value": parsed.extra[key]}]
-        if res_id is not None:
-            current = self._read(writer, "ServiceRequest", res_id) or {}
-            if parsed.control in ("CA", "OC", "DC", "OD", "CR", "SC") and \
-                    parsed.status in ("revoked", "completed", "on-hold", "active") and current:
-                # a cancel or status change keeps what the order said
-                current.pop("meta", None)
-                resource = {**current, "status": parsed.status}
-            else:
-                known = {(i["system"], i["value"]) for i in resource["identifier"]}
-                resource["identifier"] += [i for i in current.get("identifier", [])
-                                           if (i.get("system"), i.get("value")) not in known]
-        target = res_id or new_id()
-        self._put(writer, "ServiceRequest", target, resource, policy, new=res_id is None)
-        return Applied(f"ServiceRequest/{target} {parsed.status}", f"Patient/{patient_id}",
-                       f"ServiceRequest/{target}")
+        With an Issuer of Patient ID the ID is the HIS's own, under that authority (the one
+        the worklist gave the modality), and matched only there: "123" of another authority
+        is another patient. Without one, the DICOM Patient ID domain. ``issuers``: the
+        identifier systems of the issuer; ``patient``: the Patient to create from the DICOM
+        patient module when none is known."""
+        if not patient_id:
+            return None
 
+        def holder(system: str) -> str | None:
+            found = self.resources.find(writer, "Patient",
+                                        [("identifier", f"{system}|{patient_id}")],
+                                        caller.base, limit=2)
+            return found[0] if found else None
+
+        for system in issuers or [self.dicom_system]:
+            found = holder(system)
+            if found:
+                return f"Patient/{found}"
+        if issuers:
+            own = [{"system": system, "value": str(patient_id)} for system in issuers]
+            patient["identifier"] = own + (patient["identifier"]
+                                           if holder(self.dicom_system) is None else [])
+        written = self.resources.create(caller, "Patient", patient, writer=writer)
+        return f"Patient/{written.stored.id}"

@@ -1,25 +1,42 @@
-"""The core every edge calls: database engine, resource store, blob store, FHIR service.
+"""The core's services, built once per process from the settings.
 
-One ``Core`` per process, opened from the settings; the HTTP app and the commands share it.
+``open_core`` connects, migrates, and wires the services together; the app (``app/``) adds
+what lives in the edges (the authorization service, the HL7 results outbox and DICOM
+forwarding, which listen to core events) and hands the ``Core`` to every edge. Each service
+is a typed attribute: an edge asks ``core.resources``, ``core.archive``, ``core.orders``…
+for what it needs and nothing else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, and_, select
 
-from sonobridge.auth.service import AuthService
+from sonobridge import jsonio
 from sonobridge.config import Settings
+from sonobridge.core.access import Access
 from sonobridge.core.audit import AuditTrail
-from sonobridge.core.resources import FhirService
+from sonobridge.core.events import Events
+from sonobridge.core.imaging.archive import Archive
+from sonobridge.core.imaging.ingest import Ingest
+from sonobridge.core.imaging.studies import Studies
+from sonobridge.core.messages import Messages
+from sonobridge.core.orders import Orders
+from sonobridge.core.patients import Patients
+from sonobridge.core.policy import Caller, Policy
+from sonobridge.core.resources import Resources
 from sonobridge.core.search.engine import SearchEngine
 from sonobridge.core.search.registry import Registry
 from sonobridge.store import migrate
-from sonobridge.store.blobs import FileBlobStore, open_blob_store
+from sonobridge.store.blobs import BlobStore, open_blob_store
 from sonobridge.store.db import Checkpointer, is_sqlite, make_engine
 from sonobridge.store.resources import ResourceStore
+from sonobridge.store.tables import resource_versions as V
+from sonobridge.store.tables import resources as R
+
+# The server's own writes (sample data, rebuilt ImagingStudy resources): named in the audit.
+SERVER = Policy.system("sonobridge", "sonobridge")
 
 
 @dataclass
@@ -27,14 +44,29 @@ class Core:
     settings: Settings
     engine: Engine
     store: ResourceStore
-    blobs: FileBlobStore
-    fhir: FhirService
+    blobs: BlobStore
     registry: Registry
     search: SearchEngine
-    auth: AuthService
+    access: Access
+    events: Events
+    resources: Resources
+    patients: Patients
+    studies: Studies
+    orders: Orders
+    archive: Archive
+    ingest: Ingest
+    messages: Messages
     audit: AuditTrail | None  # None only when turned off (tests, benchmarks)
-    forwarder: Any = None  # DICOM routing rules (hie/dimse/forward.py), when configured
     checkpointer: Checkpointer | None = None  # SQLite: WAL checkpoints off the commit path
+
+    def caller(self, policy: Policy, address: str = "", *, audited: bool = True) -> Caller:
+        """A caller without a request to take the base URL from (DIMSE, HL7, commands)."""
+        return Caller(policy, self.settings.public_base, address, audited)
+
+    @property
+    def server(self) -> Caller:
+        """The server itself, for what it writes on its own account."""
+        return self.caller(SERVER)
 
     def close(self) -> None:
         if self.audit is not None:
@@ -56,23 +88,26 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     search = SearchEngine(store, registry, default_count=settings.search_default_count,
                           max_count=settings.search_max_count,
                           max_includes=settings.search_max_includes)
-    service = FhirService(store, search, history_page_max=settings.history_page_max)
-    audit = AuditTrail(store, syslog=settings.audit_syslog) if settings.audit else None
-    service.audit = audit
-    core = Core(settings, engine, store, blobs, service, registry, search,
-                AuthService(settings, engine), audit, checkpointer=checkpointer)
+    events = Events()
+    access = Access(search, store)
+    resources = Resources(store, search, access, events,
+                          history_page_max=settings.history_page_max)
+    patients = Patients(resources, settings.dicom_patient_id_system)
+    studies = Studies(resources, patients, f"{settings.public_root}/dicomweb")
+    orders = Orders(resources, patients, studies)
+    archive = Archive(store, blobs, studies, settings.dicom_cache_size)
+    ingest = Ingest(store, blobs, studies, events, settings.dicom_max_object_size)
+    messages = Messages(store, events)
+    audit = None
+    if settings.audit:
+        audit = AuditTrail(store, syslog=settings.audit_syslog)
+        audit.listen(events)
+    core = Core(settings, engine, store, blobs, registry, search, access, events, resources,
+                patients, studies, orders, archive, ingest, messages, audit, checkpointer)
     if checkpointer is not None:
         checkpointer.start()
     if run_migrations or migrate.is_current(engine):
         load_custom_search_params(core)
-    if settings.dicom_forward:
-        from sonobridge.hie.dimse.forward import Forwarder
-
-        core.forwarder = Forwarder(core)
-    if settings.sends_results:
-        from sonobridge.hie.mllp.outbound import ResultsOutbox
-
-        store.hooks.append(ResultsOutbox(core))
     store.after_commit.append(
         lambda writer: load_custom_search_params(core)
         if "SearchParameter" in writer.types_written else None)
@@ -81,12 +116,6 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
 
 def load_custom_search_params(core: Core) -> None:
     """Make active SearchParameter resources stored here searchable (for new writes)."""
-    from sqlalchemy import and_, select
-
-    from sonobridge import jsonio
-    from sonobridge.store.tables import resource_versions as V
-    from sonobridge.store.tables import resources as R
-
     stmt = select(V.c.content, R.c.last_updated).select_from(
         R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
         R.c.res_type == "SearchParameter", R.c.deleted.is_(False))

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from sonobridge.core.definitions import resource_types
-from sonobridge.core.errors import FhirError, Issue
+from sonobridge.core.errors import CoreError, Issue
+from sonobridge.core.narrative import check_narrative
 from sonobridge.core.schema import XHTML, TypeInfo, type_info
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -53,31 +54,31 @@ def is_valid_id(value: str) -> bool:
 
 def check_type(res_type: str) -> None:
     if res_type not in known_types():
-        raise FhirError(404, "not-supported", f"unknown resource type {res_type!r}")
+        raise CoreError(404, "not-supported", f"unknown resource type {res_type!r}")
 
 
 def validate(resource: Any, expected_type: str | None = None, *, status: int = 400) -> str:
-    """Check that ``resource`` is a valid R4 resource; returns its type or raises ``FhirError``.
+    """Check that ``resource`` is a valid R4 resource; returns its type or raises ``CoreError``.
 
     ``status`` is 400 for a received body and 422 for the result of a patch.
     """
     if not isinstance(resource, dict):
-        raise FhirError(400, "structure",
+        raise CoreError(400, "structure",
                         "the body is not a FHIR resource (expected a JSON object)")
     res_type = resource.get("resourceType")
     if not isinstance(res_type, str) or not res_type:
-        raise FhirError(400, "structure", "the resource has no resourceType",
+        raise CoreError(400, "structure", "the resource has no resourceType",
                         expression=["resourceType"])
     if res_type not in known_types():
-        raise FhirError(400, "not-supported", f"unknown resource type {res_type!r}",
+        raise CoreError(400, "not-supported", f"unknown resource type {res_type!r}",
                         expression=["resourceType"])
     if expected_type is not None and res_type != expected_type:
-        raise FhirError(400, "invalid",
+        raise CoreError(400, "invalid",
                         f"resourceType {res_type!r} does not match the URL's {expected_type!r}",
                         expression=["resourceType"])
     res_id = resource.get("id")
     if res_id is not None and (not isinstance(res_id, str) or not is_valid_id(res_id)):
-        raise FhirError(400, "value", "id must match [A-Za-z0-9-.]{1,64}",
+        raise CoreError(400, "value", "id must match [A-Za-z0-9-.]{1,64}",
                         expression=[f"{res_type}.id"])
     issues = _empty_elements(resource, res_type)
     model = model_class(res_type)
@@ -91,7 +92,7 @@ def validate(resource: Any, expected_type: str | None = None, *, status: int = 4
         if not issues:
             _check_content(resource, type_info(model), res_type, issues)
     if issues:
-        raise FhirError(status, "invalid", issues[0].diagnostics, issues=issues)
+        raise CoreError(status, "invalid", issues[0].diagnostics, issues=issues)
     return res_type
 
 
@@ -170,7 +171,7 @@ def _check_content(obj: dict[str, Any], info: TypeInfo, path: str, issues: list[
                                             f"{at}: {code!r} is not one of "
                                             f"{', '.join(sorted(spec.codes))}", expression=[at]))
             elif spec.json_type == XHTML and isinstance(value, str):
-                _check_xhtml(value, where, issues)
+                check_narrative(value, where, issues)
         elif spec.kind == "complex":
             sub = type_info(spec.model)
             for i, item in enumerate(items):
@@ -184,34 +185,3 @@ def _check_content(obj: dict[str, Any], info: TypeInfo, path: str, issues: list[
                 if inner is not None:
                     _check_content(item, type_info(inner),
                                    f"{where}[{i}]" if spec.is_list else where, issues)
-
-
-def _check_xhtml(div: str, where: str, issues: list[Issue]) -> None:
-    from lxml import etree
-
-    from sonobridge.fhir.xml import XHTML_NS, safe_parser
-
-    if "<!DOCTYPE" in div.upper() or "<!ENTITY" in div.upper():
-        issues.append(Issue("security", f"{where}: DOCTYPE or entities in narrative",
-                            expression=[where]))
-        return
-    try:
-        root = etree.fromstring(div.encode("utf-8"), safe_parser())
-    except etree.XMLSyntaxError as exc:
-        issues.append(Issue("value", f"{where}: narrative is not well-formed XHTML: {exc}",
-                            expression=[where]))
-        return
-    if root.tag != f"{{{XHTML_NS}}}div":
-        issues.append(Issue("value", f"{where}: narrative must be an XHTML <div> in the "
-                                     f"{XHTML_NS} namespace", expression=[where]))
-        return
-    for node in root.iter():
-        tag = node.tag if isinstance(node.tag, str) else ""
-        local = tag.rsplit("}", 1)[-1].lower()
-        if local in ("script", "object", "applet", "iframe", "embed", "form", "input",
-                     "style", "base", "link", "meta") or any(
-                a.lower().startswith("on") for a in node.attrib):
-            issues.append(Issue("value", f"{where}: active content (<{local}> or event "
-                                         "handlers) is not allowed in narrative",
-                                expression=[where]))
-            return

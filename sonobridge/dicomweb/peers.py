@@ -17,26 +17,28 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from sonobridge.core.policy import Policy
+from sonobridge.core.access import Access
+from sonobridge.core.errors import CoreError
+from sonobridge.core.imaging.remote import RemoteArchive
+from sonobridge.core.policy import Caller, Policy
 from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.dicomweb.errors import body as error_body
 
 _PATH = re.compile(r"^/dicomweb/peers/([^/]+)/(.+)$")
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
 class PeerProxy:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, remote: RemoteArchive | None) -> None:
         self.app = app  # the DicomWebApp
         self._router: Router | None = None
-        from sonobridge.hie.dimse.proxy import Proxy
-
-        self.proxy = Proxy(app.service.core)
+        self.proxy = remote
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await self._handle(scope, receive, send)
-        except DicomwebError as exc:
-            response = Response(orjson.dumps(exc.body()), exc.status,
+        except CoreError as exc:
+            response = Response(orjson.dumps(error_body(exc)), exc.status,
                                 media_type="application/json")
         if response is not None:
             await response(scope, receive, send)
@@ -47,6 +49,8 @@ class PeerProxy:
             raise DicomwebError(404, "use /dicomweb/peers/{AET}/studies…")
         aet, rest = match.group(1), match.group(2).strip("/")
         self._authorize(scope)
+        if self.proxy is None:
+            raise DicomwebError(404, "the PACS proxy is not available in this process")
         parts = rest.split("/")
         for uid in parts[1:6:2]:
             if len(uid) > 64 or not _UID.match(uid):
@@ -71,7 +75,8 @@ class PeerProxy:
         study = parts[1]
         series = parts[3] if len(parts) > 3 and parts[2] == "series" else None
         sop = parts[5] if len(parts) > 5 and parts[4] == "instances" else None
-        await anyio.to_thread.run_sync(self.proxy.fetch, aet, study, series, sop)
+        caller = Caller(scope["state"]["policy"], "", (scope.get("client") or [""])[0])
+        await anyio.to_thread.run_sync(self.proxy.fetch, caller, aet, study, series, sop)
         local = dict(scope)
         local["path"] = "/dicomweb/" + rest
         local["raw_path"] = local["path"].encode()
@@ -89,10 +94,6 @@ class PeerProxy:
         policy = scope.get("state", {}).get("policy")
         if not isinstance(policy, Policy):
             raise DicomwebError(401, "no authorization decision was made for this request")
-        if policy.unrestricted:
-            return
-        for permission in ("r", "s"):
-            scopes = policy.grants("ImagingStudy", permission)
-            if not any(s.context != "patient" and not s.query for s in scopes):
-                raise DicomwebError(403, "the PACS proxy needs user/ or system/ read and "
-                                    "search rights on ImagingStudy without restrictions")
+        if not Access.every_study(policy):
+            raise DicomwebError(403, "the PACS proxy needs user/ or system/ read and "
+                                "search rights on ImagingStudy without restrictions")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gzip
 import logging
 import re
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -15,17 +16,21 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from sonobridge.core.imaging import render as rendered
-from sonobridge.core.imaging.archive import DicomWeb, iter_file, with_base
+from sonobridge.core.errors import CoreError
+from sonobridge.core.events import Answered
+from sonobridge.core.imaging.archive import with_base
 from sonobridge.core.imaging.frames import EXPLICIT_LE, NATIVE
-from sonobridge.core.policy import Policy
-from sonobridge.dicomweb import negotiate
+from sonobridge.core.imaging.remote import RemoteArchive
+from sonobridge.core.policy import Caller, Policy
+from sonobridge.core.services import Core
+from sonobridge.dicomweb import negotiate, rendering
 from sonobridge.dicomweb.accept import parse_accept
-from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.dicomweb.errors import DicomwebError, warning_of
+from sonobridge.dicomweb.errors import body as error_body
 from sonobridge.dicomweb.multipart import Part, new_boundary, write_parts
 from sonobridge.dicomweb.stow import stow
 from sonobridge.dicomweb.xml import dataset_xml
-from sonobridge.fhir.headers import base_url
+from sonobridge.web.baseurl import base_url
 
 log = logging.getLogger("sonobridge.dicomweb")
 UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -40,10 +45,13 @@ def _uid(value: str, what: str) -> str:
 
 
 class DicomWebApp:
-    def __init__(self, service: DicomWeb, *, configured_base: str | None, threads: int) -> None:
-        self.service = service
+    def __init__(self, core: Core, *, configured_base: str | None, threads: int,
+                 remote: RemoteArchive | None = None) -> None:
+        self.core = core
+        self.service = core.archive
         self.configured_base = configured_base
         self.threads = threads
+        self.remote = remote  # the PACS proxy's DIMSE side, given by the app
         self._limiter: anyio.CapacityLimiter | None = None
         self._peers: Any = None  # the PACS proxy (dicomweb/peers.py), made on first use
 
@@ -78,7 +86,7 @@ class DicomWebApp:
         if self._peers is None:
             from sonobridge.dicomweb.peers import PeerProxy
 
-            self._peers = PeerProxy(self)
+            self._peers = PeerProxy(self, self.remote)
         routes.append(Route("/peers/{peer}/{rest:path}", self._peers, name="dicomweb:peers"))
         return [Mount("/dicomweb", routes=routes)]
 
@@ -99,22 +107,30 @@ class DicomWebApp:
                 response = await handler(request)
                 self._audit(request, search, response.status_code)
                 return response
-            except DicomwebError as exc:
+            except CoreError as exc:
                 self._audit(request, search, exc.status, exc.message)
-                headers = {"Warning": f'299 SonoBridge "{exc.warning}"'} if exc.warning else {}
-                return Response(orjson.dumps(exc.body()), exc.status, headers,
+                warning = warning_of(exc)
+                headers = {"Warning": f'299 SonoBridge "{warning}"'} if warning else {}
+                return Response(orjson.dumps(error_body(exc)), exc.status, headers,
                                 media_type="application/json")
 
         return endpoint
 
-    async def authorize(self, request: Request, search: bool) -> None:
-        """DICOMweb follows FHIR: a study is readable exactly when its ImagingStudy is; storing
-        needs create rights on ImagingStudy, deleting needs delete rights on it."""
+    def caller(self, request: Request) -> Caller:
+        """The request's caller: the guard's policy, the FHIR base next to this root."""
         policy = request.scope.get("state", {}).get("policy")
         if not isinstance(policy, Policy):
             raise DicomwebError(401, "no authorization decision was made for this request")
+        fhir_base = self.root(request)[: -len("/dicomweb")] + "/fhir"
+        return Caller(policy, fhir_base, request.client.host if request.client else "")
+
+    async def authorize(self, request: Request, search: bool) -> None:
+        """DICOMweb follows FHIR: a study is readable exactly when its ImagingStudy is; storing
+        needs create rights on ImagingStudy, deleting needs delete rights on it."""
+        caller = self.caller(request)
+        request.state.caller = caller
         request.state.allowed_studies = None
-        if policy.unrestricted:
+        if caller.policy.unrestricted:
             return
         method = request.method
         study = request.path_params.get("study")
@@ -124,20 +140,15 @@ class DicomWebApp:
             permission = "d"
         else:
             permission = "s" if search else "r"
-        fhir_base = self.root(request)[: -len("/dicomweb")] + "/fhir"
-        answer = await self._run(self.service.access, policy, fhir_base, permission, study)
-        if isinstance(answer, str):
-            raise DicomwebError(403, answer)
-        request.state.allowed_studies = answer
+        request.state.allowed_studies = await self._run(self.core.access.studies, caller,
+                                                        permission, study)
 
     def _audit(self, request: Request, search: bool, status: int, message: str = "") -> None:
         """DICOMweb retrievals, queries, stores and deletions, after the response."""
-        audit = self.service.core.audit
+        events = self.core.events
         policy = request.scope.get("state", {}).get("policy")
-        if audit is None or not isinstance(policy, Policy):
+        if not events.wants(Answered) or not isinstance(policy, Policy):
             return
-        from sonobridge.core.audit import Record
-
         method = request.method
         if method == "POST":
             kind, action = "dicom-store", "C"
@@ -148,14 +159,11 @@ class DicomWebApp:
         else:
             kind, action = "dicom-access", "R"
         outcome = "0" if status < 400 else ("8" if status >= 500 else "4")
-        audit.later(Record(kind, action, request.url.path.rsplit("/", 1)[-1][:40],
-                           outcome=outcome, who=policy.subject, client_id=policy.client_id,
-                           fhir_user=policy.fhir_user,
-                           ip=request.client.host if request.client else "",
-                           patient=f"Patient/{policy.patient}" if policy.patient else None,
-                           study=request.path_params.get("study"),
-                           query=request.url.query if search else None,
-                           detail=f"{status}: {message[:200]}" if message else ""))
+        caller = Caller(policy, "", request.client.host if request.client else "")
+        events.emit(Answered(caller, kind, action, request.url.path.rsplit("/", 1)[-1][:40],
+                             outcome=outcome, study=request.path_params.get("study"),
+                             query=request.url.query if search else None,
+                             detail=f"{status}: {message[:200]}" if message else ""))
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._limiter is None:
@@ -221,7 +229,8 @@ class DicomWebApp:
         p = request.path_params
         study, series, sop = p["study"], p.get("series"), p.get("sop")
         if request.method == "DELETE":
-            count = await self._run(self.service.delete, study, series, sop)
+            count = await self._run(self.service.delete, request.state.caller, study, series,
+                                    sop)
             return Response(orjson.dumps({"deleted": count}), 200,
                             media_type="application/json")
         rows = await self._run(self.service.instances, study, series, sop)
@@ -230,6 +239,10 @@ class DicomWebApp:
         boundary = new_boundary()
         service = self.service
         root = self.root(request)
+        if choice.mode != "stored":  # decided before the first byte: 406, not a cut stream
+            for row in rows:
+                if not service.can_transcode(row, choice.mode):
+                    service.transcoded(row, choice.mode)  # raises the 406 with its reason
 
         def parts() -> Iterator[Part]:
             for row in rows:
@@ -237,11 +250,10 @@ class DicomWebApp:
                            f"/instances/{row.sop_uid}"
                 if choice.mode == "stored":
                     ts = row.transfer_syntax
-                    chunks: Any = iter_file(service.path(row))
+                    chunks: Iterable[bytes] = service.stream(row)
                 else:
                     ts = choice.mode
-                    full = service.instance(row.study_uid, row.series_uid, row.sop_uid)
-                    chunks = [service.transcoded(full, ts)]
+                    chunks = service.transcoded(row, ts)
                 yield Part(f"application/dicom; transfer-syntax={ts}", chunks, location)
 
         content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
@@ -258,7 +270,9 @@ class DicomWebApp:
         body, etag = await self._run(self.service.metadata, p["study"], p.get("series"),
                                      p.get("sop"))
         root = self.root(request)
-        etag = f'W/"{etag.strip(chr(34))}-{abs(hash(root)) % 10**8}"'
+        # The same bytes, the same ETag in every worker (Python's hash() is salted per
+        # process): the root the links hold is part of the bytes, so part of the tag.
+        etag = f'W/"{etag}-{zlib.crc32(root.encode()):08x}"'
         if request.headers.get("if-none-match") == etag:
             return Response(b"", 304, {"ETag": etag})
         body = with_base(body, root)
@@ -300,19 +314,24 @@ class DicomWebApp:
         tag = p["tag"].upper()
         row = await self._run(self.service.instance, p["study"], p["series"], p["sop"])
         boundary = new_boundary()
+        media_type = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
         if tag == "7FE00010":
-            count = row.number_of_frames or 1
-            data = await self._run(self.service.frame_bytes, row, list(range(1, count + 1)))
+            # Frame by frame from the blob store: a 2 GB cine streams in bounded memory.
+            count = await self._run(self.service.frame_count, row)
             media = "application/octet-stream" if row.transfer_syntax in NATIVE else \
                 negotiate.stored_media_type(row.transfer_syntax)
             part = f"{media}; transfer-syntax={row.transfer_syntax}"
-            parts = [Part(part, [d]) for d in data]
-        else:
-            value = await self._run(_bulk_value, self.service, row, tag)
-            parts = [Part("application/octet-stream", [value])]
-        body = b"".join(write_parts(boundary, parts))
-        return Response(body, 200, media_type=f'multipart/related; '
-                        f'type="application/octet-stream"; boundary={boundary}')
+            service = self.service
+
+            def frames() -> Iterator[Part]:
+                for number in range(1, count + 1):
+                    yield Part(part, [service.frame_bytes(row, [number])[0]])
+
+            return StreamingResponse(write_parts(boundary, frames()), 200,
+                                     media_type=media_type)
+        value = await self._run(self.service.bulk_value, row, tag)
+        body = b"".join(write_parts(boundary, [Part("application/octet-stream", [value])]))
+        return Response(body, 200, media_type=media_type)
 
     # ------------------------------------------------------------------------ rendered
 
@@ -325,9 +344,9 @@ class DicomWebApp:
     async def _render(self, request: Request, thumbnail: bool) -> Response:
         p = request.path_params
         query = request.query_params
-        quality = rendered.parse_quality(query.get("quality"))
-        viewport = rendered.parse_viewport(query.get("viewport"))
-        window = rendered.parse_window(query.get("window"))
+        quality = rendering.parse_quality(query.get("quality"))
+        viewport = rendering.parse_viewport(query.get("viewport"))
+        window = rendering.parse_window(query.get("window"))
         frame = None
         if "frames" in p:
             numbers = _frame_list(p["frames"])
@@ -349,7 +368,7 @@ class DicomWebApp:
 
         video = row.transfer_syntax in VIDEO_SYNTAXES
         multiframe = (count > 1 or video) and frame is None and not thumbnail
-        media = rendered.choose(request.headers.get("accept"), multiframe=multiframe,
+        media = rendering.choose(request.headers.get("accept"), multiframe=multiframe,
                                 query_accept=query.get("accept"))
         if thumbnail:
             data = await self._run(self.service.thumbnail, row, media
@@ -408,18 +427,6 @@ def _qido_media(request: Request) -> str:
             return "json"
     raise DicomwebError(406, "QIDO-RS answers application/dicom+json or multipart/related; "
                         'type="application/dicom+xml"')
-
-
-def _bulk_value(service: DicomWeb, row: Any, tag: str) -> bytes:
-    from pydicom import dcmread
-
-    with open(service.path(row), "rb") as f:
-        ds = dcmread(f, stop_before_pixels=True)
-    element = ds.get(int(tag, 16)) if re.fullmatch(r"[0-9A-F]{8}", tag) else None
-    if element is None or element.value is None:
-        raise DicomwebError(404, f"instance {row.sop_uid} has no bulk data at {tag}")
-    value = element.value
-    return value if isinstance(value, bytes) else bytes(str(value), "utf-8")
 
 
 __all__ = ["EXPLICIT_LE", "DicomWebApp"]

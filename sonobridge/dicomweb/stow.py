@@ -26,10 +26,12 @@ from starlette.responses import Response
 
 from sonobridge.core.imaging.ingest import (
     CANNOT_UNDERSTAND,
+    Ingest,
     IngestError,
     Received,
     StoreOutcome,
 )
+from sonobridge.core.policy import Caller
 from sonobridge.dicomweb.accept import content_type
 from sonobridge.dicomweb.errors import DicomwebError
 from sonobridge.dicomweb.multipart import IncomingPart, PartSink, read_parts
@@ -93,8 +95,8 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
     part_type = (media.part_type or DICOM).lower()
     if part_type not in (DICOM, DICOM_JSON):
         raise DicomwebError(415, f"STOW-RS parts of type {part_type} are not supported")
-    service = app.service
-    ingest = service.ingest
+    ingest = app.core.ingest
+    caller: Caller = request.state.caller
     sink = _Sink(ingest.receiver.incoming, ingest.receiver.max_size)
     outcomes: list[StoreOutcome] = []
     deferred: set[str] = set()  # studies whose ImagingStudy is rebuilt once, at the end
@@ -111,12 +113,13 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
                                          message=f"a part of type {kind} in an "
                                                  "application/dicom request"))
             return
-        outcomes.append(await app._run(_ingest, ingest, received, study, deferred))
+        outcomes.append(await app._run(_ingest, ingest, caller, received, study, deferred))
 
     try:
         count = await read_parts(request.stream(), boundary, sink, store_part)
         if part_type == DICOM_JSON:
-            outcomes = await app._run(_store_metadata_form, ingest, sink.received, study)
+            outcomes = await app._run(_store_metadata_form, ingest, caller, sink.received,
+                                      study)
             sink.received = []
     except ClientDisconnect:
         sink.discard()
@@ -126,18 +129,20 @@ async def stow(app: DicomWebApp, request: Request, study: str | None) -> Respons
         raise
     finally:
         if deferred:
-            await app._run(ingest.sync_studies, deferred)
+            await app._run(ingest.sync_studies, deferred, caller)
     if count == 0:
         raise DicomwebError(400, "the request holds no parts")
     return _response(app.root(request), outcomes)
 
 
-def _ingest(ingest: Any, received: Received, study: str | None, deferred: set[str]
-            ) -> StoreOutcome:
-    return ingest.ingest(received, expected_study=study, source="STOW-RS", deferred=deferred)
+def _ingest(ingest: Ingest, caller: Caller, received: Received, study: str | None,
+            deferred: set[str]) -> StoreOutcome:
+    return ingest.ingest(received, caller, expected_study=study, source="STOW-RS",
+                         deferred=deferred)
 
 
-def _store_metadata_form(ingest: Any, parts: list[tuple[IncomingPart, Received]],
+def _store_metadata_form(ingest: Ingest, caller: Caller,
+                         parts: list[tuple[IncomingPart, Received]],
                          study: str | None) -> list[StoreOutcome]:
     """Datasets from the JSON part(s), bulk data from the others, each stored as Part 10."""
     by_location: dict[str, tuple[str, Path]] = {}
@@ -158,7 +163,7 @@ def _store_metadata_form(ingest: Any, parts: list[tuple[IncomingPart, Received]]
         outcomes = []
         for data in datasets:
             try:
-                outcomes.append(_store_one(ingest, data, by_location, study))
+                outcomes.append(_store_one(ingest, caller, data, by_location, study))
             except IngestError as exc:
                 outcomes.append(StoreOutcome("failed", failure=exc.failure, message=str(exc)))
         return outcomes
@@ -167,8 +172,8 @@ def _store_metadata_form(ingest: Any, parts: list[tuple[IncomingPart, Received]]
             received.path.unlink(missing_ok=True)
 
 
-def _store_one(ingest: Any, data: dict[str, Any], parts: dict[str, tuple[str, Path]],
-               study: str | None) -> StoreOutcome:
+def _store_one(ingest: Ingest, caller: Caller, data: dict[str, Any],
+               parts: dict[str, tuple[str, Path]], study: str | None) -> StoreOutcome:
     pixel = data.pop("7FE00010", None)
 
     def bulk(tag: str, vr: str, uri: str) -> bytes:
@@ -209,7 +214,7 @@ def _store_one(ingest: Any, data: dict[str, Any], parts: dict[str, tuple[str, Pa
     except Exception as exc:
         raise IngestError(CANNOT_UNDERSTAND, f"the dataset cannot be written: {exc}") from None
     received = ingest.receiver.receive([buffer.getvalue()])
-    return ingest.ingest(received, expected_study=study, source="STOW-RS")
+    return ingest.ingest(received, caller, expected_study=study, source="STOW-RS")
 
 
 def _response(root: str, outcomes: list[StoreOutcome]) -> Response:

@@ -8,9 +8,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sonobridge.core.imaging import render as rendered
-from sonobridge.core.imaging.archive import iter_file
+from sonobridge.core.errors import CoreError
+from sonobridge.dicomweb import rendering
 from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.dicomweb.errors import body as error_body
 
 if TYPE_CHECKING:
     from sonobridge.dicomweb.routes import DicomWebApp
@@ -20,8 +21,8 @@ def wado_uri(app: DicomWebApp) -> Any:
     async def endpoint(request: Request) -> Response:
         try:
             return await _serve(app, request)
-        except DicomwebError as exc:
-            return Response(orjson.dumps(exc.body()), exc.status,
+        except CoreError as exc:
+            return Response(orjson.dumps(error_body(exc)), exc.status,
                             media_type="application/json")
 
     return endpoint
@@ -46,9 +47,9 @@ async def _serve(app: DicomWebApp, request: Request) -> Response:
             if syntax and syntax != row.transfer_syntax:
                 if syntax not in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"):
                     raise DicomwebError(406, f"cannot send transfer syntax {syntax}")
-                data = await app._run(app.service.transcoded, row, syntax)
-                return Response(data, 200, media_type="application/dicom")
-            return StreamingResponse(iter_file(app.service.path(row)), 200,
+                chunks = await app._run(app.service.transcoded, row, syntax)
+                return StreamingResponse(chunks, 200, media_type="application/dicom")
+            return StreamingResponse(app.service.stream(row), 200,
                                      media_type="application/dicom",
                                      headers={"Content-Length": str(row.size)})
         if media in ("image/jpeg", "image/png", "image/gif"):
@@ -56,13 +57,13 @@ async def _serve(app: DicomWebApp, request: Request) -> Response:
             count = row.number_of_frames or 1
             if not 1 <= frame <= count:
                 raise DicomwebError(404, f"frame {frame} does not exist (1 to {count})")
-            quality = rendered.parse_quality(query.get("imageQuality"))
+            quality = rendering.parse_quality(query.get("imageQuality"))
             columns, rows = query.get("columns"), query.get("rows")
             viewport = (int(columns), int(rows or columns)) if columns and columns.isdigit() \
                 and (not rows or rows.isdigit()) else None
             window = None
             if query.get("windowCenter") and query.get("windowWidth"):
-                window = rendered.parse_window(f"{query['windowCenter']},{query['windowWidth']}")
+                window = rendering.parse_window(f"{query['windowCenter']},{query['windowWidth']}")
             data = await app._run(app.service.render, row, media, frame, quality, viewport,
                                   window)
             return Response(data, 200, media_type=media)

@@ -19,10 +19,11 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from sonobridge import jsonio
-from sonobridge.core.errors import FhirError, Issue
+from sonobridge.core.errors import CoreError, Issue
 from sonobridge.core.policy import Policy
-from sonobridge.core.resources import FhirRequest, FhirResponse, FhirService
+from sonobridge.core.references import rewrite_references
 from sonobridge.core.validation import check_type
+from sonobridge.fhir.interactions import FhirRequest, FhirResponse, Interactions
 from sonobridge.store.resources import Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -49,7 +50,7 @@ def parse_url(url: str, base: str) -> tuple[list[str], list[tuple[str, str]]]:
     if url.startswith(base + "/") or url == base:
         url = url[len(base):]
     elif "://" in url:
-        raise FhirError(400, "not-supported", f"{url!r} is not on this server ({base})")
+        raise CoreError(400, "not-supported", f"{url!r} is not on this server ({base})")
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]
     return path, parse_qsl(parts.query, keep_blank_values=True)
@@ -62,7 +63,7 @@ def request_from_url(method: str, url: str, base: str, headers: dict[str, str]) 
         req.history = True
         return req
     if not path:
-        raise FhirError(400, "not-supported", f"entry URL {url!r} names no resource type")
+        raise CoreError(400, "not-supported", f"entry URL {url!r} names no resource type")
     req.res_type = path[0]
     rest = path[1:]
     if rest == ["_history"]:
@@ -74,7 +75,7 @@ def request_from_url(method: str, url: str, base: str, headers: dict[str, str]) 
     elif len(rest) == 3 and rest[1] == "_history":
         req.res_id, req.version_id = rest[0], rest[2]
     elif rest:
-        raise FhirError(400, "not-supported", f"entry URL {url!r} is not a supported interaction")
+        raise CoreError(400, "not-supported", f"entry URL {url!r} is not a supported interaction")
     return req
 
 
@@ -82,12 +83,12 @@ def _patch_body(resource: Any, where: str) -> tuple[Any, str]:
     """A PATCH entry carries a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         if resource.get("contentType", "").split(";")[0].strip() != "application/json-patch+json":
-            raise FhirError(400, "not-supported", f"{where}: a Binary patch must be a JSON Patch")
+            raise CoreError(400, "not-supported", f"{where}: a Binary patch must be a JSON Patch")
         try:
             return jsonio.loads(base64.b64decode(resource.get("data", ""), validate=True)), \
                 "json-patch"
         except (binascii.Error, jsonio.JSONError) as exc:
-            raise FhirError(400, "invalid", f"{where}: cannot read the JSON Patch: {exc}") from None
+            raise CoreError(400, "invalid", f"{where}: cannot read the JSON Patch: {exc}") from None
     return resource, "json"
 
 
@@ -95,22 +96,22 @@ def parse_entries(bundle: dict[str, Any], base: str, headers: dict[str, str],
                   max_entries: int) -> list[Entry]:
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
-        raise FhirError(400, "structure", "Bundle.entry must be an array",
+        raise CoreError(400, "structure", "Bundle.entry must be an array",
                         expression=["Bundle.entry"])
     if len(entries) > max_entries:
-        raise FhirError(413, "too-costly", f"a bundle may hold at most {max_entries} entries",
+        raise CoreError(413, "too-costly", f"a bundle may hold at most {max_entries} entries",
                         expression=["Bundle.entry"])
     out = []
     for index, entry in enumerate(entries):
         where = f"Bundle.entry[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
-            raise FhirError(400, "required", f"{where}: every entry needs a request",
+            raise CoreError(400, "required", f"{where}: every entry needs a request",
                             expression=[f"{where}.request"])
         request = entry["request"]
         method = str(request.get("method", "")).upper()
         url = request.get("url")
         if method not in _ORDER or not isinstance(url, str) or not url:
-            raise FhirError(400, "required", f"{where}: request needs a method "
+            raise CoreError(400, "required", f"{where}: request needs a method "
                             "(GET, HEAD, POST, PUT, PATCH, DELETE) and a url",
                             expression=[f"{where}.request"])
         entry_headers = dict(headers)
@@ -119,12 +120,12 @@ def parse_entries(bundle: dict[str, Any], base: str, headers: dict[str, str],
                 entry_headers[header] = str(request[field_name])
         try:
             req = request_from_url(method, url, base, entry_headers)
-        except FhirError as exc:
+        except CoreError as exc:
             raise _located(exc, where) from None
         resource = entry.get("resource")
         if method in ("POST", "PUT", "PATCH"):
             if resource is None:
-                raise FhirError(400, "required", f"{where}: a {method} entry needs a resource",
+                raise CoreError(400, "required", f"{where}: a {method} entry needs a resource",
                                 expression=[f"{where}.resource"])
             if method == "PATCH":
                 req.body, req.body_kind = _patch_body(resource, where)
@@ -135,7 +136,7 @@ def parse_entries(bundle: dict[str, Any], base: str, headers: dict[str, str],
     return out
 
 
-def _located(exc: FhirError, where: str) -> FhirError:
+def _located(exc: CoreError, where: str) -> CoreError:
     """Prefix an error's issues with the entry they came from."""
     issues = []
     for issue in exc.issues:
@@ -143,29 +144,13 @@ def _located(exc: FhirError, where: str) -> FhirError:
                       f"{where}.{e}" for e in issue.expression] or [where]
         issues.append(Issue(issue.code, f"{where}: {issue.diagnostics}", issue.severity,
                             expression))
-    return FhirError(exc.status, issues[0].code, issues[0].diagnostics, issues=issues)
-
-
-def rewrite_references(value: Any, mapping: dict[str, str]) -> Any:
-    """Replace every mapped urn (in references, uri elements and narrative links)."""
-    if isinstance(value, dict):
-        return {k: rewrite_references(v, mapping) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rewrite_references(v, mapping) for v in value]
-    if isinstance(value, str):
-        if value in mapping:
-            return mapping[value]
-        if value.startswith("<div") and "urn:" in value:
-            for urn, target in mapping.items():
-                value = value.replace(f'"{urn}"', f'"{target}"')
-        return value
-    return value
+    return CoreError(exc.status, issues[0].code, issues[0].diagnostics, issues=issues)
 
 
 _CONDITIONAL_REF = re.compile(r"^[A-Z][A-Za-z]+\?.+")
 
 
-def resolve_conditional_references(service: FhirService, writer: Writer, value: Any, base: str,
+def resolve_conditional_references(service: Interactions, writer: Writer, value: Any, base: str,
                                    where: str, cache: dict[str, str]) -> Any:
     """Replace every ``"reference": "Type?criteria"`` by the one resource it matches."""
     if isinstance(value, list):
@@ -179,12 +164,12 @@ def resolve_conditional_references(service: FhirService, writer: Writer, value: 
             if item not in cache:
                 res_type, _, criteria = item.partition("?")
                 check_type(res_type)
-                found = service.find(writer, res_type, criteria, base, limit=2)
+                found = service.resources.find(writer, res_type, criteria, base, limit=2)
                 if len(found) > 1:
-                    raise FhirError(412, "multiple-matches", f"{where}: conditional reference "
+                    raise CoreError(412, "multiple-matches", f"{where}: conditional reference "
                                     f"{item!r} matches more than one resource")
                 if not found:
-                    raise FhirError(400, "not-found", f"{where}: conditional reference "
+                    raise CoreError(400, "not-found", f"{where}: conditional reference "
                                     f"{item!r} matches no resource")
                 cache[item] = f"{res_type}/{found[0]}"
             out[key] = cache[item]
@@ -223,15 +208,15 @@ def _response_entry(resp: FhirResponse, base: str) -> dict[str, Any]:
     return entry
 
 
-def process_bundle(service: FhirService, bundle: Any, base: str, headers: dict[str, str],
+def process_bundle(service: Interactions, bundle: Any, base: str, headers: dict[str, str],
                    max_entries: int, policy: Policy | None = None) -> FhirResponse:
     """A batch or transaction; each entry is checked against ``policy`` like a lone request."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        raise FhirError(400, "invalid", "POST to the base URL takes a batch or transaction Bundle",
+        raise CoreError(400, "invalid", "POST to the base URL takes a batch or transaction Bundle",
                         expression=["Bundle"])
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
-        raise FhirError(400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}",
+        raise CoreError(400, "invalid", f"Bundle.type must be batch or transaction, not {kind!r}",
                         expression=["Bundle.type"])
     entries = parse_entries(bundle, base, headers, max_entries)
     if policy is not None:
@@ -242,25 +227,25 @@ def process_bundle(service: FhirService, bundle: Any, base: str, headers: dict[s
     return _transaction(service, entries, base)
 
 
-def _batch(service: FhirService, entries: list[Entry], base: str) -> FhirResponse:
+def _batch(service: Interactions, entries: list[Entry], base: str) -> FhirResponse:
     out = []
     for entry in entries:
         try:
             if _has_conditional_reference(entry.req.body):
-                with service.store.write() as writer:
+                with service.resources.store.write() as writer:
                     entry.req.body = resolve_conditional_references(
                         service, writer, entry.req.body, base, f"Bundle.entry[{entry.index}]",
                         {})
                     resp = service.handle(entry.req, writer)
             else:
                 resp = service.handle(entry.req)
-        except FhirError as exc:
+        except CoreError as exc:
             resp = FhirResponse(exc.status, _located(exc, f"Bundle.entry[{entry.index}]").outcome())
         out.append(_response_entry(resp, base))
     return FhirResponse(200, {"resourceType": "Bundle", "type": "batch-response", "entry": out})
 
 
-def _resolve_targets(service: FhirService, writer: Writer, entries: list[Entry], base: str
+def _resolve_targets(service: Interactions, writer: Writer, entries: list[Entry], base: str
                      ) -> dict[str, str]:
     """Give every POST its id (an existing one when If-None-Exist matches) and every
     conditional PUT its target; returns fullUrl -> Type/id for reference rewriting."""
@@ -272,18 +257,18 @@ def _resolve_targets(service: FhirService, writer: Writer, entries: list[Entry],
         try:
             if req.method == "POST" and req.res_id is None and not req.history:
                 condition = req.headers.get("if-none-exist")
-                found = service.find(writer, req.res_type or "", condition, base, limit=2) \
-                    if condition else []
+                found = service.resources.find(writer, req.res_type or "", condition, base,
+                                               limit=2) if condition else []
                 if len(found) > 1:
-                    raise FhirError(412, "duplicate", f"ifNoneExist {condition!r} matches "
+                    raise CoreError(412, "duplicate", f"ifNoneExist {condition!r} matches "
                                     "more than one resource")
                 req.assigned_id = found[0] if found else new_id()
                 if entry.full_url:
                     mapping[entry.full_url] = f"{req.res_type}/{req.assigned_id}"
             elif req.method == "PUT" and req.res_id is None and req.query:
-                found = service.find(writer, req.res_type or "", req.query, base, limit=2)
+                found = service.resources.find(writer, req.res_type or "", req.query, base, limit=2)
                 if len(found) > 1:
-                    raise FhirError(412, "duplicate", "the condition matches more than one "
+                    raise CoreError(412, "duplicate", "the condition matches more than one "
                                     "resource")
                 body_id = req.body.get("id") if isinstance(req.body, dict) else None
                 req.res_id = found[0] if found else (body_id or new_id())
@@ -292,21 +277,21 @@ def _resolve_targets(service: FhirService, writer: Writer, entries: list[Entry],
                     req.body = {**req.body, "id": req.res_id}
             if req.method == "PUT" and entry.full_url and entry.full_url.startswith("urn:"):
                 mapping[entry.full_url] = f"{req.res_type}/{req.res_id}"
-        except FhirError as exc:
+        except CoreError as exc:
             raise _located(exc, where) from None
         if req.method in ("PUT", "PATCH", "DELETE") and req.res_id is not None:
             key = f"{req.res_type}/{req.res_id}"
             if key in targets:
-                raise FhirError(400, "invalid", f"Bundle.entry[{entry.index}] and "
+                raise CoreError(400, "invalid", f"Bundle.entry[{entry.index}] and "
                                 f"Bundle.entry[{targets[key]}] both change {key}",
                                 expression=[where])
             targets[key] = entry.index
     return mapping
 
 
-def _transaction(service: FhirService, entries: list[Entry], base: str) -> FhirResponse:
+def _transaction(service: Interactions, entries: list[Entry], base: str) -> FhirResponse:
     results: dict[int, FhirResponse] = {}
-    with service.store.write() as writer:
+    with service.resources.store.write() as writer:
         mapping = _resolve_targets(service, writer, entries, base)
         cache: dict[str, str] = {}
         for entry in entries:
@@ -320,7 +305,7 @@ def _transaction(service: FhirService, entries: list[Entry], base: str) -> FhirR
         for entry in sorted(entries, key=lambda e: (_ORDER[e.req.method], e.index)):
             try:
                 results[entry.index] = service.handle(entry.req, writer)
-            except FhirError as exc:
+            except CoreError as exc:
                 raise _located(exc, f"Bundle.entry[{entry.index}]") from None
     return FhirResponse(200, {
         "resourceType": "Bundle",

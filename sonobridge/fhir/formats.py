@@ -12,12 +12,15 @@ from typing import Any
 import orjson
 
 from sonobridge import jsonio
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
 JSON_PATCH = "application/json-patch+json"
 FORM = "application/x-www-form-urlencoded"
+# What the CapabilityStatement lists (``format`` and ``patchFormat``).
+FORMATS = (FHIR_JSON, FHIR_XML, "json", "xml")
+PATCH_FORMATS = (JSON_PATCH, FHIR_JSON, FHIR_XML)
 
 # Media types (and _format shorthands) -> the format they mean.
 _JSON_TYPES = {"application/fhir+json", "application/json+fhir", "application/json", "json",
@@ -70,7 +73,7 @@ def response_format(format_param: str | None, accept: str | None, pretty: bool =
     if format_param:
         found = _from_media(_split(format_param)[0])
         if found is None:
-            raise FhirError(406, "not-supported",
+            raise CoreError(406, "not-supported",
                             f"_format={format_param!r} is not supported: use json or xml")
         return Format(found.kind, found.media_type, pretty)
     if not accept:
@@ -93,7 +96,7 @@ def response_format(format_param: str | None, accept: str | None, pretty: bool =
             rank = 0 if media in _ANY_TYPES else 1
             choices.append((quality + rank * 1e-3, -index, found))
     if not choices:
-        raise FhirError(406, "not-supported",
+        raise CoreError(406, "not-supported",
                         f"cannot produce any of Accept: {accept!r}; this server speaks "
                         f"{FHIR_JSON} and {FHIR_XML} (FHIR 4.0.1)")
     best = max(choices, key=lambda c: (c[0], c[1]))[2]
@@ -107,21 +110,21 @@ def request_format(content_type: str | None) -> str:
     media, params = _split(content_type)
     version = params.get("fhirversion")
     if version is not None and version not in _SUPPORTED_FHIR_VERSIONS:
-        raise FhirError(415, "not-supported", f"fhirVersion={version} is not supported (4.0)")
+        raise CoreError(415, "not-supported", f"fhirVersion={version} is not supported (4.0)")
     if media == JSON_PATCH:
         return "json-patch"
     if media in _JSON_TYPES:
         return "json"
     if media in _XML_TYPES:
         return "xml"
-    raise FhirError(415, "not-supported",
+    raise CoreError(415, "not-supported",
                     f"Content-Type {media!r} is not supported: send {FHIR_JSON} or {FHIR_XML}")
 
 
 def parse_body(body: bytes, kind: str) -> Any:
     """Parse a request body of the given kind into JSON values (resources as dicts)."""
     if not body.strip():
-        raise FhirError(400, "structure", "the request body is empty")
+        raise CoreError(400, "structure", "the request body is empty")
     if kind == "xml":
         from sonobridge.fhir.xml import xml_to_resource
 
@@ -129,7 +132,7 @@ def parse_body(body: bytes, kind: str) -> Any:
     try:
         return jsonio.loads(body)
     except jsonio.JSONError as exc:
-        raise FhirError(400, "structure", f"malformed JSON: {exc}") from None
+        raise CoreError(400, "structure", f"malformed JSON: {exc}") from None
 
 
 def materialize(value: Any) -> Any:

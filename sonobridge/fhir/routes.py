@@ -6,6 +6,7 @@ built from this table, so it lists exactly what is served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -16,10 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from sonobridge.conformance.capability import capability_statement
-from sonobridge.core.errors import FhirError, info_outcome
-from sonobridge.core.policy import Policy
-from sonobridge.core.resources import FhirRequest, FhirResponse, FhirService
+from sonobridge.core.access import Access
+from sonobridge.core.audit import patient_of
+from sonobridge.core.errors import CoreError, info_outcome
+from sonobridge.core.events import Answered
+from sonobridge.core.policy import Caller, Policy
+from sonobridge.core.resources import type_param
 from sonobridge.fhir.bundles import process_bundle
 from sonobridge.fhir.formats import (
     FORM,
@@ -30,9 +33,10 @@ from sonobridge.fhir.formats import (
     request_format,
     response_format,
 )
-from sonobridge.fhir.headers import base_url
+from sonobridge.fhir.interactions import FhirRequest, FhirResponse, Interactions
 from sonobridge.jsonio import loads as json_loads
 from sonobridge.store.timeutil import now_us, to_instant
+from sonobridge.web.baseurl import base_url
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _BODY_INTERACTIONS = {"create", "update", "patch", "conditional-update", "conditional-patch",
@@ -84,8 +88,9 @@ def served_interactions() -> set[str]:
 class FhirApp:
     """Holds the service and settings the endpoint needs; ``routes()`` gives Starlette routes."""
 
-    def __init__(self, service: FhirService, *, configured_base: str | None, max_body: int,
-                 bundle_max_entries: int, db_threads: int = 2) -> None:
+    def __init__(self, service: Interactions, *, configured_base: str | None, max_body: int,
+                 bundle_max_entries: int, db_threads: int = 2,
+                 capability: Callable[[str], dict[str, Any]] | None = None) -> None:
         self.service = service
         self.db_threads = db_threads
         self._threads: anyio.CapacityLimiter | None = None
@@ -94,6 +99,8 @@ class FhirApp:
         self.bundle_max_entries = bundle_max_entries
         self.published = to_instant(now_us())
         self._capability: dict[str, dict[str, Any]] = {}
+        # Built by the app from this router's table (``conformance/capability.py``).
+        self._build_capability = capability
 
     def mount(self, prefix: str = "/fhir") -> list[BaseRoute]:
         """Routes for the app: the base URL itself (no redirect to a trailing slash: clients
@@ -119,7 +126,7 @@ class FhirApp:
 
     async def _not_found(self, request: Request) -> Response:
         fmt = _safe_format(request)
-        return error_response(FhirError(404, "not-supported",
+        return error_response(CoreError(404, "not-supported",
                                         f"no FHIR interaction at {request.url.path}"), fmt)
 
     async def serve(self, request: Request, spec: FhirRoute) -> Response:
@@ -132,7 +139,7 @@ class FhirApp:
             interaction = spec.interactions.get("GET" if method == "HEAD" else method)
             if interaction is None:
                 allowed = sorted(spec.interactions)
-                raise FhirError(405, "not-supported",
+                raise CoreError(405, "not-supported",
                                 f"{method} is not allowed on {request.url.path}",
                                 headers={"Allow": ", ".join(allowed)})
             body: bytes | None = None
@@ -158,7 +165,7 @@ class FhirApp:
                 operation="$everything" if interaction == "everything" else None,
                 policy=policy_of(request),
                 source=request.client.host if request.client else "")
-            if interaction in _POINT_READS and self.service.store.inline_reads and \
+            if interaction in _POINT_READS and self.service.resources.store.inline_reads and \
                     fmt.kind == "json" and not fmt.pretty:
                 # A SQLite point read takes tens of microseconds: cheaper than the hop to a
                 # worker thread, whose scheduling adds a 30 ms p99 tail under load.
@@ -166,7 +173,7 @@ class FhirApp:
             else:
                 status, headers, content = await anyio.to_thread.run_sync(
                     self._run, interaction, req, body, fmt, limiter=self._limiter())
-        except FhirError as exc:
+        except CoreError as exc:
             self._audit_failure(request, spec, exc)
             return error_response(exc, fmt)
         if method == "HEAD":
@@ -185,13 +192,13 @@ class FhirApp:
         """POST _search: the parameters in an x-www-form-urlencoded body."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != FORM:
-            raise FhirError(415, "not-supported",
+            raise CoreError(415, "not-supported",
                             f"POST _search takes {FORM}, not {media or 'no Content-Type'}")
         body = await self._read_body(request)
         try:
             return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
-            raise FhirError(400, "structure", "the form body is not UTF-8") from None
+            raise CoreError(400, "structure", "the form body is not UTF-8") from None
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -215,10 +222,10 @@ class FhirApp:
         elif interaction == "reindex":
             from sonobridge.core.search.reindex import reindex
 
-            if not req.policy.unrestricted and req.policy.role != "system-admin":
-                raise FhirError(403, "forbidden", "$reindex is for the system administrator")
-            types, _ = self.service._type_param(req.query, [])
-            count = reindex(self.service.store, types or None)
+            if not Access.may_reindex(req.policy):
+                raise CoreError(403, "forbidden", "$reindex is for the system administrator")
+            types, _ = type_param(req.query)
+            count = reindex(self.service.resources.store, types or None)
             resp = FhirResponse(200, info_outcome(f"reindexed {count} resources"))
         elif interaction == "transaction batch":
             resp = process_bundle(self.service, req.body, req.base, dict(req.headers),
@@ -230,20 +237,17 @@ class FhirApp:
         return to_http(resp, fmt)
 
     def _audit_read(self, interaction: str, req: FhirRequest, resp: FhirResponse) -> None:
-        """Reads and searches are audited just after the response (writes are audited in
-        their own transaction by the service)."""
-        audit = self.service.audit
-        if audit is None:
+        """Reads and searches are told just after the response (writes are audited in their
+        own transaction by the core)."""
+        events = self.service.resources.events
+        if not events.wants(Answered):
             return
-        from sonobridge.core.audit import Record, patient_of
-
-        policy = req.policy
-        patient = f"Patient/{policy.patient}" if policy.patient else None
+        patient = None
         query = None
         if interaction in _POINT_READS:
             resource = f"{req.res_type}/{req.res_id}"
             if isinstance(resp.body, bytes) and req.res_type != "Patient":
-                patient = patient_of(json_loads(resp.body)) or patient
+                patient = patient_of(json_loads(resp.body))
             elif req.res_type == "Patient":
                 patient = resource
             action = "R"
@@ -253,32 +257,29 @@ class FhirApp:
             if req.res_type == "Patient" and req.res_id:
                 patient = f"Patient/{req.res_id}"
             action = "E"
-        audit.later(Record("rest", action, interaction, who=policy.subject,
-                           client_id=policy.client_id, fhir_user=policy.fhir_user,
-                           ip=req.source, resource=resource, patient=patient, query=query))
+        events.emit(Answered(req.caller, "rest", action, interaction, resource=resource,
+                             patient=patient, query=query))
 
-    def _audit_failure(self, request: Request, spec: FhirRoute, exc: FhirError) -> None:
-        audit = self.service.audit
+    def _audit_failure(self, request: Request, spec: FhirRoute, exc: CoreError) -> None:
+        events = self.service.resources.events
         policy = request.scope.get("state", {}).get("policy")
-        if audit is None or not isinstance(policy, Policy):
+        if not events.wants(Answered) or not isinstance(policy, Policy):
             return
-        from sonobridge.core.audit import Record
-
         interaction = spec.interactions.get(request.method, "unknown")
         params = request.path_params
         resource = "/".join(p for p in (params.get("type"), params.get("id")) if p) or None
-        audit.later(Record("rest", _ACTIONS.get(interaction, "E"), interaction,
-                           outcome="8" if exc.status >= 500 else "4", who=policy.subject,
-                           client_id=policy.client_id, fhir_user=policy.fhir_user,
-                           ip=request.client.host if request.client else "",
-                           resource=resource, query=request.url.query or None,
-                           detail=f"{exc.status}: {str(exc)[:200]}"))
+        caller = Caller(policy, "", request.client.host if request.client else "")
+        events.emit(Answered(caller, "rest", _ACTIONS.get(interaction, "E"), interaction,
+                             outcome="8" if exc.status >= 500 else "4", resource=resource,
+                             query=request.url.query or None,
+                             detail=f"{exc.status}: {str(exc)[:200]}"))
 
     def capability(self, base: str) -> dict[str, Any]:
         statement = self._capability.get(base)
         if statement is None:
-            statement = capability_statement(base, served_interactions(), self.published,
-                                             self.service.engine)
+            if self._build_capability is None:
+                raise CoreError(501, "not-supported", "no CapabilityStatement is configured")
+            statement = self._build_capability(base)
             self._capability[base] = statement
         return statement
 
@@ -287,20 +288,20 @@ def policy_of(request: Request) -> Policy:
     """The policy the authorization guard attached; none attached fails closed."""
     policy = request.scope.get("state", {}).get("policy")
     if not isinstance(policy, Policy):
-        raise FhirError(401, "security", "no authorization decision was made for this request",
+        raise CoreError(401, "security", "no authorization decision was made for this request",
                         headers={"WWW-Authenticate": 'Bearer realm="sonobridge"'})
     return policy
 
 
-def _too_large(limit: int) -> FhirError:
-    return FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
+def _too_large(limit: int) -> CoreError:
+    return CoreError(413, "too-costly", f"the request body is larger than {limit} bytes")
 
 
 def _safe_format(request: Request) -> Format:
     try:
         return response_format(request.query_params.get("_format"),
                                request.headers.get("accept"))
-    except FhirError:
+    except CoreError:
         return JSON
 
 
@@ -312,10 +313,10 @@ def to_http(resp: FhirResponse, fmt: Format) -> tuple[int, dict[str, str], bytes
     return resp.status, headers, render(resp.body, fmt)
 
 
-def error_response(exc: FhirError, fmt: Format) -> Response:
+def error_response(exc: CoreError, fmt: Format) -> Response:
     try:
         content = render(exc.outcome(), fmt)
-    except FhirError:
+    except CoreError:
         fmt = JSON
         content = render(exc.outcome(), fmt)
     headers = {"Content-Type": fmt.content_type, **exc.headers}

@@ -12,7 +12,8 @@ from typing import Any
 
 from lxml import etree
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
+from sonobridge.core.narrative import XHTML_NS, safe_parser
 from sonobridge.core.schema import (
     BOOLEAN,
     DECIMAL,
@@ -25,27 +26,20 @@ from sonobridge.core.schema import (
 )
 
 FHIR_NS = "http://hl7.org/fhir"
-XHTML_NS = "http://www.w3.org/1999/xhtml"
 _F = "{%s}" % FHIR_NS  # noqa: UP031 - lxml's Clark notation
-
-
-def safe_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           dtd_validation=False, huge_tree=False, remove_comments=True,
-                           remove_pis=True)
 
 
 def parse_xml_document(data: bytes) -> etree._Element:
     """Parse untrusted XML, refusing DTDs and entity declarations."""
     head = data[:4096].upper()
     if b"<!DOCTYPE" in head or b"<!ENTITY" in data.upper():
-        raise FhirError(400, "security", "XML with a DOCTYPE or entity declarations is refused")
+        raise CoreError(400, "security", "XML with a DOCTYPE or entity declarations is refused")
     try:
         root = etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as exc:
-        raise FhirError(400, "structure", f"malformed XML: {exc}") from None
+        raise CoreError(400, "structure", f"malformed XML: {exc}") from None
     if root.getroottree().docinfo.doctype:
-        raise FhirError(400, "security", "XML with a DOCTYPE is refused")
+        raise CoreError(400, "security", "XML with a DOCTYPE is refused")
     return root
 
 
@@ -60,7 +54,7 @@ def xml_to_resource(data: bytes) -> dict[str, Any]:
 def _local(element: etree._Element, where: str) -> str:
     tag = element.tag
     if not isinstance(tag, str) or not tag.startswith(_F):
-        raise FhirError(400, "structure", f"{where}: element {tag!r} is not in the FHIR namespace",
+        raise CoreError(400, "structure", f"{where}: element {tag!r} is not in the FHIR namespace",
                         expression=[where])
     return tag[len(_F):]
 
@@ -69,7 +63,7 @@ def _read_resource(element: etree._Element, where: str) -> dict[str, Any]:
     res_type = _local(element, where or "resource")
     info = resource_info(res_type)
     if info is None:
-        raise FhirError(415 if not where.startswith("{") else 400, "not-supported",
+        raise CoreError(415 if not where.startswith("{") else 400, "not-supported",
                         f"XML is not supported for resource type {res_type!r}; send JSON")
     out: dict[str, Any] = {"resourceType": res_type}
     _read_children(element, info, out, res_type, resource=True)
@@ -83,7 +77,7 @@ def _read_children(element: etree._Element, info: TypeInfo, out: dict[str, Any],
             if attr in ("id", "url"):
                 out[attr] = value
             elif attr != "value":
-                raise FhirError(400, "structure", f"{path}: unexpected attribute {attr!r}",
+                raise CoreError(400, "structure", f"{path}: unexpected attribute {attr!r}",
                                 expression=[path])
     lists: dict[str, tuple[list[Any], list[Any]]] = {}
     for child in element:
@@ -93,7 +87,7 @@ def _read_children(element: etree._Element, info: TypeInfo, out: dict[str, Any],
         spec = info.element(name)
         child_path = f"{path}.{name}"
         if spec is None:
-            raise FhirError(400, "structure", f"{child_path}: unknown element {name!r}",
+            raise CoreError(400, "structure", f"{child_path}: unknown element {name!r}",
                             expression=[child_path])
         if spec.kind == "primitive":
             value, extra = _read_primitive(child, spec, child_path)
@@ -110,7 +104,7 @@ def _read_children(element: etree._Element, info: TypeInfo, out: dict[str, Any],
         if spec.kind == "resource":
             inner = [c for c in child if c.tag is not etree.Comment]
             if len(inner) != 1:
-                raise FhirError(400, "structure", f"{child_path}: expected one resource",
+                raise CoreError(400, "structure", f"{child_path}: expected one resource",
                                 expression=[child_path])
             value = _read_resource(inner[0], child_path)
         else:
@@ -140,7 +134,7 @@ def _read_primitive(element: etree._Element, spec: Element, path: str
         if child.tag is etree.Comment:
             continue
         if _local(child, path) != "extension":
-            raise FhirError(400, "structure", f"{path}: a primitive may only hold extensions",
+            raise CoreError(400, "structure", f"{path}: a primitive may only hold extensions",
                             expression=[path])
         ext: dict[str, Any] = {}
         _read_children(child, type_info(spec_model_extension()), ext, f"{path}.extension",
@@ -172,7 +166,7 @@ def _convert(raw: str, json_type: str, path: str) -> Any:
                 raise ValueError(raw)
             return value
     except (ValueError, InvalidOperation):
-        raise FhirError(400, "value", f"{path}: {raw!r} is not a valid {json_type}",
+        raise CoreError(400, "value", f"{path}: {raw!r} is not a valid {json_type}",
                         expression=[path]) from None
     return raw
 
@@ -188,7 +182,7 @@ def _write_resource(resource: dict[str, Any]) -> etree._Element:
     res_type = resource.get("resourceType", "")
     info = resource_info(res_type)
     if info is None:
-        raise FhirError(406, "not-supported",
+        raise CoreError(406, "not-supported",
                         f"XML is not available for resource type {res_type!r}; ask for JSON")
     element = etree.Element(_F + res_type, nsmap={None: FHIR_NS})
     _write_children(element, resource, info, resource=True)
@@ -234,7 +228,7 @@ def _write_primitive(parent: etree._Element, name: str, spec: Element, value: An
         try:
             parent.append(etree.fromstring(value.encode("utf-8"), safe_parser()))
         except etree.XMLSyntaxError as exc:
-            raise FhirError(500, "exception", f"stored narrative is not XHTML: {exc}") from None
+            raise CoreError(500, "exception", f"stored narrative is not XHTML: {exc}") from None
         return
     child = etree.SubElement(parent, _F + name)
     if extra and extra.get("id") is not None:

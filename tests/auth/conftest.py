@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from sonobridge.app.compose import open_app_core as open_core
 from sonobridge.app.server import create_app
 from sonobridge.config import Settings
-from sonobridge.core.services import open_core
 from tests.auth.smart import Smart
 
 P1 = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Li", "given": ["Na"]}],
@@ -49,8 +49,9 @@ def secure_settings(db_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def smart(secure_settings: Settings) -> Iterator[Smart]:
     core = open_core(secure_settings, run_migrations=False)
-    with TestClient(create_app(secure_settings, core), base_url="http://sono.test") as http:
-        world = Smart(http, core)
+    app = create_app(secure_settings, core)
+    with TestClient(app, base_url="http://sono.test") as http:
+        world = Smart(http, core, app.state.auth)
         world.seed(*CLINICAL)
         yield world
     core.close()

@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from sonobridge.core.resources import FhirRequest
+from sonobridge.auth.service import AuthService
+from sonobridge.core.policy import Caller, Policy
 from sonobridge.core.services import Core
 
 ROOT = "http://sono.test"
@@ -52,10 +53,11 @@ class Flow:
 
 
 class Smart:
-    def __init__(self, http: Any, core: Core) -> None:
+    def __init__(self, http: Any, core: Core, auth: AuthService) -> None:
         self.http = http
         self.core = core
-        self.accounts = core.auth.accounts
+        self.auth = auth
+        self.accounts = auth.accounts
 
     # ------------------------------------------------------------------ setup
 
@@ -90,8 +92,8 @@ class Smart:
 
     def seed(self, *resources: dict[str, Any]) -> None:
         for resource in resources:
-            self.core.fhir.handle(FhirRequest("PUT", resource["resourceType"], resource["id"],
-                                              body=resource, base=FHIR))
+            self.core.resources.update(Caller(Policy.open(), FHIR), resource["resourceType"],
+                                       resource["id"], resource)
 
     # ------------------------------------------------------------------ tokens
 

@@ -21,7 +21,7 @@ def token(smart, scope: str, *, patient: str | None = None, role: str | None = N
     client = Client("c1", "Matrix", "public", None, (), scope, None, None, True, False)
     user = User(7, "matrix", role, None, False, False) if role else None
     context = {"patient": patient} if patient else {}
-    body = smart.core.auth.tokens.issue(client=client, user=user, scope=scope, audience=FHIR,
+    body = smart.auth.tokens.issue(client=client, user=user, scope=scope, audience=FHIR,
                                         issuer=ROOT, context=context, grant="test",
                                         refresh=False)
     return body["access_token"]

@@ -24,7 +24,7 @@ def test_backend_service_gets_a_token_and_reads(smart, alg):
     body = r.json()
     assert body["token_type"] == "Bearer" and body["scope"] == "system/Observation.rs"
     assert 0 < body["expires_in"] <= 3600 and "refresh_token" not in body
-    claims = jwt.decode(body["access_token"], smart.core.auth.keys.key_set(),
+    claims = jwt.decode(body["access_token"], smart.auth.keys.key_set(),
                         algorithms=["RS256"]).claims
     assert claims["aud"] == FHIR and claims["iss"] == ROOT and claims["sub"] == client_id
     ok = smart.http.get("/fhir/Observation/o1", headers=bearer(body["access_token"]))
@@ -104,7 +104,7 @@ def test_revoked_client_and_its_tokens_stop_working(smart):
     token = smart.backend_token(client_id, key, "system/*.rs").json()["access_token"]
     assert smart.http.get("/fhir/Patient/p1", headers=bearer(token)).status_code == 200
     smart.accounts.set_client(client_id, revoked=True)
-    smart.core.auth.tokens.sync(force=True)
+    smart.auth.tokens.sync(force=True)
     assert smart.http.get("/fhir/Patient/p1", headers=bearer(token)).status_code == 401
     assert _error(smart.backend_token(client_id, key, "system/*.rs")) == "invalid_client"
 
@@ -139,17 +139,17 @@ def _forged(smart, case: str) -> str:
     if case == "hs256-with-public-key":
         # The classic confusion attack, built by hand (JOSE libraries refuse to build it):
         # an HMAC keyed with the server's public key.
-        public = smart.core.auth.keys.current().key.as_pem(private=False)
-        head = _b64({"alg": "HS256", "typ": "at+jwt", "kid": smart.core.auth.keys.current().kid})
+        public = smart.auth.keys.current().key.as_pem(private=False)
+        head = _b64({"alg": "HS256", "typ": "at+jwt", "kid": smart.auth.keys.current().kid})
         signing_input = f"{head}.{payload}".encode()
         mac = hmac.new(public, signing_input, hashlib.sha256).digest()
         return f"{head}.{payload}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
     if case == "expired":
-        signing = smart.core.auth.keys.current()
+        signing = smart.auth.keys.current()
         return jwt.encode({"alg": "RS256", "kid": signing.kid, "typ": "at+jwt"},
                           {**claims, "exp": int(time.time()) - 5}, signing.key)
     if case == "wrong-aud":
-        signing = smart.core.auth.keys.current()
+        signing = smart.auth.keys.current()
         return jwt.encode({"alg": "RS256", "kid": signing.kid, "typ": "at+jwt"},
                           {**claims, "aud": "https://elsewhere.example.org/fhir"}, signing.key)
     if case == "garbage":
@@ -168,7 +168,7 @@ def test_forged_or_unusable_tokens_get_401(smart, case):
 
 
 def test_id_token_is_not_an_access_token(smart):
-    signing = smart.core.auth.keys.current()
+    signing = smart.auth.keys.current()
     id_token = jwt.encode({"alg": "RS256", "kid": signing.kid},
                           {"iss": ROOT, "aud": FHIR, "exp": int(time.time()) + 60,
                            "sub": "1", "scope": "system/*.cruds", "jti": "x"}, signing.key)

@@ -43,7 +43,7 @@ def test_standalone_launch_with_patient_picker(smart, app_and_user):
     assert body["smart_style_url"] == f"{ROOT}/auth/smart-style.json"
     assert set(body["scope"].split()) == set(SCOPE.split())
     assert body["refresh_token"]
-    id_claims = jwt.decode(body["id_token"], smart.core.auth.keys.key_set(),
+    id_claims = jwt.decode(body["id_token"], smart.auth.keys.key_set(),
                            algorithms=["RS256"]).claims
     assert id_claims["aud"] == client_id and id_claims["iss"] == ROOT
     assert id_claims["fhirUser"] == f"{FHIR}/Practitioner/pr1"
@@ -238,7 +238,7 @@ def test_online_access_ends_with_the_session(smart):
 def test_disabled_user_loses_tokens_and_refresh(smart, app_and_user):
     body = smart.user_token(app_and_user, "sono1", SCOPE, patient="p1")
     smart.accounts.set_disabled("sono1", True)
-    smart.core.auth.tokens.sync(force=True)
+    smart.auth.tokens.sync(force=True)
     r = smart.http.get("/fhir/Observation/o1", headers=bearer(body["access_token"]))
     assert r.status_code == 401
     refreshed = smart.http.post("/auth/token", data={

@@ -55,8 +55,8 @@ def test_jwks_verifies_tokens_and_rotation_keeps_old_keys(smart):
     keys = KeySet.import_key_set(smart.http.get("/auth/jwks").json())
     assert jwt.decode(token, keys, algorithms=["RS256"]).claims["aud"] == FHIR
     assert all("d" not in k.as_dict() for k in keys.keys)  # public keys only
-    old_kid = smart.core.auth.keys.current().kid
-    smart.core.auth.keys.rotate()
+    old_kid = smart.auth.keys.current().kid
+    smart.auth.keys.rotate()
     published = {k["kid"] for k in smart.http.get("/auth/jwks").json()["keys"]}
     assert old_kid in published and len(published) == 2
     assert smart.http.get("/fhir/Patient/p1", headers=bearer(token)).status_code == 200
@@ -136,7 +136,7 @@ def test_dynamic_registration_waits_for_approval(smart):
 
 def _events(smart) -> list[dict]:
     smart.core.audit.flush()
-    auditor = smart.core.auth.tokens.issue(
+    auditor = smart.auth.tokens.issue(
         client=smart.accounts.add_client("Audit viewer", "confidential-symmetric",
                                          "user/AuditEvent.rs")[0],
         user=smart.accounts.add_user("auditor1", "audit-admin", "Audit-Trail-2026"),
@@ -227,7 +227,7 @@ def test_audit_events_cannot_be_changed_through_the_api(smart, method):
     with smart.core.engine.connect() as conn:
         res_id = conn.execute(select(R.c.res_id).where(R.c.res_type == "AuditEvent")
                               .limit(1)).scalar_one()
-    admin = smart.core.auth.tokens.issue(
+    admin = smart.auth.tokens.issue(
         client=smart.accounts.add_client("x", "confidential-symmetric", "user/*.cruds")[0],
         user=smart.accounts.add_user("aud2", "audit-admin", "Audit-Trail-2026"),
         scope="user/*.cruds", audience=FHIR, issuer=ROOT, context={}, grant="t",

@@ -126,7 +126,7 @@ def test_bad_requests(client, content_type, body, status):
 def test_part_over_the_size_limit(client, core):
     import sonobridge.core.imaging.archive  # noqa: F401
 
-    app_service = client.app.state.dicomweb
+    app_service = client.app.state.core
     app_service.ingest.receiver.max_size = 1000
     r = stow(client, [cine("jpeg")])
     assert r.status_code == 413

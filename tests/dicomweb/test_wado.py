@@ -260,8 +260,8 @@ def test_unknown_objects_are_404(client):
 def test_twenty_viewers_one_decode(client):
     ds = cine("jpeg", frames=3)
     stow(client, [ds])
-    service = client.app.state.dicomweb
-    before = service.cache.computed
+    service = client.app.state.core
+    before = service.archive.cache.computed
     statuses = []
 
     def fetch() -> None:
@@ -275,7 +275,7 @@ def test_twenty_viewers_one_decode(client):
     for t in threads:
         t.join()
     assert statuses == [200] * 20
-    assert service.cache.computed - before == 1
+    assert service.archive.cache.computed - before == 1
 
 
 def test_imaging_study_resource(client):

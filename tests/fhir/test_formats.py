@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 from sonobridge.fhir.formats import request_format, response_format
 from tests.fhir.helpers import body, put
 
@@ -32,7 +32,7 @@ def test_accept_negotiation(accept, kind, media):
 @pytest.mark.parametrize("accept", ["application/pdf", "image/png, text/csv",
                                     "application/fhir+json;q=0"])
 def test_accept_nothing_acceptable(accept):
-    with pytest.raises(FhirError) as info:
+    with pytest.raises(CoreError) as info:
         response_format(None, accept)
     assert info.value.status == 406
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from sonobridge.app.compose import open_app_core as open_core
 from sonobridge.app.server import create_app
 from sonobridge.config import Settings
 from sonobridge.core.search.registry import Registry
-from sonobridge.core.services import open_core
 from tests.conftest import BACKENDS
 from tests.fhir.search_oracle import is_searchable, oracle_values, query_value
 

@@ -221,9 +221,8 @@ def test_listeners_run_alone_serve_their_metrics(tmp_path):
 def test_two_forwarding_senders_on_one_database_send_each_object_once(tmp_path):
     """Two processes draining one queue (``serve`` and ``sonobridge dimse``, or two hosts):
     each queued object is claimed by one sender before it is sent."""
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.config import Settings
-    from sonobridge.core.imaging.ingest import DicomIngest
-    from sonobridge.core.services import open_core
     from sonobridge.hie.dimse.forward import ForwardSender
     from tests.dicom.conftest import to_bytes
 
@@ -241,10 +240,11 @@ def test_two_forwarding_senders_on_one_database_send_each_object_once(tmp_path):
                         dicom_peers=f"PACS@127.0.0.1:{pacs.port}")
     cores = [open_core(settings), open_core(settings)]
     try:
-        ingest = DicomIngest(cores[0])
+        ingest = cores[0].ingest
         images = [_image(US_MULTIFRAME) for _ in range(8)]
         for image in images:
-            outcome = ingest.ingest(ingest.receiver.receive([to_bytes(image)]), source="import")
+            outcome = ingest.ingest(ingest.receiver.receive([to_bytes(image)]),
+                                    cores[0].server, source="import")
             assert outcome.ok, outcome.message
         senders = [ForwardSender(core) for core in cores]
         barrier = threading.Barrier(2)

@@ -30,11 +30,11 @@ def test_every_match_at_every_level_in_pages(client, core):
                                  ("SERIES", "SeriesInstanceUID",
                                   {o.SeriesInstanceUID for o in objects}),
                                  ("IMAGE", "SOPInstanceUID", {o.SOPInstanceUID for o in objects})):
-        search = finder.find(core, _identifier(level, **{key: ""}), "SONOBRIDGE", page=2)
+        search = finder.find(core.archive, _identifier(level, **{key: ""}), "SONOBRIDGE", page=2)
         found = [str(getattr(ds, key)) for ds in search.results]
         assert len(found) == len(expected) and set(found) == expected, level
         assert search.status == finder.PENDING
-    patients = finder.find(core, _identifier("PATIENT", PatientID="PAGE-*"), "SONOBRIDGE",
+    patients = finder.find(core.archive, _identifier("PATIENT", PatientID="PAGE-*"), "SONOBRIDGE",
                            model="1.2.840.10008.5.1.4.1.2.1.1", page=2)
     assert sorted(str(ds.PatientID) for ds in patients.results) == ["PAGE-0", "PAGE-1",
                                                                    "PAGE-2"]
@@ -48,5 +48,5 @@ def test_more_matches_than_a_qido_page_allows(client, core, monkeypatch):
     studies = {generate_uid() for _ in range(5)}
     assert stow(client, [cine("native", frames=1, study=uid) for uid in studies]
                 ).status_code == 200
-    search = finder.find(core, _identifier("STUDY", StudyInstanceUID=""), "SONOBRIDGE")
+    search = finder.find(core.archive, _identifier("STUDY", StudyInstanceUID=""), "SONOBRIDGE")
     assert {str(ds.StudyInstanceUID) for ds in search.results} == studies

@@ -442,8 +442,8 @@ def test_replace_and_status_change_keep_the_order(bridge):
 
 
 def _inbound(db_url: str, tmp_path, **settings: str):
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.config import Settings
-    from sonobridge.core.services import open_core
     from sonobridge.hie.mllp.inbound import Inbound
 
     core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled",

@@ -20,7 +20,8 @@ pytestmark = needs_dcmtk
 
 
 @contextlib.contextmanager
-def legacy_pacs(tmp_path: Path, study: str, patient_id: str, *, pacs_peers: str = "",
+def legacy_pacs(tmp_path: Path, study: str, patient_id: str, *,
+                pacs_peers: str = "SONOBRIDGE@127.0.0.1:{gateway}",
                 gateway_peer_options: str = "", **gateway_env: str
                 ) -> Iterator[tuple[Dataset, str, str]]:
     """A "legacy PACS" (a SonoBridge reached only over DIMSE, AE LEGACY) holding one 3-frame

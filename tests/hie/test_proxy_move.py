@@ -100,9 +100,9 @@ def test_a_pacs_that_does_not_know_us_is_a_502_that_says_so(tmp_path, sqlite_tem
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.config import Settings
-    from sonobridge.core.services import open_core
-    from sonobridge.dicomweb.errors import DicomwebError
+    from sonobridge.core.errors import CoreError
     from sonobridge.hie.dimse.proxy import Proxy
 
     moves: list[str] = []
@@ -123,8 +123,8 @@ def test_a_pacs_that_does_not_know_us_is_a_502_that_says_so(tmp_path, sqlite_tem
                        dicom_peers=f"STRANGER@127.0.0.1:{port}:retrieve=move")
     core = open_core(settings, run_migrations=False)
     try:
-        with pytest.raises(DicomwebError) as refused:
-            Proxy(core).fetch("STRANGER", "2.25.8812", None, None)
+        with pytest.raises(CoreError) as refused:
+            Proxy(core).fetch(core.server, "STRANGER", "2.25.8812", None, None)
     finally:
         core.close()
         server.shutdown()

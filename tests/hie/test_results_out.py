@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from sonobridge.app.compose import open_app_core as open_core
 from sonobridge.config import ConfigError, Settings
-from sonobridge.core.resources import FhirRequest
-from sonobridge.core.services import open_core
+from sonobridge.core.policy import Caller, Policy
 from sonobridge.hie.mllp.outbound import (
     Destination,
     OutboxSender,
@@ -100,8 +100,8 @@ def setup(db_url: str, tmp_path: Path, port: int) -> Iterator[tuple]:
 
 def _putter(core):
     def put(resource: dict) -> None:
-        core.fhir.handle(FhirRequest("PUT", resource["resourceType"], resource["id"],
-                                     body=resource, base="http://sono.test/fhir"))
+        core.resources.update(Caller(Policy.open(), "http://sono.test/fhir"),
+                              resource["resourceType"], resource["id"], resource)
     return put
 
 
@@ -255,7 +255,7 @@ def test_hl7_messages_are_audited(db_url, tmp_path):
             b"MSH|^~\\&|A|B|C|D|1||ZZZ^Z01|Z1|P|2.5\r", "10.0.0.9:5001")
         core.audit.flush()
         result = core.search.search(["AuditEvent"], [("type", "110107")], base="",
-                                    headers={}, link_path="AuditEvent")
+                                    link_path="AuditEvent")
         events = [_json(e) for e in result.bundle.get("entry", [])]
         assert sorted(e["outcome"] for e in events) == ["0", "4"]
         applied = next(e for e in events if e["outcome"] == "0")
@@ -263,12 +263,12 @@ def test_hl7_messages_are_audited(db_url, tmp_path):
         assert "MSH-10 MSG00001" in applied["outcomeDesc"]
         # one Import event names what the message changed: the patient and the order...
         order = core.search.search(["ServiceRequest"], [("identifier", "ACC0001")], base="",
-                                   headers={}, link_path="ServiceRequest").bundle["entry"][0]
+                                   link_path="ServiceRequest").bundle["entry"][0]
         order = _json(order)
         entities = {e["what"]["reference"] for e in applied["entity"]}
         assert entities == {order["subject"]["reference"], f"ServiceRequest/{order['id']}"}
         # ...instead of one more event per resource it wrote
-        rest = core.search.search(["AuditEvent"], [("type", "rest")], base="", headers={},
+        rest = core.search.search(["AuditEvent"], [("type", "rest")], base="",
                                   link_path="AuditEvent")
         assert rest.bundle.get("entry", []) == []
     finally:
@@ -293,7 +293,7 @@ def test_an_hl7_merge_audits_every_resource_it_rewrites(db_url, tmp_path):
                                                "10.0.0.9:5000")
         core.audit.flush()
         rest_events = core.search.search(["AuditEvent"], [("type", "rest")], base="",
-                                         headers={}, link_path="AuditEvent")
+                                         link_path="AuditEvent")
         changed = {_json(e)["entity"][-1]["what"]["reference"].split("/")[0]
                    for e in rest_events.bundle.get("entry", [])}
         assert {"Patient", "ServiceRequest"} <= changed  # the order moved to the survivor
@@ -331,7 +331,7 @@ def test_dicom_associations_are_audited(db_url, tmp_path):
                 assoc.release()
         core.audit.flush()
         result = core.search.search(["AuditEvent"], [("type", "110100")], base="",
-                                    headers={}, link_path="AuditEvent")
+                                    link_path="AuditEvent")
         events = {_json(e)["subtype"][0]["code"]: _json(e)
                   for e in result.bundle.get("entry", [])}
         assert events["accepted"]["outcome"] == "0"

@@ -15,6 +15,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from sonobridge.core.orders import WORKLIST_PAGE
 from sonobridge.hie.dimse import matching, worklist
 from sonobridge.hie.dimse.find import FindError
 from sonobridge.mappings.worklist import (
@@ -207,7 +208,7 @@ def world(core):
 
 def _accessions(core, query: Dataset) -> list[str]:
     return sorted(str(ds.AccessionNumber) for ds in
-                  worklist.worklist(core, worklist.parse(query)))
+                  worklist.worklist(core, core.server, worklist.parse(query)))
 
 
 def test_station_ae_title_matches_the_device_or_nothing(world):
@@ -265,10 +266,10 @@ def test_what_the_fhir_search_is_asked(world, monkeypatch):
 def test_every_match_is_returned_across_pages(core):
     with core.store.write() as w:
         w.update("Patient", "many", {"resourceType": "Patient", "id": "many"})
-        for n in range(worklist.PAGE * 2 + 5):
+        for n in range(WORKLIST_PAGE * 2 + 5):
             w.update("ServiceRequest", f"m{n}", _order(f"m{n}", "many",
                                                        "2025-02-01T08:00:00+08:00"))
-    assert len(_accessions(core, _query({"PatientID": "many"}))) == worklist.PAGE * 2 + 5
+    assert len(_accessions(core, _query({"PatientID": "many"}))) == WORKLIST_PAGE * 2 + 5
 
 
 def test_unsupported_keys_are_flagged_and_bad_ranges_refused(world):
@@ -277,8 +278,8 @@ def test_unsupported_keys_are_flagged_and_bad_ranges_refused(world):
     assert query.status == 0xFF01
     assert query.unsupported == ["PatientComments",
                                  "ScheduledProcedureStepSequence>ScheduledProcedureStepLocation"]
-    assert sorted(str(ds.AccessionNumber) for ds in worklist.worklist(world, query)) == \
-        ["o3", "o4"]
+    found = worklist.worklist(world, world.server, query)
+    assert sorted(str(ds.AccessionNumber) for ds in found) == ["o3", "o4"]
     assert worklist.parse(_query({"PatientName": "Doe*"})).status == 0xFF00
     with pytest.warns(UserWarning, match="Invalid value for VR DA"):
         bad = _query(step={"ScheduledProcedureStepStartDate": "2025-01-01"})
@@ -290,7 +291,7 @@ def test_unsupported_keys_are_flagged_and_bad_ranges_refused(world):
 def test_responses_carry_the_keys_asked_for_inside_sequences(world):
     query = _query({"AccessionNumber": "o1"})
     query.RequestedProcedureCodeSequence = []
-    (ds,) = worklist.worklist(world, worklist.parse(query))
+    (ds,) = worklist.worklist(world, world.server, worklist.parse(query))
     step = ds.ScheduledProcedureStepSequence[0]
     assert {e.keyword for e in step} == {
         "ScheduledStationAETitle", "Modality", "ScheduledProcedureStepStartDate",

@@ -11,8 +11,9 @@ from sonobridge.store.blobs import BlobKeyError, FileBlobStore
 
 def test_put_and_read_back(tmp_path):
     store = FileBlobStore(tmp_path)
-    size = store.put("dicom/1.2/3.dcm", [b"abc", b"def"])
-    assert size == 6
+    put = store.put("dicom/1.2/3.dcm", [b"abc", b"def"])
+    assert put.size == 6
+    assert put.sha256 == "bef57ec7f53a6d40beb640a780a639c83bc29ac8a9816f1fc6c5c6dcd93c4721"
     with store.open("dicom/1.2/3.dcm") as f:
         assert f.read() == b"abcdef"
     assert store.exists("dicom/1.2/3.dcm") and store.size("dicom/1.2/3.dcm") == 6
@@ -39,7 +40,7 @@ def test_async_put(tmp_path):
         for part in (b"x" * 10, b"y" * 5):
             yield part
 
-    assert asyncio.run(store.put_async("k", chunks())) == 15
+    assert asyncio.run(store.put_async("k", chunks())).size == 15
     assert store.open("k").read() == b"x" * 10 + b"y" * 5
 
 
@@ -54,3 +55,29 @@ def test_delete(tmp_path):
     store = FileBlobStore(tmp_path)
     store.put("k", [b"x"])
     assert store.delete("k") and not store.exists("k") and not store.delete("k")
+
+
+def test_ranges_and_streams(tmp_path):
+    store = FileBlobStore(tmp_path)
+    store.put("k", [bytes(range(256))])
+    assert store.open_range("k", 10, 5) == bytes(range(10, 15))
+    assert b"".join(store.stream("k", 250)) == bytes(range(250, 256))
+    assert list(store.stream("k", 0, 10, chunk=4)) == [bytes(range(0, 4)), bytes(range(4, 8)),
+                                                       bytes(range(8, 10))]
+
+
+def test_stream_opens_nothing_until_read(tmp_path):
+    store = FileBlobStore(tmp_path)
+    chunks = store.stream("missing")  # no error yet: a response not sent opens nothing
+    with pytest.raises(FileNotFoundError):
+        next(chunks)
+
+
+def test_put_file_takes_a_scratch_file_in(tmp_path):
+    store = FileBlobStore(tmp_path)
+    part = store.scratch / "recv.part"
+    part.write_bytes(b"dicom")
+    store.put_file(part, "dicom/x.dcm")
+    assert not part.exists() and store.open("dicom/x.dcm").read() == b"dicom"
+    with store.local_copy("dicom/x.dcm") as path:
+        assert path.read_bytes() == b"dicom"

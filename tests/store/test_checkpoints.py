@@ -74,8 +74,8 @@ def test_background_checkpoints_leave_commits_alone_until_the_checkpointer_runs(
 
 
 def test_the_core_runs_one_for_sqlite(tmp_path):
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.config import Settings
-    from sonobridge.core.services import open_core
 
     core = open_core(Settings(data_dir=tmp_path, audit=False, auth="disabled"))
     try:

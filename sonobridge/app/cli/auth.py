@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from sonobridge.app.cli.options import DatabaseUrl, DataDir
+from sonobridge.app.compose import Gateway, open_gateway
 from sonobridge.core.roles import ROLES
 
 users_app = typer.Typer(help="Local users: add, change password, enrol TOTP, disable, list.",
@@ -22,11 +23,10 @@ keys_app = typer.Typer(help="The keys that sign access and ID tokens.", no_args_
 
 
 
-def _core(data_dir: Path | None, database_url: str | None) -> Any:
+def _gateway(data_dir: Path | None, database_url: str | None) -> Gateway:
     from sonobridge.app.cli.main import _settings
-    from sonobridge.core.services import open_core
 
-    return open_core(_settings(data_dir=data_dir, database_url=database_url))
+    return open_gateway(_settings(data_dir=data_dir, database_url=database_url))
 
 
 def _console() -> Any:
@@ -67,22 +67,22 @@ def user_add(
     from sonobridge.auth.passwords import PasswordPolicyError
 
     password = _read_password(password_stdin)
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
-        user = core.auth.accounts.add_user(name, role, password, fhir_user)
+        user = gw.auth.accounts.add_user(name, role, password, fhir_user)
     except (AccountError, PasswordPolicyError) as exc:
         raise _fail(str(exc)) from None
     _console().print(f"added user [bold]{user.username}[/bold] ({user.role})")
     if totp or user.needs_totp:
-        _enrol(core, name)
-    core.close()
+        _enrol(gw, name)
+    gw.close()
 
 
-def _enrol(core: Any, name: str) -> None:
+def _enrol(gw: Gateway, name: str) -> None:
     from sonobridge.auth.passwords import new_totp_secret, totp_uri
 
     secret = new_totp_secret()
-    core.auth.accounts.set_totp(name, secret)
+    gw.auth.accounts.set_totp(name, secret)
     _console().print(f"TOTP enrolled for {name}: add this to the authenticator app\n"
                      f"  secret: {secret}\n  uri:    {totp_uri(secret, name)}")
 
@@ -98,13 +98,13 @@ def user_passwd(
     from sonobridge.auth.passwords import PasswordPolicyError
 
     password = _read_password(password_stdin, "New password")
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
-        core.auth.accounts.set_password(name, password)
+        gw.auth.accounts.set_password(name, password)
     except (AccountError, PasswordPolicyError) as exc:
         raise _fail(str(exc)) from None
     _console().print(f"password changed for {name}")
-    core.close()
+    gw.close()
 
 
 @users_app.command("totp")
@@ -116,16 +116,16 @@ def user_totp(
     """Enrol (or re-enrol) a user's TOTP authenticator, or remove it."""
     from sonobridge.auth.accounts import AccountError
 
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
         if remove:
-            core.auth.accounts.set_totp(name, None)
+            gw.auth.accounts.set_totp(name, None)
             _console().print(f"TOTP removed for {name}")
         else:
-            _enrol(core, name)
+            _enrol(gw, name)
     except AccountError as exc:
         raise _fail(str(exc)) from None
-    core.close()
+    gw.close()
 
 
 @users_app.command("disable")
@@ -137,27 +137,27 @@ def user_disable(
     """Disable a user: their sessions end and their tokens are revoked at once."""
     from sonobridge.auth.accounts import AccountError
 
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
-        core.auth.accounts.set_disabled(name, not enable)
+        gw.auth.accounts.set_disabled(name, not enable)
     except AccountError as exc:
         raise _fail(str(exc)) from None
     _console().print(f"{'enabled' if enable else 'disabled'} {name}")
-    core.close()
+    gw.close()
 
 
 @users_app.command("list")
 def user_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """List users with role, fhirUser, second factor and state."""
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     table = Table("user", "role", "fhirUser", "TOTP", "state")
-    for user in core.auth.accounts.users():
+    for user in gw.auth.accounts.users():
         table.add_row(user.username, user.role, user.fhir_user or "",
                       "yes" if user.totp else "no", "disabled" if user.disabled else "active")
     from rich.console import Console
 
     Console().print(table)
-    core.close()
+    gw.close()
 
 
 # ---------------------------------------------------------------------------------- clients
@@ -188,14 +188,14 @@ def client_add(
             jwks = json.loads(jwks_file.read_text("utf-8"))
         except (OSError, ValueError) as exc:
             raise _fail(f"cannot read {jwks_file}: {exc}") from None
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
-        client, secret = core.auth.accounts.add_client(
+        client, secret = gw.auth.accounts.add_client(
             name, client_type, scope, redirect_uris=redirect_uri or [], jwks=jwks,
             jwks_url=jwks_url)
     except AccountError as exc:
         raise _fail(str(exc)) from None
-    core.close()
+    gw.close()
     out = {"client_id": client.client_id, "name": client.name, "type": client.client_type,
            "scope": client.scope, "redirect_uris": list(client.redirect_uris)}
     if secret:
@@ -213,14 +213,14 @@ def client_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> N
     """List clients with type, scopes and state."""
     from rich.console import Console
 
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     table = Table("client_id", "name", "type", "scope", "state")
-    for client in core.auth.accounts.clients():
+    for client in gw.auth.accounts.clients():
         state = "revoked" if client.revoked else ("active" if client.approved
                                                   else "awaiting approval")
         table.add_row(client.client_id, client.name, client.client_type, client.scope, state)
     Console().print(table)
-    core.close()
+    gw.close()
 
 
 @clients_app.command("revoke")
@@ -229,13 +229,13 @@ def client_revoke(client_id: str, data_dir: DataDir = None,
     """Revoke a client: it gets no more tokens and its current tokens stop working."""
     from sonobridge.auth.accounts import AccountError
 
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
-        core.auth.accounts.set_client(client_id, revoked=True)
+        gw.auth.accounts.set_client(client_id, revoked=True)
     except AccountError as exc:
         raise _fail(str(exc)) from None
     _console().print(f"revoked {client_id}")
-    core.close()
+    gw.close()
 
 
 @clients_app.command("approve")
@@ -244,13 +244,13 @@ def client_approve(client_id: str, data_dir: DataDir = None,
     """Approve a dynamically registered client (RFC 7591) so it can get tokens."""
     from sonobridge.auth.accounts import AccountError
 
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     try:
-        core.auth.accounts.set_client(client_id, approved=True)
+        gw.auth.accounts.set_client(client_id, approved=True)
     except AccountError as exc:
         raise _fail(str(exc)) from None
     _console().print(f"approved {client_id}")
-    core.close()
+    gw.close()
 
 
 # ---------------------------------------------------------------------------------- keys
@@ -259,11 +259,11 @@ def client_approve(client_id: str, data_dir: DataDir = None,
 def keys_rotate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Start signing with a new key. The old one stays published (and accepted) until the
     tokens it signed have expired; running servers pick the new key up within 30 seconds."""
-    core = _core(data_dir, database_url)
-    key = core.auth.keys.rotate()
+    gw = _gateway(data_dir, database_url)
+    key = gw.auth.keys.rotate()
     _console().print(f"new signing key {key.kid}; published keys: "
-                     f"{', '.join(k.kid for k in core.auth.keys.all())}")
-    core.close()
+                     f"{', '.join(k.kid for k in gw.auth.keys.all())}")
+    gw.close()
 
 
 @keys_app.command("list")
@@ -271,12 +271,12 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     """List signing keys (current and retired-but-published)."""
     import time
 
-    core = _core(data_dir, database_url)
-    for key in core.auth.keys.all():
+    gw = _gateway(data_dir, database_url)
+    for key in gw.auth.keys.all():
         state = "current" if key.retired is None else \
             f"retired {time.strftime('%Y-%m-%d %H:%M', time.gmtime(key.retired))} UTC"
         print(f"{key.kid}  {state}")
-    core.close()
+    gw.close()
 
 
 # ---------------------------------------------------------------------------------- launch
@@ -296,8 +296,8 @@ def launch_command(
     from sonobridge.app.cli.main import _settings
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
-    core = _core(data_dir, database_url)
-    found = core.auth.accounts.user(user)
+    gw = _gateway(data_dir, database_url)
+    found = gw.auth.accounts.user(user)
     if found is None:
         raise _fail(f"no user {user!r}")
     context: dict[str, Any] = {"patient": patient}
@@ -305,10 +305,10 @@ def launch_command(
         context["encounter"] = encounter
     if study:
         context["fhirContext"] = [{"reference": f"ImagingStudy/{study}"}]
-    handle = core.auth.accounts.create_launch(context, found)
+    handle = gw.auth.accounts.create_launch(context, found)
     sep = "&" if "?" in app_url else "?"
     print(f"{app_url}{sep}{urlencode({'iss': settings.public_base, 'launch': handle})}")
-    core.close()
+    gw.close()
 
 
 # ---------------------------------------------------------------------------------- dev
@@ -321,12 +321,12 @@ def dev_setup(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     from sonobridge.app.cli.main import _settings
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     path = settings.data_dir / "dev-credentials.json"
     saved: dict[str, Any] = {}
     if path.exists():
         saved = json.loads(path.read_text("utf-8"))
-    accounts = core.auth.accounts
+    accounts = gw.auth.accounts
     if saved.get("client_id") and accounts.client(saved["client_id"]) is None:
         saved = {}  # a different database: start over
     if not saved:
@@ -348,7 +348,7 @@ def dev_setup(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(saved, f, indent=2)
-    core.close()
+    gw.close()
     root = settings.public_root
     console = _console()
     console.print(f"[bold]development credentials[/bold] (kept in {path}):")
@@ -378,11 +378,11 @@ def audit_verify(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> 
     from sonobridge.app.cli.main import _progress
     from sonobridge.core.audit import count, verify
 
-    core = _core(data_dir, database_url)
+    gw = _gateway(data_dir, database_url)
     with _progress() as progress:
-        task = progress.add_task("audit events", total=count(core.store))
-        result = verify(core.store, lambda n: progress.advance(task, n))
-    core.close()
+        task = progress.add_task("audit events", total=count(gw.core.store))
+        result = verify(gw.core.store, lambda n: progress.advance(task, n))
+    gw.close()
     console = _console()
     for problem in result.problems[:50]:
         console.print(f"[red]{problem}[/red]")

@@ -13,6 +13,7 @@ from rich.table import Table
 from sonobridge import __version__
 from sonobridge.app.cli.options import DatabaseUrl, DataDir
 from sonobridge.config import ConfigError, Settings
+from sonobridge.core.policy import Policy
 
 app = typer.Typer(
     name="sonobridge",
@@ -78,9 +79,9 @@ def serve(
     import uvicorn
 
     from sonobridge import logs
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.app.sample import load_sample
     from sonobridge.app.server import create_app
-    from sonobridge.core.services import open_core
 
     settings = _settings(http_host=host, http_port=port, data_dir=data_dir,
                          database_url=database_url, blob_url=blob_url, base_url=base_url,
@@ -98,7 +99,7 @@ def serve(
     root = settings.base_url or f"http://{settings.http_host}:{settings.http_port}"
     loaded = 0
     if sample and not core.store.exists_any():
-        loaded = load_sample(core.fhir, f"{root}/fhir")
+        loaded = load_sample(core, f"{root}/fhir")
     _banner(settings, root, loaded)
     app_ = create_app(settings, core, listeners=True)
     uvicorn.run(app_, host=settings.http_host, port=settings.http_port, log_config=None,
@@ -166,18 +167,19 @@ def reindex(
     Run after adding or changing a custom SearchParameter, or after an upgrade that changes how
     values are indexed. Resources stay readable and searchable while it runs.
     """
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.core.imaging.reindex import count_instances, reindex_dicom
     from sonobridge.core.search.reindex import count_resources
     from sonobridge.core.search.reindex import reindex as run_reindex
-    from sonobridge.core.services import open_core
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     core = open_core(settings)
     types = list(resource_type or []) or None
     with _progress() as progress:
         if not types:
-            task = progress.add_task("DICOM instances", total=count_instances(core))
-            instances = reindex_dicom(core, lambda n: progress.advance(task, n))
+            task = progress.add_task("DICOM instances", total=count_instances(core.store))
+            instances = reindex_dicom(core.store, core.blobs, core.studies, core.server,
+                                      lambda n: progress.advance(task, n))
         task = progress.add_task("FHIR resources", total=count_resources(core.store, types))
         done = run_reindex(core.store, types, lambda n: progress.advance(task, n))
     if not types:
@@ -204,12 +206,12 @@ def import_command(
 
     Files that are not DICOM are reported and skipped; nothing is half-stored.
     """
-    from sonobridge.core.imaging.ingest import DicomIngest
-    from sonobridge.core.services import open_core
+    from sonobridge.app.compose import open_app_core as open_core
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     core = open_core(settings)
-    ingest = DicomIngest(core)
+    ingest = core.ingest
+    caller = core.caller(Policy.system("import", "sonobridge import"), "local")
     files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))
              if f.is_file()]
     counts: dict[str, int] = {}
@@ -217,7 +219,8 @@ def import_command(
     with _progress() as progress:
         task = progress.add_task("importing", total=len(files))
         for path in files:
-            outcome = ingest.ingest(ingest.receiver.from_file(path), source=f"import {path}")
+            outcome = ingest.ingest(ingest.receiver.from_file(path), caller,
+                                    source=f"import {path}")
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
             if not outcome.ok:
                 failures.append(f"{path}: {outcome.message}")
@@ -240,15 +243,15 @@ def delete_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a DICOM study, series or instance (files, index, and the ImagingStudy)."""
-    from sonobridge.core.imaging.archive import DicomWeb
-    from sonobridge.core.services import open_core
-    from sonobridge.dicomweb.errors import DicomwebError
+    from sonobridge.app.compose import open_app_core as open_core
+    from sonobridge.core.errors import CoreError
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     core = open_core(settings)
     try:
-        count = DicomWeb(core).delete(study, series, instance)
-    except DicomwebError as exc:
+        count = core.archive.delete(core.caller(Policy.system("delete", "sonobridge delete"),
+                                                "local"), study, series, instance)
+    except CoreError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
     finally:
@@ -297,7 +300,7 @@ def mllp(
 
     from sonobridge import logs
     from sonobridge.app import warmup
-    from sonobridge.core.services import open_core
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.hie.mllp.listener import MllpListener
     from sonobridge.hie.mllp.outbound import OutboxSender
 
@@ -337,7 +340,7 @@ def mllp_status(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> N
     """Messages in and out by state, and the latest problems (errors, ACK failures, retries)."""
     import time
 
-    from sonobridge.core.services import open_core
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.hie.mllp.outbound import status
 
     core = open_core(_settings(data_dir=data_dir, database_url=database_url))
@@ -373,7 +376,7 @@ def dimse(
 
     from sonobridge import logs
     from sonobridge.app import warmup
-    from sonobridge.core.services import open_core
+    from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.hie.dimse.forward import ForwardSender
     from sonobridge.hie.dimse.scp import DimseServer
 

@@ -1,13 +1,13 @@
 """Frames: read in their stored encoding through the frame table, decode one, describe one.
 
-Reading frame N is one or a few ``pread`` calls at offsets found at ingest: no parse of the
+Reading frame N is one or a few ranged reads at offsets found at ingest: no parse of the
 file, the same cost for the last frame as for the first. Decoding touches that frame only
 (pydicom's decoders with pylibjpeg, Pillow for JPEG), and YBR colour comes out as RGB.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import orjson
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 
-from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.core.errors import not_acceptable, not_found
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
           "1.2.840.10008.1.2.1.99"}
@@ -41,26 +41,19 @@ def stored_media_type(transfer_syntax: str) -> str:
         MEDIA_BY_SYNTAX.get(transfer_syntax, "application/octet-stream")
 
 
-def frame_table(row: Any) -> list[list[list[int]]]:
-    if not row.frames:
-        raise DicomwebError(404, "this instance has no pixel data frames")
-    return orjson.loads(row.frames)
+def frame_table(frames: bytes | None) -> list[list[list[int]]]:
+    """An instance's frame table: per frame, the (offset, length) of each of its ranges."""
+    if not frames:
+        raise not_found("this instance has no pixel data frames")
+    table: list[list[list[int]]] = orjson.loads(frames)
+    return table
 
 
-def check_numbers(numbers: list[int], count: int) -> None:
+def check_numbers(numbers: Sequence[int], count: int) -> None:
     for number in numbers:
         if number < 1 or number > count:
-            raise DicomwebError(404, f"frame {number} does not exist: this instance has frames "
+            raise not_found(f"frame {number} does not exist: this instance has frames "
                                 f"1 to {count}")
-
-
-def read_frame(path: str, ranges: list[list[int]]) -> bytes:
-    """The stored bytes of one frame (fragments concatenated)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return b"".join(os.pread(fd, length, offset) for offset, length in ranges)
-    finally:
-        os.close(fd)
 
 
 def pixel_options(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -87,11 +80,11 @@ def decode(transfer_syntax: str, raw: bytes, metadata: dict[str, Any]) -> np.nda
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError:
-        raise DicomwebError(406, f"frames in transfer syntax {transfer_syntax} cannot be "
+        raise not_acceptable(f"frames in transfer syntax {transfer_syntax} cannot be "
                             "decoded here; ask for the stored encoding (transfer-syntax=*)"
                             ) from None
     if not decoder.is_available:
-        raise DicomwebError(406, f"no decoder installed for transfer syntax {transfer_syntax}")
+        raise not_acceptable(f"no decoder installed for transfer syntax {transfer_syntax}")
     array, _ = decoder.as_array(encapsulate([raw]), index=0, as_rgb=True, **options)
     return array
 
@@ -100,7 +93,7 @@ def _native_array(transfer_syntax: str, raw: bytes, options: dict[str, Any]) -> 
     bits = options["bits_allocated"]
     dtype = {8: "u1", 16: "u2", 32: "u4"}.get(bits)
     if dtype is None:
-        raise DicomwebError(406, f"{bits}-bit native pixels cannot be rendered")
+        raise not_acceptable(f"{bits}-bit native pixels cannot be rendered")
     if options["pixel_representation"] and bits > 8:
         dtype = dtype.replace("u", "i")
     order = ">" if transfer_syntax == "1.2.840.10008.1.2.2" else "<"

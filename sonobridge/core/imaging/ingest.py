@@ -28,9 +28,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from sonobridge.core.events import Events, InstanceStored
+from sonobridge.core.imaging import indexing
 from sonobridge.core.imaging.metadata import first, instance_json
 from sonobridge.core.imaging.parse import DicomParseError, Parsed, has_preamble, parse
+from sonobridge.core.imaging.studies import Studies
+from sonobridge.core.policy import Caller
+from sonobridge.store.blobs import BlobStore
 from sonobridge.store.dicom import index
+from sonobridge.store.resources import ResourceStore
 
 log = logging.getLogger("sonobridge.dicom")
 
@@ -212,15 +218,18 @@ def blob_key(study: str, series: str, sop: str, sha256: str) -> str:
     return f"dicom/{study}/{series}/{sop}.{sha256[:16]}.dcm"
 
 
-class DicomIngest:
-    """``ingest(received)`` stores one object; ``core`` supplies the store and settings."""
+class Ingest:
+    """``ingest(received)`` stores one object; the one ingest path."""
 
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        blob_root = Path(core.blobs.root)
-        self.receiver = Receiver(blob_root / ".incoming", core.settings.dicom_max_object_size)
+    def __init__(self, store: ResourceStore, blobs: BlobStore, studies: Studies,
+                 events: Events, max_object_size: int) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.studies = studies
+        self.events = events
+        self.receiver = Receiver(blobs.scratch, max_object_size)
 
-    def ingest(self, received: Received, *, expected_study: str | None = None,
+    def ingest(self, received: Received, caller: Caller, *, expected_study: str | None = None,
                source: str = "", deferred: set[str] | None = None) -> StoreOutcome:
         """Store one received object (the temporary file is consumed either way).
 
@@ -244,11 +253,11 @@ class DicomIngest:
                 str(exc))
         outcome = StoreOutcome("stored", sop_class, sop_uid, study, series)
         key = blob_key(study, series, sop_uid, received.sha256)
-        blobs = self.core.blobs
+        blobs = self.blobs
         old_key: str | None = None
         try:
-            with self.core.store.write() as writer:
-                existing = index.instance_row(writer.conn, sop_uid)
+            with self.store.write() as writer:
+                existing = index.instance(writer.conn, sop_uid)
                 if existing is not None and existing.sha256 == received.sha256:
                     received.path.unlink(missing_ok=True)
                     outcome.status = "duplicate"
@@ -266,15 +275,19 @@ class DicomIngest:
                 frames = None
                 if parsed.pixels is not None:
                     frames = orjson.dumps(parsed.pixels.frames)
-                index.upsert(writer, self.core, metadata, parsed, key, received.size,
-                             received.sha256, frames, sync=deferred is None)
+                index.upsert(writer.conn, writer.now,
+                             indexing.instance_values(metadata, parsed, key, received.size,
+                                                      received.sha256, frames),
+                             indexing.series_values(metadata), indexing.study_values(metadata))
                 if deferred is not None:
                     deferred.add(study)
-                forwarder = getattr(self.core, "forwarder", None)
-                if forwarder is not None:  # routing rules: queued with the object
-                    forwarder.enqueue(writer, sop_uid, sop_class,
-                                      str(first(metadata, "Modality") or ""), source)
-                blobs.adopt(received.path, key)  # moved into place before the commit
+                else:
+                    self.studies.sync(writer, caller, study)
+                if self.events.wants(InstanceStored):  # e.g. forwarding: queued with it
+                    self.events.emit(InstanceStored(
+                        writer, caller, sop_class, sop_uid, study, series,
+                        str(first(metadata, "Modality") or ""), source))
+                blobs.put_file(received.path, key)  # moved into place before the commit
             if old_key and old_key != key:
                 blobs.delete(old_key)
         except IngestError as exc:
@@ -283,21 +296,20 @@ class DicomIngest:
                                 str(exc))
         except Exception as exc:  # database or disk: nothing half-stored
             received.path.unlink(missing_ok=True)
-            with contextlib.suppress(Exception):
-                if not index.has_blob(self.core, key):
+            with contextlib.suppress(Exception), self.store.reader.connect() as conn:
+                if not index.has_blob(conn, key):
                     blobs.delete(key)
             log.exception("could not store instance %s", sop_uid)
             return StoreOutcome("failed", sop_class, sop_uid, study, series,
                                 PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}")
         return outcome
 
-
-    def sync_studies(self, studies: set[str]) -> None:
+    def sync_studies(self, studies: set[str], caller: Caller) -> None:
         """Rebuild the ImagingStudy of each study (after a request's deferred ingests). A
         crash before this leaves the ImagingStudy stale; ``sonobridge reindex`` rebuilds it."""
         for study in sorted(studies):
-            with self.core.store.write() as writer:
-                index.sync_imaging_study(writer, self.core, study)
+            with self.store.write() as writer:
+                self.studies.sync(writer, caller, study)
         studies.clear()
 
 

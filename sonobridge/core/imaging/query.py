@@ -17,13 +17,13 @@ import orjson
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 
+from sonobridge.core.errors import bad_request
 from sonobridge.core.imaging.metadata import (
     BASE,
     INSTANCE_DEFAULT,
     SERIES_DEFAULT,
     STUDY_DEFAULT,
 )
-from sonobridge.dicomweb.errors import DicomwebError
 from sonobridge.store.dicom.index import PN_GROUPS
 from sonobridge.store.normalize import normalize
 from sonobridge.store.tables import dicom_instances as I
@@ -86,14 +86,14 @@ def parse_query(level: str, params: Sequence[tuple[str, str]]) -> Query:
     for name, value in params:
         if name == "limit" or name == "offset":
             if not value.isdigit():
-                raise DicomwebError(400, f"{name} must be a non-negative integer")
+                raise bad_request(f"{name} must be a non-negative integer")
             number = int(value)
             if name == "limit" and number > MAX_LIMIT:
-                raise DicomwebError(400, f"limit may be at most {MAX_LIMIT}")
+                raise bad_request(f"limit may be at most {MAX_LIMIT}")
             setattr(query, name, number)
         elif name == "fuzzymatching":
             if value.lower() not in ("true", "false"):
-                raise DicomwebError(400, "fuzzymatching must be true or false")
+                raise bad_request("fuzzymatching must be true or false")
             query.fuzzy = value.lower() == "true"
         elif name == "includefield":
             for item in value.replace("\\", ",").split(","):
@@ -105,14 +105,14 @@ def parse_query(level: str, params: Sequence[tuple[str, str]]) -> Query:
                     continue
                 tag = tag_of(item.split(".")[0])
                 if tag is None:
-                    raise DicomwebError(400, f"includefield: unknown attribute {item!r}")
+                    raise bad_request(f"includefield: unknown attribute {item!r}")
                 query.include.add(tag)
         elif name in CONTROL:
             continue
         else:
             tag = tag_of(name.split(".")[0])
             if tag is None:
-                raise DicomwebError(400, f"unknown attribute {name!r}: use a keyword "
+                raise bad_request(f"unknown attribute {name!r}: use a keyword "
                                     "(PatientName) or a tag (00100010)")
             query.include.add(tag)
             if tag not in known:
@@ -135,11 +135,11 @@ def _range(column: Any, value: str, width: int, tag: str) -> ColumnElement[bool]
     low, dash, high = value.partition("-")
     for part in (low, high):
         if part and not part.replace(".", "").isdigit():
-            raise DicomwebError(400, f"{keyword_for_tag(int(tag, 16))}: malformed value "
+            raise bad_request(f"{keyword_for_tag(int(tag, 16))}: malformed value "
                                 f"{value!r} (expected {'YYYYMMDD' if width == 8 else 'HHMMSS'}"
                                 " or a range a-b)")
     if width == 8 and any(part and len(part) != 8 for part in (low, high)):
-        raise DicomwebError(400, f"{keyword_for_tag(int(tag, 16))}: dates are YYYYMMDD, "
+        raise bad_request(f"{keyword_for_tag(int(tag, 16))}: dates are YYYYMMDD, "
                             f"got {value!r}")
     if not dash:
         return column == low if width == 8 else column.like(f"{low}%")
@@ -166,7 +166,7 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
     if kind == "int":
         numbers = [v for v in value.replace("\\", ",").split(",") if v.strip()]
         if not all(v.strip().lstrip("-").isdigit() for v in numbers):
-            raise DicomwebError(400, f"{keyword_for_tag(int(tag, 16))}: expected an integer")
+            raise bad_request(f"{keyword_for_tag(int(tag, 16))}: expected an integer")
         return column.in_([int(v) for v in numbers])
     if kind == "modalities":
         # stored as |US|SR|: one LIKE per wanted modality

@@ -1,26 +1,34 @@
-"""A stored object in an uncompressed transfer syntax, for a peer that accepts no other: written
-to a temporary Part 10 file one frame at a time, so that pynetdicom sends it from disk.
+"""The one transcoder: a stored object in another transfer syntax, produced as a stream of
+bytes one frame at a time. WADO-RS (``transfer-syntax=`` on a retrieve), WADO-URI, C-GET and
+C-MOVE (a peer that accepts only uncompressed data) all use it.
+
+Targets: Explicit and Implicit VR Little Endian (native pixels: copied when the stored ones
+are native, decoded frame by frame otherwise) and JPEG Baseline (8-bit images, each frame
+encoded on its own, encapsulated with an empty Basic Offset Table).
 
 pydicom reads the data set, decodes the frames (``Decoder.iter_array`` over the open file
 holds one frame in memory at a time, and turns YBR colour into RGB) and writes the elements
 around the pixel data. The Pixel Data element itself is written here, frame by frame, because
 pydicom writes a value only from memory, and a decoded cine is ten times its JPEG size
-(800 x 600 x 3 bytes x 1,000 frames is 1.4 GB). ``Dataset.decompress`` does the same in memory;
-the attributes changed below are the ones it changes (Photometric Interpretation, Planar
-Configuration, Pixel Data VR), and the SOP Instance UID is kept: a change of transfer syntax
-does not make a new instance (PS3.5 10), and the peer asked for this one.
+(800 x 600 x 3 bytes x 1,000 frames is 1.4 GB). ``Dataset.decompress`` does the same in
+memory; the attributes changed below are the ones it changes (Photometric Interpretation,
+Planar Configuration, Pixel Data VR), and the SOP Instance UID is kept: a change of transfer
+syntax does not make a new instance (PS3.5 10), and the peer asked for this one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import os
 import struct
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomFileLike
@@ -32,7 +40,9 @@ from pydicom.uid import UID
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
+TARGETS = (*UNCOMPRESSED, JPEG_BASELINE)
 # Always lossy (PS3.5 A.4): once decoded the image must still say it was lossy compressed
 # (PS3.3 C.7.6.1.1.5), with the method used.
 LOSSY_METHOD = {"1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1"}
@@ -41,15 +51,23 @@ ITEM, SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 # After Pixel Data: padding carries nothing, signatures no longer hold for the new encoding.
 DROPPED_AFTER_PIXELS = {0xFFFAFFFA, 0xFFFCFFFC}
 CHUNK = 1024 * 1024
+# Frame -> 8-bit display values (grey or RGB) for the JPEG target; given by the archive,
+# which knows windows and palettes (``core/imaging/render.py``).
+Display = Callable[[np.ndarray], np.ndarray]
 
 
 class CannotConvert(ValueError):
-    """The object cannot be written in an uncompressed transfer syntax here."""
+    """The object cannot be written in the asked transfer syntax here."""
 
 
-def can_convert(stored_syntax: str) -> bool:
-    """Whether an object stored in ``stored_syntax`` can be sent uncompressed (video and
-    syntaxes without an installed decoder cannot)."""
+def can_convert(stored_syntax: str, target: str = EXPLICIT_LE, bits_allocated: int = 8
+                ) -> bool:
+    """Whether an object stored in ``stored_syntax`` can be sent in ``target`` (video and
+    syntaxes without an installed decoder cannot; JPEG Baseline takes 8-bit images only)."""
+    if target not in TARGETS:
+        return False
+    if target == JPEG_BASELINE and bits_allocated != 8:
+        return False
     if stored_syntax in UNCOMPRESSED:
         return True
     uid = UID(stored_syntax)
@@ -57,40 +75,60 @@ def can_convert(stored_syntax: str) -> bool:
     if uid.is_deflated or not uid.is_transfer_syntax or not uid.is_little_endian:
         return False
     try:
-        return get_decoder(uid).is_available
+        return bool(get_decoder(uid).is_available)
     except NotImplementedError:
         return False
 
 
-def uncompressed_copy(source: str | Path, syntax: str, directory: str | None = None) -> Path:
-    """A temporary file holding the object of ``source`` in ``syntax`` (Explicit or Implicit VR
-    Little Endian); the caller deletes it. Raises :class:`CannotConvert`."""
+def transcoded(src: BinaryIO, syntax: str, display: Display | None = None
+               ) -> Iterator[bytes]:
+    """The object read from ``src`` (a seekable Part 10 file) in ``syntax``, in chunks of at
+    most about a frame. Raises :class:`CannotConvert` before the first chunk when the object
+    cannot be converted, and from the generator when the stored data turns out to be
+    broken."""
+    if syntax not in TARGETS:
+        raise CannotConvert(f"{syntax} is not a transfer syntax this server converts to")
+    ds = dcmread(src, stop_before_pixels=True)
+    stored = UID(ds.file_meta.TransferSyntaxUID)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    if not can_convert(stored, syntax, bits):
+        if syntax == JPEG_BASELINE and bits != 8:
+            raise CannotConvert("only 8-bit images can be sent as JPEG baseline")
+        raise CannotConvert(f"objects in {stored.name} cannot be decoded here")
+    return _convert(src, ds, stored, syntax, display)
+
+
+def uncompressed_copy(source: BinaryIO | str | Path, syntax: str,
+                      directory: str | Path | None = None) -> Path:
+    """A temporary file holding the object of ``source`` (an open file or a path) in
+    ``syntax`` (for pynetdicom, which sends a file path chunk by chunk); the caller deletes
+    it. Raises :class:`CannotConvert`."""
     if syntax not in UNCOMPRESSED:
         raise CannotConvert(f"{syntax} is not an uncompressed transfer syntax")
     fd, name = tempfile.mkstemp(prefix=".transcode-", suffix=".dcm", dir=directory)
     target = Path(name)
     try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            _convert(src, out, syntax)
+        with contextlib.ExitStack() as stack, os.fdopen(fd, "wb") as out:
+            src = source if not isinstance(source, str | Path) else \
+                stack.enter_context(open(source, "rb"))
+            for chunk in transcoded(src, syntax):
+                out.write(chunk)
     except Exception as exc:
         with contextlib.suppress(OSError):
             target.unlink()
         if isinstance(exc, CannotConvert):
             raise
-        raise CannotConvert(f"cannot decode {source}: {exc}") from exc
+        raise CannotConvert(f"cannot decode the stored object: {exc}") from exc
     return target
 
 
-def _convert(src: BinaryIO, out: BinaryIO, syntax: str) -> None:
-    ds = dcmread(src, stop_before_pixels=True)
-    stored = UID(ds.file_meta.TransferSyntaxUID)
-    if not can_convert(stored):
-        raise CannotConvert(f"objects in {stored.name} cannot be decoded here")
+def _convert(src: BinaryIO, ds: Dataset, stored: UID, syntax: str,
+             display: Display | None) -> Iterator[bytes]:
     header = src.read(8)
     implicit_out = syntax == IMPLICIT_LE
     if len(header) < 8:  # no pixel data: the data set in the other encoding
         ds.file_meta.TransferSyntaxUID = UID(syntax)
-        dcmwrite(out, ds, implicit_vr=implicit_out, little_endian=True, enforce_file_format=True)
+        yield _header(ds, syntax)
         return
     order = "<" if stored.is_little_endian else ">"
     group, element = struct.unpack(f"{order}HH", header[:4])
@@ -102,47 +140,55 @@ def _convert(src: BinaryIO, out: BinaryIO, syntax: str) -> None:
         vr = header[4:6].decode("ascii")
         length = struct.unpack(f"{order}L", src.read(4))[0]
     start = src.tell()
-    if stored in UNCOMPRESSED:
-        bits = int(ds.get("BitsAllocated", 16))
-        _write_native_copy(ds, src, out, syntax, vr or ("OB" if bits <= 8 else "OW"), length)
+    bits = int(ds.get("BitsAllocated", 16))
+    if syntax == JPEG_BASELINE:
+        yield from _jpeg(ds, src, stored, vr or ("OB" if bits <= 8 else "OW"), display)
+    elif stored in UNCOMPRESSED:
+        yield from _native_copy(ds, src, syntax, vr or ("OB" if bits <= 8 else "OW"), length)
     else:
-        _write_decoded(ds, src, out, syntax, stored, vr or "OB")
+        yield from _decoded(ds, src, syntax, stored, vr or "OB")
     _skip_pixels(src, start, length, order)
     trailing = read_dataset(src, stored.is_implicit_VR, stored.is_little_endian)
     for tag in DROPPED_AFTER_PIXELS & set(trailing.keys()):
         del trailing[tag]
-    if len(trailing):
-        fp = DicomFileLike(out)
+    if len(trailing) and syntax != JPEG_BASELINE:
+        buffer = io.BytesIO()
+        fp = DicomFileLike(buffer)
         fp.is_little_endian, fp.is_implicit_VR = True, implicit_out
         write_dataset(fp, trailing)
+        yield buffer.getvalue()
 
 
-def _write_native_copy(ds: Dataset, src: BinaryIO, out: BinaryIO, syntax: str, vr: str,
-                       length: int) -> None:
+def _native_copy(ds: Dataset, src: BinaryIO, syntax: str, vr: str, length: int
+                 ) -> Iterator[bytes]:
     """Little endian to little endian: the same pixel bytes, another element encoding."""
     ds.file_meta.TransferSyntaxUID = UID(syntax)
-    _write_header(ds, out, syntax)
-    _pixel_element(out, syntax, vr, length)
+    yield _header(ds, syntax) + _pixel_element(syntax, vr, length)
     left = length
     while left:
         chunk = src.read(min(CHUNK, left))
         if not chunk:
             raise CannotConvert("the stored pixel data is truncated")
-        out.write(chunk)
+        yield chunk
         left -= len(chunk)
 
 
-def _write_decoded(ds: Dataset, src: BinaryIO, out: BinaryIO, syntax: str, stored: UID,
-                   vr: str) -> None:
+def _frames(ds: Dataset, src: BinaryIO, stored: UID, vr: str
+            ) -> tuple[Iterator[tuple[np.ndarray, dict[str, Any]]], int]:
+    """Decoded frames one at a time (RGB for colour), and how many there are."""
     decoder = get_decoder(stored)
     options = as_pixel_options(ds, transfer_syntax_uid=stored, pixel_keyword="PixelData",
                                pixel_vr=vr)
-    frames = decoder.iter_array(src, as_rgb=True, **options)
+    return decoder.iter_array(src, as_rgb=True, **options), int(options["number_of_frames"])
+
+
+def _decoded(ds: Dataset, src: BinaryIO, syntax: str, stored: UID, vr: str
+             ) -> Iterator[bytes]:
+    frames, count = _frames(ds, src, stored, vr)
     first = next(frames, None)
     if first is None:
         raise CannotConvert("the stored pixel data has no frames")
     array, properties = first
-    count = int(options["number_of_frames"])
     bits = int(ds.BitsAllocated)
     if array.dtype.itemsize * 8 != bits:
         raise CannotConvert(f"decoded {array.dtype} pixels do not fit Bits Allocated {bits}")
@@ -154,37 +200,90 @@ def _write_decoded(ds: Dataset, src: BinaryIO, out: BinaryIO, syntax: str, store
         ds.PlanarConfiguration = int(properties.get("planar_configuration", 0))
     if "pixel_representation" in properties:
         ds.PixelRepresentation = int(properties["pixel_representation"])
-    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
-        if keyword in ds:
-            delattr(ds, keyword)
-    if stored in LOSSY_METHOD:
-        ds.LossyImageCompression = "01"
-        if "LossyImageCompressionMethod" not in ds:
-            ds.LossyImageCompressionMethod = LOSSY_METHOD[stored]
+    _drop_offset_tables(ds)
+    _mark_lossy(ds, stored)
     ds.file_meta.TransferSyntaxUID = UID(syntax)
-    _write_header(ds, out, syntax)
-    _pixel_element(out, syntax, "OB" if bits <= 8 else "OW", length + length % 2)
+    yield _header(ds, syntax) + _pixel_element(syntax, "OB" if bits <= 8 else "OW",
+                                               length + length % 2)
     written = 0
     for array, _ in itertools.chain([first], frames):
-        out.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        yield array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         written += 1
     if written != count:
         raise CannotConvert(f"{written} frames decoded, Number of Frames says {count}")
     if length % 2:
-        out.write(b"\0")
+        yield b"\0"
 
 
-def _write_header(ds: Dataset, out: BinaryIO, syntax: str) -> None:
-    dcmwrite(out, ds, implicit_vr=syntax == IMPLICIT_LE, little_endian=True,
+def _jpeg(ds: Dataset, src: BinaryIO, stored: UID, vr: str, display: Display | None
+          ) -> Iterator[bytes]:
+    """Each frame decoded (native frames read as they are), made 8-bit for display, and
+    JPEG-encoded: one fragment per frame."""
+    from PIL import Image
+
+    if stored in UNCOMPRESSED:
+        frames: Iterator[np.ndarray] = _native_frames(ds, src, stored, vr)
+    else:
+        decoded, _ = _frames(ds, src, stored, vr)
+        frames = (array for array, _ in decoded)
+    colour = int(ds.get("SamplesPerPixel", 1)) == 3
+    ds.PhotometricInterpretation = "YBR_FULL_422" if colour else "MONOCHROME2"
+    if colour:
+        ds.PlanarConfiguration = 0
+    _drop_offset_tables(ds)
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.file_meta.TransferSyntaxUID = UID(JPEG_BASELINE)
+    tag = struct.pack("<HH", 0x7FE0, 0x0010)
+    yield (_header(ds, JPEG_BASELINE) + tag + b"OB\0\0" + struct.pack("<L", 0xFFFFFFFF)
+           + struct.pack("<HHL", 0xFFFE, 0xE000, 0))  # an empty Basic Offset Table
+    for array in frames:
+        if display is not None:
+            array = display(array)
+        elif array.dtype != np.uint8:
+            raise CannotConvert("only 8-bit images can be sent as JPEG baseline")
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+        data = buffer.getvalue()
+        if len(data) % 2:
+            data += b"\0"
+        yield struct.pack("<HHL", 0xFFFE, 0xE000, len(data)) + data
+    yield struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+
+
+def _native_frames(ds: Dataset, src: BinaryIO, stored: UID, vr: str) -> Iterator[np.ndarray]:
+    decoder = get_decoder(stored)
+    options = as_pixel_options(ds, transfer_syntax_uid=stored, pixel_keyword="PixelData",
+                               pixel_vr=vr)
+    for array, _ in decoder.iter_array(src, **options):
+        yield array
+
+
+def _drop_offset_tables(ds: Dataset) -> None:
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in ds:
+            delattr(ds, keyword)
+
+
+def _mark_lossy(ds: Dataset, stored: UID) -> None:
+    if stored in LOSSY_METHOD:
+        ds.LossyImageCompression = "01"
+        if "LossyImageCompressionMethod" not in ds:
+            ds.LossyImageCompressionMethod = LOSSY_METHOD[stored]
+
+
+def _header(ds: Dataset, syntax: str) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, implicit_vr=syntax == IMPLICIT_LE, little_endian=True,
              enforce_file_format=True)
+    return buffer.getvalue()
 
 
-def _pixel_element(out: BinaryIO, syntax: str, vr: str, length: int) -> None:
+def _pixel_element(syntax: str, vr: str, length: int) -> bytes:
     tag = struct.pack("<HH", 0x7FE0, 0x0010)
     if syntax == IMPLICIT_LE:
-        out.write(tag + struct.pack("<L", length))
-    else:
-        out.write(tag + vr.encode("ascii") + b"\0\0" + struct.pack("<L", length))
+        return tag + struct.pack("<L", length)
+    return tag + vr.encode("ascii") + b"\0\0" + struct.pack("<L", length)
 
 
 def _skip_pixels(src: BinaryIO, start: int, length: int, order: str) -> None:
@@ -203,4 +302,3 @@ def _skip_pixels(src: BinaryIO, start: int, length: int, order: str) -> None:
         if (group << 16 | element) != ITEM:
             raise CannotConvert("malformed encapsulated pixel data")
         src.seek(size, os.SEEK_CUR)
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 
 _DATE = re.compile(
     r"^(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})"
@@ -24,11 +24,11 @@ def parse_period(value: str, name: str, *, require_tz: bool = True) -> tuple[int
     """
     match = _DATE.match(value.strip())
     if not match:
-        raise FhirError(400, "invalid", f"{name}: {value!r} is not a FHIR date or dateTime",
+        raise CoreError(400, "invalid", f"{name}: {value!r} is not a FHIR date or dateTime",
                         expression=[name])
     g = match.groupdict()
     if g["H"] is not None and g["tz"] is None and require_tz:
-        raise FhirError(400, "invalid", f"{name}: a time needs a time zone", expression=[name])
+        raise CoreError(400, "invalid", f"{name}: a time needs a time zone", expression=[name])
     tz = UTC
     if g["tz"] and g["tz"] != "Z":
         sign = 1 if g["tz"][0] == "+" else -1
@@ -55,7 +55,7 @@ def parse_period(value: str, name: str, *, require_tz: bool = True) -> tuple[int
                 step = timedelta(seconds=1 if g["S"] else 60)
             end = start + step
     except ValueError as exc:
-        raise FhirError(400, "invalid", f"{name}: {value!r}: {exc}", expression=[name]) from None
+        raise CoreError(400, "invalid", f"{name}: {value!r}: {exc}", expression=[name]) from None
     return _us(start), _us(end)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -33,13 +33,12 @@ from sqlalchemy.engine import Connection
 
 from sonobridge import jsonio
 from sonobridge.core.definitions import load
-from sonobridge.core.errors import FhirError, Issue, operation_outcome
+from sonobridge.core.errors import CoreError, Issue, operation_outcome
 from sonobridge.core.search.paging import SELECTIVE, Pager, Plan
 from sonobridge.core.search.params import Include, QueryParser, SearchQuery
 from sonobridge.core.search.registry import Registry
 from sonobridge.core.search.sql import Condition, SqlContext, build_condition
 from sonobridge.core.search.summary import summarize
-from sonobridge.fhir.headers import prefer
 from sonobridge.store.resources import ResourceStore
 from sonobridge.store.tables import INDEX_TABLES, idx_reference, idx_token
 from sonobridge.store.tables import resource_versions as V
@@ -112,12 +111,11 @@ class SearchEngine:
                           component=self.registry.component)
 
     def search(self, res_types: list[str], query: Sequence[tuple[str, str]], *, base: str,
-               headers: Mapping[str, str], link_path: str,
+               strict: bool = False, link_path: str,
                compartment: Compartment | None = None, conn: Connection | None = None,
                since: int | None = None, visible: Visible | None = None) -> SearchResult:
         """Run a search. ``visible`` (from the access policy) drops included resources the
         caller may not see, before they are followed any further."""
-        strict = prefer(headers).get("handling") == "strict"
         sq = self.parser(strict).parse(res_types or ["Resource"], list(query),
                                        passthrough=("_since",) if since is not None else ())
         sq.res_types = res_types
@@ -131,7 +129,7 @@ class SearchEngine:
         """(rid, id) of resources matching a condition (conditional interactions): strict."""
         sq = self.parser(strict=True).parse([res_type], list(query))
         if not sq.clauses:
-            raise FhirError(400, "invalid", "a conditional request needs search criteria")
+            raise CoreError(400, "invalid", "a conditional request needs search criteria")
         r = R_ALIAS
         plan = self._plan(lambda stmt: conn.execute(stmt), sq, r, self.context(base, conn),
                           None, None)
@@ -400,7 +398,7 @@ class SearchEngine:
                 ref.c.uri == url.split("|")[0], R.c.deleted.is_(False)).limit(1)).first()
             stored = _read(conn, "ValueSet", row.res_id) if row else None
         if stored is None or stored.content is None:
-            raise FhirError(400, "not-found", f"ValueSet {url!r} is not stored on this server")
+            raise CoreError(400, "not-found", f"ValueSet {url!r} is not stored on this server")
         return expand(jsonio.loads(stored.content))
 
 
@@ -436,10 +434,10 @@ def _decode_cursor(text: str, digest: str) -> dict[str, Any]:
         assert isinstance(data, dict) and isinstance(data["k"], list)
         assert isinstance(data["r"], int)
     except (binascii.Error, orjson.JSONDecodeError, AssertionError, KeyError, ValueError):
-        raise FhirError(400, "invalid", "_page is not a page link of this server",
+        raise CoreError(400, "invalid", "_page is not a page link of this server",
                         expression=["_page"]) from None
     if data.get("h") != digest:
-        raise FhirError(400, "invalid", "this page link belongs to a different search",
+        raise CoreError(400, "invalid", "this page link belongs to a different search",
                         expression=["_page"])
     return data
 

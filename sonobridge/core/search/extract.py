@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 from sonobridge.core.search.dates import parse_period
 from sonobridge.core.search.fhirpath import Node
 from sonobridge.store.normalize import MAX_INDEXED, normalize
@@ -174,7 +174,7 @@ def date_range(node: Node) -> list[tuple[int, int]]:
             if bounds:
                 out.extend(date_range(Node(bounds, "Period", None)))
             return out
-    except FhirError:
+    except CoreError:
         return []
     return []
 

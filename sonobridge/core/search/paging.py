@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select, true
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 from sonobridge.core.search.extract import DATE_MAX, DATE_MIN
 from sonobridge.core.search.registry import SORT_COLUMNS
 from sonobridge.core.search.sql import TABLE, SqlContext
@@ -74,7 +74,7 @@ def after(keys: list[tuple[Any, bool]], values: list[Any], rid_col: Any, rid: in
           forward: bool) -> ColumnElement[bool]:
     """Rows strictly after (forward) or before the given position in display order."""
     if len(values) != len(keys):
-        raise FhirError(400, "invalid", "this page link does not belong to this search",
+        raise CoreError(400, "invalid", "this page link does not belong to this search",
                         expression=["_page"])
     options = []
     for i in range(len(keys) + 1):
@@ -215,7 +215,7 @@ class Pager:
             return None
         values = list(self.cursor["k"])[skip:]
         if len(values) != count:
-            raise FhirError(400, "invalid", "this page link does not belong to this search",
+            raise CoreError(400, "invalid", "this page link does not belong to this search",
                             expression=["_page"])
         return values, self.cursor["r"]
 

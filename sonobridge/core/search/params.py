@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sonobridge.core.errors import FhirError, Issue
+from sonobridge.core.errors import CoreError, Issue
 from sonobridge.core.search.registry import Registry, SearchParam
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -106,8 +106,8 @@ class SearchQuery:
     used: list[tuple[str, str]] = field(default_factory=list)  # for the self link
 
 
-def _bad(message: str, name: str) -> FhirError:
-    return FhirError(400, "invalid", message, expression=[name])
+def _bad(message: str, name: str) -> CoreError:
+    return CoreError(400, "invalid", message, expression=[name])
 
 
 class QueryParser:
@@ -223,7 +223,7 @@ class QueryParser:
 
     def _unknown(self, sq: SearchQuery, name: str, message: str) -> None:
         if self.strict:
-            raise FhirError(400, "not-supported", message, expression=[name])
+            raise CoreError(400, "not-supported", message, expression=[name])
         sq.issues.append(Issue("not-supported", message, severity="warning", expression=[name]))
 
     def _clause(self, res_type: str | None, res_types: list[str], name: str, value: str,
@@ -268,7 +268,7 @@ class QueryParser:
                 if param.targets and mod not in param.targets and "Resource" not in param.targets:
                     raise _bad(f"{name}: {param.code} cannot point to {mod}", name)
             elif mod in UNSUPPORTED_MODIFIERS and param.type in ("token", "reference"):
-                raise FhirError(400, "not-supported", f"{name}: modifier :{mod} needs a "
+                raise CoreError(400, "not-supported", f"{name}: modifier :{mod} needs a "
                                 "terminology service and is not supported", expression=[name])
             elif mod not in allowed:
                 raise _bad(f"{name}: unknown or unsupported modifier :{mod} for a {param.type} "

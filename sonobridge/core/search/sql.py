@@ -27,7 +27,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 from sonobridge.core.search.dates import parse_period
 from sonobridge.core.search.extract import parse_reference
 from sonobridge.core.search.params import Clause, prefix_of, split_values, unescape
@@ -83,8 +83,8 @@ class SqlContext:
         return self.aliases.get(table)
 
 
-def _bad(message: str, name: str) -> FhirError:
-    return FhirError(400, "invalid", message, expression=[name])
+def _bad(message: str, name: str) -> CoreError:
+    return CoreError(400, "invalid", message, expression=[name])
 
 
 def _type_filter(table: Any, res_type: str | None) -> ColumnElement[bool]:
@@ -199,7 +199,7 @@ def _missing(clause: Clause, r: Any, table: Any, ctx: SqlContext) -> ColumnEleme
     if table is None:  # a composite is present when its first component is
         component = ctx.component(param.components[0][0]) if param.components else None
         if component is None or component.type not in TABLE:
-            raise FhirError(400, "not-supported", f"{clause.name}: not supported",
+            raise CoreError(400, "not-supported", f"{clause.name}: not supported",
                             expression=[clause.name])
         table = ctx.alias(INDEX_TABLES[TABLE[component.type]])
         code = f"{param.code}$0"
@@ -454,7 +454,7 @@ def _composite_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlC
     assert param is not None
     components = [ctx.component(url) for url, _ in param.components]
     if any(c is None for c in components):
-        raise FhirError(400, "not-supported", f"{clause.name}: composite not supported",
+        raise CoreError(400, "not-supported", f"{clause.name}: composite not supported",
                         expression=[clause.name])
     options = []
     for value in clause.values:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sonobridge.core.errors import FhirError
+from sonobridge.core.errors import CoreError
 
 
 def expand(valueset: dict[str, Any]) -> list[tuple[str | None, str | None]]:
@@ -23,7 +23,7 @@ def expand(valueset: dict[str, Any]) -> list[tuple[str | None, str | None]]:
     out = []
     for include in compose.get("include") or []:
         if include.get("filter") or include.get("valueSet"):
-            raise FhirError(400, "not-supported",
+            raise CoreError(400, "not-supported",
                             "this ValueSet uses filters or other value sets, which need a "
                             "terminology service")
         system = include.get("system")

@@ -21,9 +21,10 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
+from sonobridge.core.errors import CoreError
 from sonobridge.core.imaging import query as qido
+from sonobridge.core.imaging.archive import Archive
 from sonobridge.core.imaging.metadata import pn_text
-from sonobridge.dicomweb.errors import DicomwebError
 
 LEVELS = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 PATIENT_KEYS = {"00100010", "00100020", "00100030", "00100040", "00101000", "00100021"}
@@ -87,7 +88,7 @@ class Search:
     unsupported: list[str] = field(default_factory=list)
 
 
-def find(core: Any, identifier: Dataset, aet: str, model: str = StudyRootFind,
+def find(archive: Archive, identifier: Dataset, aet: str, model: str = StudyRootFind,
          implicit_vr: bool = False, page: int = PAGE) -> Search:
     """Checks the identifier (raising :class:`FindError`), then the responses' identifiers as
     they are read, ready to be written in the association's transfer syntax (``implicit_vr``:
@@ -101,27 +102,24 @@ def find(core: Any, identifier: Dataset, aet: str, model: str = StudyRootFind,
     qido_level = LEVELS.get(level, "study")
     try:
         query = qido.parse_query(qido_level, params)
-    except DicomwebError as exc:
+    except CoreError as exc:
         raise FindError(exc.message) from None
     query.include |= set(wanted)
     query.limit = page
     unsupported = [*query.warnings, *(f"{tag}: sequence matching is not supported"
                                       for tag in unmatched)]
     status = PENDING_UNSUPPORTED_KEYS if unsupported else PENDING
-    return Search(status, _answers(core, query, wanted, level, aet, implicit_vr), unsupported)
+    return Search(status, _answers(archive, query, wanted, level, aet, implicit_vr),
+                  unsupported)
 
 
-def _answers(core: Any, query: qido.Query, wanted: list[str], level: str, aet: str,
+def _answers(archive: Archive, query: qido.Query, wanted: list[str], level: str, aet: str,
              implicit_vr: bool) -> Iterator[Dataset]:
-    """Every match, a page of index rows at a time (by id: stable while rows are added), a
-    connection per page so that no read stays open while a slow peer takes its responses."""
+    """Every match, a page of index rows at a time (``Archive.query_pages``)."""
     build = {"study": qido.study_result, "series": qido.series_result,
              "instance": qido.instance_result}[query.level]
     seen_patients: set[str] = set()
-    after: int | None = None
-    while True:
-        with core.store.reader.connect() as conn:
-            rows = qido.run(conn, query, after=after)
+    for rows in archive.query_pages(query):
         for row in rows:
             data = build(row, query)
             if level == "PATIENT":
@@ -130,9 +128,6 @@ def _answers(core: Any, query: qido.Query, wanted: list[str], level: str, aet: s
                     continue
                 seen_patients.add(patient_id)
             yield to_dataset(data, wanted, level, aet, implicit_vr)
-        if len(rows) < query.limit:
-            return
-        after = rows[-1].id
 
 
 def _first(item: dict[str, Any] | None) -> str:

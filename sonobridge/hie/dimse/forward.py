@@ -12,13 +12,13 @@ from __future__ import annotations
 import fnmatch
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import insert, select, update
 
-from sonobridge.config import ConfigError
+from sonobridge.config import ConfigError, Settings
+from sonobridge.core.events import Events, InstanceStored
 from sonobridge.hie.dimse import scu
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.hie.dimse.retrieve import Stored
@@ -62,11 +62,19 @@ def parse_rules(text: str, peers: dict[str, Any]) -> list[Rule]:
 
 
 class Forwarder:
-    """Queues matching objects (called by the ingest path inside its transaction)."""
+    """Queues matching objects: listens to ``InstanceStored``, told inside the transaction
+    that stores the object, so that the queue row commits with it."""
 
-    def __init__(self, core: Any) -> None:
-        self.peers = load_peers(core.settings)
-        self.rules = parse_rules(core.settings.dicom_forward, self.peers)
+    def __init__(self, settings: Settings) -> None:
+        self.peers = load_peers(settings)
+        self.rules = parse_rules(settings.dicom_forward, self.peers)
+
+    def listen(self, events: Events) -> None:
+        events.listen(InstanceStored, self._stored)
+
+    def _stored(self, event: InstanceStored) -> None:
+        self.enqueue(event.writer, event.sop_uid, event.sop_class_uid, event.modality,
+                     event.source)
 
     def enqueue(self, writer: Writer, sop_uid: str, sop_class: str, modality: str,
                 source: str) -> None:
@@ -117,8 +125,7 @@ class ForwardSender(Periodic):
     def _send(self, destination: str, batch: list[Any]) -> None:
         peer = self.peers.get(destination)
         instances = [Stored(r.sop_uid, r.study_uid, r.sop_class_uid, r.transfer_syntax,
-                            str(self.core.blobs.path(r.blob_key)))
-                     for r in batch if r.blob_key is not None]
+                            r.blob_key) for r in batch if r.blob_key is not None]
         results: dict[str, str | None] = {}
         error = None
         if peer is None:
@@ -126,7 +133,7 @@ class ForwardSender(Periodic):
         elif instances:
             try:
                 results = scu.store(self.core.settings.dicom_aet, peer, instances,
-                                    str(Path(self.core.blobs.root) / ".incoming"))
+                                    self.core.blobs)
             except (scu.ScuError, OSError, RuntimeError) as exc:
                 error = str(exc)[:1024]
         stamp = time.time_ns() // 1000

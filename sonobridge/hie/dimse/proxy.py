@@ -13,14 +13,13 @@ import logging
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select
 
-from sonobridge.core.imaging.ingest import DicomIngest
+from sonobridge.core.errors import CoreError
 from sonobridge.core.imaging.query import tag_of
-from sonobridge.dicomweb.errors import DicomwebError
+from sonobridge.core.policy import Caller
+from sonobridge.core.services import Core
 from sonobridge.hie.dimse import scu
 from sonobridge.hie.dimse.peers import Peer, load_peers
-from sonobridge.store.tables import dicom_instances as I
 
 log = logging.getLogger("sonobridge.dimse.proxy")
 
@@ -38,15 +37,17 @@ RETURN_KEYS = {
 
 
 class Proxy:
-    def __init__(self, core: Any) -> None:
+    """A ``RemoteArchive`` (``core/imaging/remote.py``) over C-FIND and C-GET/C-MOVE."""
+
+    def __init__(self, core: Core) -> None:
         self.core = core
         self.aet = core.settings.dicom_aet
-        self.ingest = DicomIngest(core)
+        self.ingest = core.ingest
 
     def peer(self, aet: str) -> Peer:
         found = load_peers(self.core.settings).get(aet)
         if found is None:
-            raise DicomwebError(404, f"{aet} is not a known DICOM peer")
+            raise CoreError(404, "not-found", f"{aet} is not a known DICOM peer")
         return found
 
     def search(self, aet: str, level_name: str, params: list[tuple[str, str]],
@@ -66,13 +67,13 @@ class Proxy:
                 continue
             tag = tag_of(name)
             if tag is None:
-                raise DicomwebError(400, f"unknown attribute {name!r}")
+                raise CoreError(400, "invalid", f"unknown attribute {name!r}")
             from pydicom.datadict import dictionary_VR
 
             try:
                 identifier.add_new(int(tag, 16), dictionary_VR(int(tag, 16)), value)
             except (KeyError, ValueError) as exc:
-                raise DicomwebError(400, f"{name}: {exc}") from None
+                raise CoreError(400, "invalid", f"{name}: {exc}") from None
         limit = dict(params).get("limit")
         try:
             found = []
@@ -81,19 +82,14 @@ class Proxy:
                 if limit and limit.isdigit() and len(found) >= int(limit):
                     break
         except scu.ScuError as exc:
-            raise DicomwebError(502, str(exc)) from None
+            raise CoreError(502, "transient", str(exc)) from None
         return found
 
-    def fetch(self, aet: str, study: str, series: str | None, sop: str | None) -> int:
+    def fetch(self, caller: Caller, aet: str, study: str, series: str | None,
+              sop: str | None) -> int:
         """C-GET (or C-MOVE) what is not here yet; returns how many instances arrived."""
-        with self.core.store.reader.connect() as conn:
-            query = select(I.c.sop_uid).where(I.c.study_uid == study)
-            if series:
-                query = query.where(I.c.series_uid == series)
-            if sop:
-                query = query.where(I.c.sop_uid == sop)
-            if sop and conn.execute(query.limit(1)).first() is not None:
-                return 0  # one instance asked for, and it is here
+        if sop and self.core.archive.has(study, series, sop):
+            return 0  # one instance asked for, and it is here
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "IMAGE" if sop else ("SERIES" if series else "STUDY")
         identifier.StudyInstanceUID = study
@@ -103,7 +99,7 @@ class Proxy:
             identifier.SOPInstanceUID = sop
         peer = self.peer(aet)
         if peer.retrieve == "move":
-            return self._move(peer, identifier, study)
+            return self._move(caller, peer, identifier, study)
         deferred: set[str] = set()
         arrived = [0]
 
@@ -115,7 +111,8 @@ class Proxy:
                     path.unlink()
             except AttributeError:  # chunked receiving is off: the bytes are in memory
                 received = self.ingest.receiver.receive([event.encoded_dataset()])
-            outcome = self.ingest.ingest(received, source=f"C-GET {aet}", deferred=deferred)
+            outcome = self.ingest.ingest(received, caller, source=f"C-GET {aet}",
+                                         deferred=deferred)
             if outcome.ok:
                 arrived[0] += 1
                 return 0x0000
@@ -124,33 +121,38 @@ class Proxy:
         try:
             status, _, failed = scu.get(self.aet, peer, identifier, receive)
         except scu.ScuError as exc:
-            raise DicomwebError(502, str(exc)) from None
+            raise CoreError(502, "transient", str(exc)) from None
         finally:
             if deferred:
-                self.ingest.sync_studies(deferred)
+                self.ingest.sync_studies(deferred, caller)
         if status not in (0x0000, 0xB000) and not arrived[0]:
-            raise DicomwebError(502 if status != 0xA702 else 404,
-                                f"{aet} answered the C-GET with status 0x{status & 0xFFFF:04X}"
-                                f" ({failed} failed)")
+            raise _failed(status, f"{aet} answered the C-GET with status "
+                                  f"0x{status & 0xFFFF:04X} ({failed} failed)")
         log.info("fetched %d instances of %s from %s", arrived[0], study, aet)
         return arrived[0]
 
-    def _move(self, peer: Peer, identifier: Dataset, study: str) -> int:
+    def _move(self, caller: Caller, peer: Peer, identifier: Dataset, study: str) -> int:
         """C-MOVE to our own AE title: the objects come in through the DIMSE listener's
         C-STORE (the one ingest path) before the PACS sends its final response."""
         try:
             status, completed, failed = scu.move(self.aet, peer, self.aet, identifier)
         except scu.ScuError as exc:
-            raise DicomwebError(502, str(exc)) from None
+            raise CoreError(502, "transient", str(exc)) from None
         if completed:
             # The listener rebuilds the ImagingStudy when the PACS's association ends, which
             # may be just after its final response: rebuilt here too (no new version if equal).
-            self.ingest.sync_studies({study})
+            self.ingest.sync_studies({study}, caller)
         if status not in (0x0000, 0xB000) and not completed:
             reason = {0xA801: f"{peer.aet} does not know {self.aet} as a move destination",
                       0xA702: "nothing could be sent"}.get(status & 0xFFFF, f"{failed} failed")
-            raise DicomwebError(404 if status == 0xA702 else 502,
-                                f"{peer.aet} answered the C-MOVE with status "
-                                f"0x{status & 0xFFFF:04X} ({reason})")
+            raise _failed(status, f"{peer.aet} answered the C-MOVE with status "
+                                  f"0x{status & 0xFFFF:04X} ({reason})")
         log.info("moved %d instances of %s from %s", completed, study, peer.aet)
         return completed
+
+
+def _failed(status: int, message: str) -> CoreError:
+    """A failed retrieve: 404 when the peer had nothing to send (A702), else 502."""
+    if status & 0xFFFF == 0xA702:
+        return CoreError(404, "not-found", message)
+    return CoreError(502, "transient", message)

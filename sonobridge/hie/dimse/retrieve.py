@@ -10,17 +10,16 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext, build_context
-from sqlalchemy import select
 
 from sonobridge.core.imaging import transcode
-from sonobridge.store.tables import dicom_instances as I
-from sonobridge.store.tables import dicom_studies as ST
+from sonobridge.core.imaging.archive import Archive
+from sonobridge.store.blobs import BlobStore
+from sonobridge.store.dicom.index import StoredInstance
 
 log = logging.getLogger("sonobridge.dimse.retrieve")
 
@@ -31,11 +30,18 @@ SEND_QUEUE_PDUS = 128
 
 @dataclass(frozen=True)
 class Stored:
+    """An instance to send: what a presentation context and the blob store need."""
+
     sop_uid: str
     study_uid: str
     sop_class_uid: str
     transfer_syntax: str
-    path: str
+    blob_key: str
+
+    @classmethod
+    def of(cls, row: StoredInstance) -> Stored:
+        return cls(row.sop_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax,
+                   row.blob_key)
 
 
 def _uids(identifier: Dataset, keyword: str) -> list[str]:
@@ -47,31 +53,19 @@ def _uids(identifier: Dataset, keyword: str) -> list[str]:
     return [str(v).strip() for v in values if str(v).strip()]
 
 
-def matching(core: Any, identifier: Dataset) -> list[Stored]:
+def matching(archive: Archive, identifier: Dataset) -> list[Stored]:
     """The stored instances named by a retrieve identifier (unique keys per level)."""
     level = str(identifier.get("QueryRetrieveLevel", "")).upper()
-    stmt = select(I.c.sop_uid, I.c.study_uid, I.c.sop_class_uid, I.c.transfer_syntax,
-                  I.c.blob_key)
-    conds = []
+    patient_ids: list[str] = []
     if level == "PATIENT":
-        ids = _uids(identifier, "PatientID")
-        if not ids:
+        patient_ids = _uids(identifier, "PatientID")
+        if not patient_ids:
             return []
-        stmt = stmt.select_from(I.join(ST, ST.c.study_uid == I.c.study_uid))
-        conds.append(ST.c.patient_id.in_(ids))
-    for keyword, column in (("StudyInstanceUID", I.c.study_uid),
-                            ("SeriesInstanceUID", I.c.series_uid),
-                            ("SOPInstanceUID", I.c.sop_uid)):
-        uids = _uids(identifier, keyword)
-        if uids:
-            conds.append(column.in_(uids))
-    if not conds:
-        return []
-    with core.store.reader.connect() as conn:
-        rows = conn.execute(stmt.where(*conds).order_by(I.c.study_uid, I.c.series_uid,
-                                                        I.c.instance_number, I.c.id)).all()
-    return [Stored(r.sop_uid, r.study_uid, r.sop_class_uid, r.transfer_syntax,
-                   str(core.blobs.path(r.blob_key))) for r in rows]
+    rows = archive.retrieve_matches(
+        patient_ids=patient_ids, study_uids=_uids(identifier, "StudyInstanceUID"),
+        series_uids=_uids(identifier, "SeriesInstanceUID"),
+        sop_uids=_uids(identifier, "SOPInstanceUID"))
+    return [Stored.of(row) for row in rows]
 
 
 def move_contexts(instances: list[Stored]) -> list[PresentationContext]:
@@ -124,10 +118,11 @@ class StoredObject(Dataset):
         self.stored = stored
 
 
-def send_stored_files(assoc: Any, scratch: str | None = None) -> None:
+def send_stored_files(assoc: Any, blobs: BlobStore) -> None:
     """Make ``assoc.send_c_store`` send a :class:`StoredObject` from its file: as stored when
     the peer accepted (SOP class, stored syntax), else decoded into a temporary uncompressed
-    copy in ``scratch`` when it accepted Explicit or Implicit VR Little Endian; otherwise it
+    copy in the blob store's scratch folder when it accepted Explicit or Implicit VR Little
+    Endian (``core/imaging/transcode.py``, one frame in memory at a time); otherwise it
     raises ``ValueError``, which pynetdicom counts as a failed sub-operation. Other datasets
     are sent as before.
 
@@ -147,14 +142,16 @@ def send_stored_files(assoc: Any, scratch: str | None = None) -> None:
         accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts
                     if cx.abstract_syntax == item.sop_class_uid and cx.as_scu}
         if item.transfer_syntax in accepted:
-            return original(Path(item.path), *args, **kwargs)
+            with blobs.local_copy(item.blob_key) as path:
+                return original(path, *args, **kwargs)
         target = next((s for s in transcode.UNCOMPRESSED if s in accepted), None)
         if target is None or not transcode.can_convert(item.transfer_syntax):
             raise ValueError(f"{item.sop_uid}: the peer accepted none of "
                              f"{item.transfer_syntax} or an uncompressed syntax this object "
                              f"can be decoded to, for SOP class {item.sop_class_uid}")
         try:
-            copy = transcode.uncompressed_copy(item.path, target, scratch)
+            with blobs.open(item.blob_key) as source:
+                copy = transcode.uncompressed_copy(source, target, blobs.scratch)
         except transcode.CannotConvert as exc:
             log.warning("%s: %s", item.sop_uid, exc)
             raise ValueError(str(exc)) from None

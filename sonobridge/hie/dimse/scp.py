@@ -29,12 +29,16 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from sonobridge.core.imaging.ingest import DicomIngest
-from sonobridge.core.orders import Mpps, MppsError
-from sonobridge.hie.dimse import commitment, retrieve, sockets, worklist
+from sonobridge.core.access import may_use
+from sonobridge.core.errors import CoreError
+from sonobridge.core.events import Answered
+from sonobridge.core.policy import Caller
+from sonobridge.core.services import Core
+from sonobridge.hie.dimse import commitment, refusals, retrieve, sockets, worklist
 from sonobridge.hie.dimse import find as finder
-from sonobridge.hie.dimse.peers import load_peers
+from sonobridge.hie.dimse.peers import Callers, load_peers
 from sonobridge.hie.dimse.pending import write_pending_directly
+from sonobridge.mappings.mpps import procedure_step
 
 log = logging.getLogger("sonobridge.dimse")
 
@@ -60,6 +64,11 @@ STORE_SYNTAXES = [
 NATIVE = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
 # Storage failure reasons from the ingest path are PS3.4 C-STORE statuses already.
 PROCESSING_FAILURE = 0x0110
+# PS3.7 C: the calling AE title was not given this service (SONOBRIDGE_DICOM_PEERS rights).
+NOT_AUTHORIZED = 0x0124
+# MPPS refusals by the core's error code (PS3.4 F.7: duplicate, no such instance, invalid
+# value; anything else a processing failure).
+MPPS_STATUS = {"duplicate": 0x0111, "not-found": 0x0112, "value": 0x0106}
 
 
 class _SupportedContexts(list):
@@ -82,12 +91,12 @@ class _SupportedContexts(list):
 
 
 class DimseServer:
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         settings = core.settings
         self.core = core
-        self.ingest = DicomIngest(core)
-        self.mpps = Mpps(core)
+        self.ingest = core.ingest
         self.peers = load_peers(settings)
+        self.callers = Callers(settings, self.peers)
         self.aet = settings.dicom_aet
         self.host = settings.dicom_host
         self.port = settings.dicom_port
@@ -131,6 +140,7 @@ class DimseServer:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        refusals.install()
         handlers = [(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
                     (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
                     (evt.EVT_C_GET, self._get), (evt.EVT_N_CREATE, self._n_create),
@@ -155,13 +165,42 @@ class DimseServer:
 
     # ------------------------------------------------------------------ handlers
 
+    def _caller(self, event: Any) -> Caller:
+        """The calling AE title with the rights it was given (``hie/dimse/peers.py``)."""
+        requestor = event.assoc.requestor
+        return self.core.caller(self.callers.policy(requestor.ae_title), requestor.address)
+
+    def _allowed(self, event: Any, service: str, operation: str) -> Caller | None:
+        """The caller when it may use ``service``; else ``None``, counted and audited."""
+        caller = self._caller(event)
+        if may_use(caller.policy, service):
+            return caller
+        calling = event.assoc.requestor.ae_title
+        log.info("%s from %s refused: this AE title may not use %s (SONOBRIDGE_DICOM_PEERS "
+                 "rights)", operation, calling, service)
+        OPERATIONS.labels(operation, f"{NOT_AUTHORIZED:04X}").inc()
+        kind = {"find": "dicom-query", "worklist": "dicom-query", "store": "dicom-store"
+                }.get(service, "dicom-access")
+        self.core.events.emit(Answered(
+            caller, kind, "E" if kind == "dicom-query" else "R", operation, outcome="4",
+            detail=f"{calling} may not use {service}: refused with status "
+                   f"0x{NOT_AUTHORIZED:04X} (not authorized)"))
+        return None
+
     def _echo(self, event: Any) -> int:
+        if self._allowed(event, "echo", "C-ECHO") is None:
+            return NOT_AUTHORIZED
         OPERATIONS.labels("C-ECHO", "0000").inc()
         return 0x0000
 
     def _store(self, event: Any) -> int:
         calling = event.assoc.requestor.ae_title
         path = event.dataset_path
+        caller = self._allowed(event, "store", "C-STORE")
+        if caller is None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return NOT_AUTHORIZED
         try:
             received = self.ingest.receiver.from_file(path)
         except Exception:
@@ -173,25 +212,29 @@ class DimseServer:
                 path.unlink()
         with self._lock:
             deferred = self._deferred.setdefault(id(event.assoc), set())
-        outcome = self.ingest.ingest(received, source=f"C-STORE {calling}", deferred=deferred)
+        outcome = self.ingest.ingest(received, caller, source=f"C-STORE {calling}",
+                                     deferred=deferred)
         status = 0x0000 if outcome.ok else (outcome.failure or PROCESSING_FAILURE)
         OPERATIONS.labels("C-STORE", f"{status:04X}").inc()
         return status
 
     def _association(self, event: Any) -> None:
-        """Every association, accepted or refused, counted and in the audit trail."""
+        """Every association, accepted or refused, counted and in the audit trail. An
+        accepted one learns how to refuse a C-MOVE or C-GET its caller may not make
+        (``refusals.py``)."""
         accepted = event.event.name == "EVT_ACCEPTED"
         ASSOCIATIONS.labels("accepted" if accepted else "rejected").inc()
-        if self.core.audit is None:
-            return
-        from sonobridge.core.audit import Record
+        if accepted:
+            def refusal(service: str, operation: str) -> int | None:
+                return None if self._allowed(event, service, operation) else NOT_AUTHORIZED
 
+            event.assoc.sonobridge_refusal = refusal
         calling = event.assoc.requestor.ae_title
-        self.core.audit.later(Record(
-            "dicom-association", "E", "accepted" if accepted else "rejected",
-            outcome="0" if accepted else "4", who=f"dicom:{calling}", client_id=calling,
-            ip=event.assoc.requestor.address,
-            detail=f"{calling} -> {self.aet}: association {'accepted' if accepted else 'refused'}"))
+        self.core.events.emit(Answered(
+            self._caller(event), "dicom-association", "E",
+            "accepted" if accepted else "rejected", outcome="0" if accepted else "4",
+            detail=f"{calling} -> {self.aet}: association "
+                   f"{'accepted' if accepted else 'refused'}"))
 
     def _closed(self, event: Any) -> None:
         """At the end of an association: rebuild each touched ImagingStudy once, audit."""
@@ -201,51 +244,54 @@ class DimseServer:
             studies = self._deferred.pop(id(event.assoc), set())
         if not studies:
             return
-        audit = self.core.audit
-        if audit is not None:
-            from sonobridge.core.audit import Record
-
-            calling = event.assoc.requestor.ae_title
-            for study in studies:
-                audit.later(Record("dicom-store", "C", "C-STORE", who=f"dicom:{calling}",
-                                   client_id=calling,
-                                   ip=event.assoc.requestor.address, study=study))
+        caller = self._caller(event)
+        for study in sorted(studies):
+            self.core.events.emit(Answered(caller, "dicom-store", "C", "C-STORE", study=study))
         try:
-            self.ingest.sync_studies(studies)
+            self.ingest.sync_studies(studies, caller)
         except Exception:  # the index is committed; `sonobridge reindex` rebuilds these
             log.exception("could not rebuild ImagingStudy for %s", sorted(studies))
+
+    def _mpps(self, event: Any, operation: str, work: Any) -> tuple[int, Dataset | None]:
+        caller = self._allowed(event, "mpps", operation)
+        if caller is None:
+            return NOT_AUTHORIZED, None
+        try:
+            work(caller)
+        except CoreError as exc:
+            status = MPPS_STATUS.get(exc.code, PROCESSING_FAILURE)
+            log.info("MPPS %s refused: %s", operation, exc)
+            OPERATIONS.labels(operation, f"{status:04X}").inc()
+            return status, None
+        OPERATIONS.labels(operation, "0000").inc()
+        return 0x0000, None
 
     def _n_create(self, event: Any) -> tuple[int, Dataset | None]:
         if event.request.AffectedSOPClassUID != ModalityPerformedProcedureStep:
             return 0x0112, None
-        uid = event.request.AffectedSOPInstanceUID
+        uid = str(event.request.AffectedSOPInstanceUID)
         attributes = event.attribute_list
-        try:
-            self.mpps.create(str(uid), attributes, event.assoc.requestor.ae_title)
-        except MppsError as exc:
-            log.info("MPPS N-CREATE %s refused: %s", uid, exc)
-            OPERATIONS.labels("N-CREATE", f"{exc.status:04X}").inc()
-            return exc.status, None
-        OPERATIONS.labels("N-CREATE", "0000").inc()
-        return 0x0000, attributes
+        calling = event.assoc.requestor.ae_title
+        step = procedure_step(uid, attributes, self.core.settings.hl7_time_zone)
+        status, _ = self._mpps(event, "N-CREATE", lambda caller: self.core.orders.step_started(
+            caller, step, calling))
+        return status, attributes if status == 0 else None
 
     def _n_set(self, event: Any) -> tuple[int, Dataset | None]:
-        uid = event.request.RequestedSOPInstanceUID
+        uid = str(event.request.RequestedSOPInstanceUID)
         modifications = event.modification_list
-        try:
-            self.mpps.set(str(uid), modifications, event.assoc.requestor.ae_title)
-        except MppsError as exc:
-            log.info("MPPS N-SET %s refused: %s", uid, exc)
-            OPERATIONS.labels("N-SET", f"{exc.status:04X}").inc()
-            return exc.status, None
-        OPERATIONS.labels("N-SET", "0000").inc()
-        return 0x0000, modifications
+        step = procedure_step(uid, modifications, self.core.settings.hl7_time_zone)
+        status, _ = self._mpps(event, "N-SET", lambda caller: self.core.orders.step_changed(
+            caller, step))
+        return status, modifications if status == 0 else None
 
     def _n_action(self, event: Any) -> tuple[int, Dataset | None]:
         """Storage Commitment request: stored, then answered by an N-EVENT-REPORT."""
         if event.request.RequestedSOPClassUID != commitment.STORAGE_COMMITMENT or \
                 event.action_type != 1:
             return 0x0123, None  # no such action type
+        if self._allowed(event, "commit", "N-ACTION") is None:
+            return NOT_AUTHORIZED, None
         request = event.action_information
         if "TransactionUID" not in request:
             return 0x0120, None  # missing attribute
@@ -263,15 +309,21 @@ class DimseServer:
         """Query/Retrieve and Modality Worklist C-FIND: pending FF01 instead of FF00 when a
         key was not matched on."""
         identifier = event.identifier
-        self._audit_query(event, identifier)
+        mwl = event.request.AffectedSOPClassUID == ModalityWorklistInformationFind
+        caller = self._allowed(event, "worklist" if mwl else "find", "C-FIND")
+        if caller is None:
+            yield NOT_AUTHORIZED, None
+            return
+        self.core.events.emit(Answered(caller, "dicom-query", "E", "C-FIND",
+                                       query=str(identifier)[:2000]))
         write_pending_directly(event.assoc)
         try:
-            if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+            if mwl:
                 query = worklist.parse(identifier)
-                results, pending, unsupported = (worklist.worklist(self.core, query),
+                results, pending, unsupported = (worklist.worklist(self.core, caller, query),
                                                  query.status, query.unsupported)
             else:
-                search = finder.find(self.core, identifier, self.aet,
+                search = finder.find(self.core.archive, identifier, self.aet,
                                      event.request.AffectedSOPClassUID, implicit_vr=bool(
                                          event.context.transfer_syntax.is_implicit_VR))
                 results, pending, unsupported = search.results, search.status, \
@@ -290,54 +342,48 @@ class DimseServer:
             return
         OPERATIONS.labels("C-FIND", "0000").inc()
 
-    def _audit_query(self, event: Any, identifier: Dataset) -> None:
-        if self.core.audit is None:
-            return
-        from sonobridge.core.audit import Record
-
-        calling = event.assoc.requestor.ae_title
-        self.core.audit.later(Record(
-            "dicom-query", "E", "C-FIND", who=f"dicom:{calling}", client_id=calling,
-            ip=event.assoc.requestor.address, query=str(identifier)[:2000]))
-
     def _move(self, event: Any) -> Iterator[Any]:
+        caller = self._allowed(event, "move", "C-MOVE")
+        if caller is None:
+            yield None, None  # pynetdicom: no destination; the status is set below
+            return
         destination = self.peers.get(event.move_destination)
         if destination is None:
             log.info("C-MOVE to unknown destination %r", event.move_destination)
             OPERATIONS.labels("C-MOVE", "A801").inc()
             yield None, None
             return
-        instances = retrieve.matching(self.core, event.identifier)
-        scratch = str(self.ingest.receiver.incoming)
+        instances = retrieve.matching(self.core.archive, event.identifier)
+        blobs = self.core.blobs
         # The association to the destination is made by pynetdicom after the next yield; it
         # learns to send stored files as it is accepted, before any C-STORE on it.
         yield destination.host, destination.port, {
             "contexts": retrieve.move_contexts(instances) or None,
             "evt_handlers": [*sockets.REQUESTOR_HANDLERS, (evt.EVT_ACCEPTED, lambda accepted:
-                             retrieve.send_stored_files(accepted.assoc, scratch))]}
+                             retrieve.send_stored_files(accepted.assoc, blobs))]}
         yield len(instances)
-        yield from self._send(event, instances, "C-MOVE")
+        yield from self._send(event, caller, instances, "C-MOVE")
 
     def _get(self, event: Any) -> Iterator[Any]:
-        instances = retrieve.matching(self.core, event.identifier)
-        retrieve.send_stored_files(event.assoc, str(self.ingest.receiver.incoming))
+        caller = self._allowed(event, "get", "C-GET")
+        if caller is None:  # refused before (``refusals.py``): never reached
+            yield 0
+            return
+        instances = retrieve.matching(self.core.archive, event.identifier)
+        retrieve.send_stored_files(event.assoc, self.core.blobs)
         yield len(instances)
-        yield from self._send(event, instances, "C-GET")
+        yield from self._send(event, caller, instances, "C-GET")
 
-    def _send(self, event: Any, instances: list[retrieve.Stored], operation: str
-              ) -> Iterator[tuple[int, Any]]:
-        if self.core.audit is not None and instances:
-            from sonobridge.core.audit import Record
-
-            calling = event.assoc.requestor.ae_title
-            for study in sorted({i.study_uid for i in instances})[:20]:
-                self.core.audit.later(Record(
-                    "dicom-access", "R", operation, who=f"dicom:{calling}", client_id=calling,
-                    ip=event.assoc.requestor.address, study=study))
+    def _send(self, event: Any, caller: Caller, instances: list[retrieve.Stored],
+              operation: str) -> Iterator[tuple[int, Any]]:
+        for study in sorted({i.study_uid for i in instances})[:20]:
+            self.core.events.emit(Answered(caller, "dicom-access", "R", operation,
+                                           study=study))
         for item in instances:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            # The stored file, sent from disk by the association (retrieve.send_stored_files).
+            # The stored file, sent from the blob store by the association
+            # (retrieve.send_stored_files).
             yield 0xFF00, retrieve.StoredObject(item)
         OPERATIONS.labels(operation, "0000").inc()

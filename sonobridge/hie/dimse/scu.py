@@ -24,6 +24,7 @@ from sonobridge.hie.dimse.retrieve import (
     move_contexts,
     send_stored_files,
 )
+from sonobridge.store.blobs import BlobStore
 
 
 class ScuError(RuntimeError):
@@ -88,14 +89,14 @@ def move(aet: str, peer: Peer, destination: str, identifier: Dataset,
     return final
 
 
-def store(aet: str, peer: Peer, instances: list[Stored], scratch: str | None = None
+def store(aet: str, peer: Peer, instances: list[Stored], blobs: BlobStore
           ) -> dict[str, str | None]:
     """C-STORE stored files as C-MOVE sends them: as they are when the peer accepts their
-    syntax, else an uncompressed copy (decoded in ``scratch``), through a bounded send queue.
+    syntax, else an uncompressed copy (decoded frame by frame), through a bounded send queue.
     Returns an error per SOP Instance UID, ``None`` for the ones stored."""
     _config.STORE_SEND_CHUNKED_DATASET = True
     assoc = _associate(aet, peer, move_contexts(instances))
-    send_stored_files(assoc, scratch)
+    send_stored_files(assoc, blobs)
     results: dict[str, str | None] = {}
     try:
         for item in instances:

@@ -17,20 +17,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from sonobridge.core.policy import Caller
+from sonobridge.core.services import Core
 from sonobridge.hie.dimse import matching
 from sonobridge.hie.dimse.find import PENDING, PENDING_UNSUPPORTED_KEYS, FindError
-from sonobridge.jsonio import loads
 from sonobridge.mappings.worklist import DEFAULT_MODALITY, ItemContext, item
 
 IDENTIFIER_MISMATCH = 0xA900
-PAGE = 100
 
 # Matching keys, by how they are matched. Anything else with a value is not supported.
 TOP_KEYS = {
@@ -200,110 +199,18 @@ def _match(kind: str, wanted: Any, actual: Any) -> bool:
 
 # ---------------------------------------------------------------------------------- search
 
-def worklist(core: Any, query: Query) -> Iterator[Dataset]:
+def worklist(core: Core, caller: Caller, query: Query) -> Iterator[Dataset]:
     """The worklist items matching the query, each trimmed to the keys it asked for."""
     settings = core.settings
-    params = query.search_params()
-    patient_id = _single(query.top.get("PatientID"))
-    if patient_id:
-        patients = _patients_with_id(core, patient_id)
-        if not patients:
-            return
-        params.append(("subject", ",".join(f"Patient/{p}" for p in patients)))
     stations = settings.worklist_stations
-    for orders, related in _pages(core, params):
-        for order in orders:
-            context = ItemContext(
-                patient=_related(core, related, order.get("subject", {})),
-                performers=[_related(core, related, p) for p in order.get("performer", [])],
-                patient_id_system=settings.dicom_patient_id_system,
-                zone=settings.hl7_time_zone, stations=stations)
-            ds = item(order, context)
-            if query.matches(ds):
-                yield trimmed(ds, query.identifier)
-
-
-def _pages(core: Any, params: list[tuple[str, str]]
-           ) -> Iterator[tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]]:
-    """Each page of matching orders, with the patients and performers it includes."""
-    query = [*params, ("_count", str(PAGE)), ("_include", "ServiceRequest:subject"),
-             ("_include", "ServiceRequest:performer")]
-    cursor: str | None = None
-    while True:
-        page = query if cursor is None else [*query, ("_page", cursor)]
-        result = core.search.search(["ServiceRequest"], page, base=core.settings.public_base,
-                                    headers={}, link_path="ServiceRequest")
-        orders, related = [], {}
-        for entry in result.bundle.get("entry", []):
-            mode = entry.get("search", {}).get("mode")
-            if mode == "outcome":
-                continue
-            resource = _resource(entry)
-            if mode == "match":
-                orders.append(resource)
-            else:
-                related[f"{resource['resourceType']}/{resource['id']}"] = resource
-        yield orders, related
-        cursor = _next_cursor(result.bundle)
-        if cursor is None:
-            return
-
-
-def _next_cursor(bundle: dict[str, Any]) -> str | None:
-    for link in bundle.get("link", []):
-        if link.get("relation") == "next":
-            values = parse_qs(urlsplit(link["url"]).query).get("_page")
-            return values[0] if values else None
-    return None
-
-
-def _patients_with_id(core: Any, value: str) -> list[str]:
-    """Patients an item could show with this Patient ID: those with an identifier of that
-    value (any system), and the patient whose id it is (the last resort of the mapping)."""
-    from sonobridge.core.validation import is_valid_id
-
-    found: list[str] = []
-    query = [("identifier", value), ("_count", str(PAGE)), ("_elements", "id")]
-    cursor: str | None = None
-    while True:
-        page = query if cursor is None else [*query, ("_page", cursor)]
-        result = core.search.search(["Patient"], page, base=core.settings.public_base,
-                                    headers={}, link_path="Patient")
-        found += [_resource(e)["id"] for e in result.bundle.get("entry", [])
-                  if e.get("search", {}).get("mode") == "match"]
-        cursor = _next_cursor(result.bundle)
-        if cursor is None:
-            break
-    if value not in found and is_valid_id(value):
-        stored = core.store.read("Patient", value)
-        if stored is not None and not stored.deleted:
-            found.append(value)
-    return found
-
-
-def _related(core: Any, related: dict[str, dict[str, Any]], ref: dict[str, Any]
-             ) -> dict[str, Any]:
-    """A referenced resource: from the page's includes, else read (includes can be capped)."""
-    reference = str(ref.get("reference", ""))
-    if reference in related:
-        return related[reference]
-    res_type, _, res_id = reference.partition("/")
-    if not res_id or "/" in res_id:
-        return {}
-    stored = core.store.read(res_type, res_id)
-    if stored is None or stored.deleted or stored.content is None:
-        return {}
-    related[reference] = loads(stored.content)
-    return related[reference]
-
-
-def _resource(entry: dict[str, Any]) -> dict[str, Any]:
-    resource = entry["resource"]
-    if isinstance(resource, dict):
-        return resource
-    import orjson
-
-    return loads(orjson.dumps(resource))  # an orjson.Fragment of the stored bytes
+    for found in core.orders.scheduled(caller, query.search_params(),
+                                       _single(query.top.get("PatientID")) or None):
+        context = ItemContext(patient=found.patient, performers=found.performers,
+                              patient_id_system=settings.dicom_patient_id_system,
+                              zone=settings.hl7_time_zone, stations=stations)
+        ds = item(found.order, context)
+        if query.matches(ds):
+            yield trimmed(ds, query.identifier)
 
 
 # ------------------------------------------------------------------------------ responses

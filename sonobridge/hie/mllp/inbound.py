@@ -1,12 +1,9 @@
 """One inbound HL7 v2 message, from raw bytes to ACK bytes.
 
-1. A message whose (sending application, facility, MSH-10) was answered before gets the ACK
-   it got then and is not applied again (a sender resending after a dropped connection).
-2. The message is applied and stored with its ACK in one transaction; one that cannot be
-   applied is stored with its error (and no ACK, so that a resend is tried again). Either way
-   it is committed before its ACK is written: a crash in between means no ACK, and the sender
-   resends. Applied exactly once, never acknowledged unstored.
-3. A message with no usable MSH, or one cut short by the next, is stored as received too.
+The message's header is read, the sender checked, the message applied through the core
+(``hie/mllp/apply.py``) and logged with its ACK exactly once (``core/messages.py``: a resend
+gets the stored ACK; a refused message is kept without one, so that a resend is tried
+again). Every message is told to the audit trail: an applied one in its own transaction.
 """
 
 from __future__ import annotations
@@ -17,33 +14,30 @@ import uuid
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
-from sonobridge.core.patients import Applier
+from sonobridge.core.errors import CoreError
+from sonobridge.core.events import Answered
+from sonobridge.core.policy import Caller
+from sonobridge.core.services import Core
+from sonobridge.hie.mllp.apply import Applier, sender_policy
 from sonobridge.mappings import hl7v2
 from sonobridge.mappings.hl7v2 import HL7Error
-from sonobridge.store.tables import hl7_messages as M
 
 log = logging.getLogger("sonobridge.hl7")
-
-# Built once: composing these per message cost a tenth of the message (SQLAlchemy's statement
-# construction and cache-key work, measured with pyinstrument).
-_SEEN = select(M.c.id, M.c.ack).where(
-    M.c.direction == "in", M.c.sending_app == bindparam("app"),
-    M.c.sending_facility == bindparam("facility"), M.c.control_id == bindparam("control"))
-_INSERT = insert(M)
-_UPDATE = update(M).where(M.c.id == bindparam("row_id"))
 
 MESSAGES = Counter("sonobridge_hl7_messages_total", "HL7 v2 messages received, by ACK code",
                    ["type", "ack"])
 
 
 class Inbound:
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
         self.applier = Applier(core)
         self.receiving = core.settings.hl7_receiving_application
+        self.senders = {s.strip() for s in core.settings.hl7_senders.split(",") if s.strip()}
+
+    def _caller(self, sender: str, peer: str) -> Caller:
+        return self.core.caller(sender_policy(sender), peer.rsplit(":", 1)[0], audited=False)
 
     def handle(self, raw: bytes, peer: str = "") -> bytes:
         now = time.time_ns() // 1000
@@ -67,6 +61,7 @@ class Inbound:
         log_row = {"direction": "in", "peer": peer[:255], "sending_app": key["app"],
                    "sending_facility": key["facility"], "control_id": key["control"],
                    "message_type": kind, "raw": raw, "attempts": 1, "received": now}
+        caller = self._caller(sender, peer)
         try:
             hl7v2.check_header(header)
             text, codec = hl7v2.decode(raw)
@@ -75,30 +70,32 @@ class Inbound:
             if self.receiving and receiving != self.receiving:
                 raise HL7Error(f"this is {self.receiving}, not {receiving!r} (MSH-5)", "207",
                                ("MSH", 1, 5), reject=True)
-            # The raw message, its effect and its ACK commit together: applied exactly once,
-            # and never acknowledged without being stored. Whether it was answered before is
-            # asked in the same transaction (one transaction per message, not two).
-            with self.core.store.write() as writer:
-                row = writer.conn.execute(_SEEN, key).first()
-                if row is not None and row.ack is not None:
-                    return self._resend(row, kind, control, peer)
-                done = self.applier.apply(writer, message, sender)
+            if self.senders and sender not in self.senders:
+                raise HL7Error(f"sending application {sender!r} (MSH-3) is not one this "
+                               "server takes messages from", "207", ("MSH", 1, 3), reject=True)
+            done: list[str] = []
+
+            def work(writer: Any) -> tuple[bytes, dict[str, Any]]:
+                applied = self.applier.apply(writer, message, caller)
                 ack = hl7v2.ack(header, "AA", "", None, self._control_id(), stamp)
                 data = ack.encode(codec or "utf-8", "replace")
-                final = {"status": "applied", "ack": data, "charset": codec,
-                         "error": done.text[:1024], "updated": time.time_ns() // 1000}
-                if row is None:
-                    writer.conn.execute(_INSERT, {**log_row, **final})
-                else:
-                    writer.conn.execute(_UPDATE, {"row_id": row.id, **final})
-                if self.core.audit is not None:  # the message's one event, with its change
-                    self.core.audit.in_transaction(writer, self._record(
-                        kind, control, sender, peer, "0", done.text, done.patient,
-                        done.resource))
+                if self.core.events.wants(Answered):  # the message's one event, with its change
+                    self.core.events.emit(self._event(
+                        caller, kind, control, "0", applied.text, applied.patient,
+                        applied.resource, writer))
+                done.append(applied.text)
+                return data, {"status": "applied", "ack": data, "charset": codec,
+                              "error": applied.text[:1024], "updated": time.time_ns() // 1000}
+
+            answer = self.core.messages.apply(key, log_row, work)
+            if answer.resend:
+                return self._resend(answer.ack, kind, control, peer)
             MESSAGES.labels(kind, "AA").inc()
-            log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done.text)
-            return data
-        except IntegrityError:  # the same message on another connection, just now
+            log.info("HL7 %s %s from %s applied: %s", kind, control, peer, done[0])
+            return answer.ack
+        except CoreError as exc:  # the same message on another connection, just now
+            if exc.status != 409:
+                raise
             return self._busy(header, control, stamp)
         except HL7Error as exc:
             error = exc
@@ -114,45 +111,31 @@ class Inbound:
         data = ack.encode(codec or "utf-8", "replace")
         # Kept without its ACK: a resend after the cause is fixed (e.g. the order it cancels
         # has arrived) is applied then.
-        failed = {"status": status, "charset": codec, "error": text_error[:1024],
+        failed = {**log_row, "status": status, "charset": codec, "error": text_error[:1024],
                   "updated": time.time_ns() // 1000}
-        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
-                conn.begin():
-            row = conn.execute(_SEEN, key).first()
-            if row is not None and row.ack is not None:  # answered before: that answer holds
-                return self._resend(row, kind, control, peer)
-            if row is None:
-                conn.execute(_INSERT, {**log_row, **failed})
-            else:
-                conn.execute(_UPDATE, {"row_id": row.id, **failed})
+        before = self.core.messages.refused(key, failed)
+        if before is not None:  # answered before: that answer holds
+            return self._resend(before, kind, control, peer)
         MESSAGES.labels(kind, code).inc()
         log.info("HL7 %s %s from %s: %s %s", kind, control, peer, code, text_error)
-        self._audit(kind, control, sender, peer, "4" if error.reject else "8",
-                    f"{code}: {text_error}")
+        self.core.events.emit(self._event(caller, kind, control,
+                                          "4" if error.reject else "8", f"{code}: {text_error}"))
         return data
 
     @staticmethod
-    def _resend(row: Any, kind: str, control: str, peer: str) -> bytes:
+    def _resend(ack: bytes, kind: str, control: str, peer: str) -> bytes:
         log.info("HL7 %s %s from %s: a resend, answered with the stored ACK", kind, control,
                  peer)
         MESSAGES.labels(kind, "resend").inc()
-        return bytes(row.ack)
-
-    def _audit(self, kind: str, control: str, sender: str, peer: str, outcome: str,
-               detail: str) -> None:
-        """A message that changed nothing (refused or failed): audited within a moment."""
-        if self.core.audit is not None:
-            self.core.audit.later(self._record(kind, control, sender, peer, outcome, detail))
+        return ack
 
     @staticmethod
-    def _record(kind: str, control: str, sender: str, peer: str, outcome: str, detail: str,
-                patient: str | None = None, resource: str | None = None) -> Any:
-        from sonobridge.core.audit import Record
-
-        return Record("hl7-in", "C" if outcome == "0" else "E", kind or "unknown",
-                      outcome=outcome, who=f"hl7:{sender}", client_id=sender,
-                      ip=peer.rsplit(":", 1)[0], patient=patient, resource=resource,
-                      detail=f"MSH-10 {control}: {detail}"[:500])
+    def _event(caller: Caller, kind: str, control: str, outcome: str, detail: str,
+               patient: str | None = None, resource: str | None = None,
+               writer: Any = None) -> Answered:
+        return Answered(caller, "hl7-in", "C" if outcome == "0" else "E", kind or "unknown",
+                        outcome=outcome, patient=patient, resource=resource,
+                        detail=f"MSH-10 {control}: {detail}"[:500], writer=writer)
 
     def _busy(self, header: list[bytes], control: str, stamp: str) -> bytes:
         error = HL7Error("the same message is being applied on another connection", "206")
@@ -168,13 +151,11 @@ class Inbound:
                            "the block ended without <FS><CR>: a new <VT> started the next one")
 
     def _log_unusable(self, raw: bytes, peer: str, now: int, error: str) -> None:
-        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
-                conn.begin():
-            conn.execute(insert(M).values(
-                direction="in", peer=peer[:255], sending_app="", sending_facility="",
-                control_id=f"no-msh-{uuid.uuid4().hex}", message_type="", charset="",
-                raw=raw, status="rejected", error=error[:1024], attempts=1, received=now,
-                updated=now))
+        self.core.messages.keep({
+            "direction": "in", "peer": peer[:255], "sending_app": "", "sending_facility": "",
+            "control_id": f"no-msh-{uuid.uuid4().hex}", "message_type": "", "charset": "",
+            "raw": raw, "status": "rejected", "error": error[:1024], "attempts": 1,
+            "received": now, "updated": now})
 
     @staticmethod
     def _control_id() -> str:

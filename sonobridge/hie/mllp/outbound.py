@@ -19,6 +19,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from sqlalchemy import func, insert, select, update
 
+from sonobridge.config import Settings
+from sonobridge.core.events import Answered, Events, ResourceChanged
+from sonobridge.core.policy import Policy
 from sonobridge.jsonio import loads
 from sonobridge.mappings.hl7v2 import CHARSETS, MSH18
 from sonobridge.mappings.oru import oru_r01
@@ -76,13 +79,20 @@ def parse_destinations(text: str) -> list[Destination]:
 
 
 class ResultsOutbox:
-    """The write hook that queues ORU^R01 messages for final reports."""
+    """Queues ORU^R01 messages for final reports."""
 
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        settings = core.settings
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.destinations = load_destinations(settings)
         self.sending = (settings.hl7_sending_application, settings.hl7_sending_facility)
+
+    def listen(self, events: Events) -> None:
+        """Queue with every change of a report, in its transaction (``ResourceChanged``)."""
+        events.listen(ResourceChanged, self._changed)
+
+    def _changed(self, event: ResourceChanged) -> None:
+        if event.changed:
+            self(event.writer, event.stored, event.resource)
 
     def __call__(self, writer: Writer, stored: StoredResource,
                  resource: dict[str, Any] | None) -> None:
@@ -107,7 +117,7 @@ class ResultsOutbox:
             control = uuid.uuid4().hex[:20]
             message = oru_r01(resource, order, patient, observations, control_id=control,
                               now=now, sending=self.sending, receiving=(destination.name, ""),
-                              patient_id_system=self.core.settings.dicom_patient_id_system,
+                              patient_id_system=self.settings.dicom_patient_id_system,
                               correction=reported is not None,
                               charset=MSH18[destination.codec])
             stamp = time.time_ns() // 1000
@@ -224,13 +234,12 @@ class OutboxSender(Periodic):
         SENT.labels(values["status"]).inc()
         with self._tx() as conn, conn.begin():
             conn.execute(update(M).where(M.c.id == row.id).values(**values))
-        if self.core.audit is not None and values["status"] != "retry":
-            from sonobridge.core.audit import Record
-
-            self.core.audit.later(Record(
-                "hl7-out", "R", "ORU_R01", outcome="0" if values["status"] == "sent" else "4",
-                who="sonobridge", client_id=row.destination or "",
-                ip=destination.host if destination else "",
+        if values["status"] != "retry":
+            caller = self.core.caller(Policy.system("sonobridge", row.destination or ""),
+                                      destination.host if destination else "")
+            self.core.events.emit(Answered(
+                caller, "hl7-out", "R", "ORU_R01",
+                outcome="0" if values["status"] == "sent" else "4",
                 detail=f"{values['status']}: {values.get('error') or ''}"[:500]))
 
 

@@ -1,37 +1,133 @@
-"""The DICOM index rows (study, series, instance), kept in step with the FHIR ImagingStudy."""
+"""The DICOM index rows: study, series and instance, with the attributes QIDO and C-FIND match
+on, each instance's DICOM JSON metadata, blob key and frame table.
+
+Rows only: the values come computed from the received object (``core/imaging/indexing.py``),
+and the FHIR ImagingStudy kept in step with these rows is the core's (``core/imaging/
+studies.py``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from sonobridge.core.imaging.metadata import SERIES_TAGS, STUDY_TAGS, first, pick
-from sonobridge.core.imaging.parse import Parsed
-from sonobridge.mappings.hl7v2 import identifier_system
-from sonobridge.mappings.imaging_study import (
-    InstanceSummary,
-    SeriesSummary,
-    imaging_study,
-    patient_from_dicom,
-)
 from sonobridge.store.normalize import normalize
-from sonobridge.store.resources import Writer
 from sonobridge.store.tables import dicom_instances as I
 from sonobridge.store.tables import dicom_series as S
 from sonobridge.store.tables import dicom_studies as ST
 
-ENDPOINT_ID = "sonobridge-dicomweb"
+PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
 
 
-def instance_row(conn: Connection, sop_uid: str) -> Any:
-    return conn.execute(select(I).where(I.c.sop_uid == sop_uid)).first()
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """One stored instance as the index knows it."""
+
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    blob_key: str
+    size: int
+    sha256: str
+    number_of_frames: int | None
+    received: int
+    metadata: bytes
+    frames: bytes | None  # the frame table (JSON), when there is pixel data
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
 
 
-def has_blob(core: Any, key: str) -> bool:
-    with core.store.reader.connect() as conn:
-        return conn.execute(select(I.c.id).where(I.c.blob_key == key)).first() is not None
+_INSTANCE_COLUMNS = (I.c.sop_uid, I.c.series_uid, I.c.study_uid, I.c.sop_class_uid,
+                     I.c.transfer_syntax, I.c.blob_key, I.c.size, I.c.sha256,
+                     I.c.number_of_frames, I.c.received, I.c.metadata, I.c.frames,
+                     I.c.instance_number, I.c.rows, I.c.columns)
+
+
+def _stored(row: Any) -> StoredInstance:
+    return StoredInstance(
+        row.sop_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax,
+        row.blob_key, row.size, row.sha256, row.number_of_frames, row.received,
+        bytes(row.metadata), bytes(row.frames) if row.frames is not None else None,
+        row.instance_number, row.rows, row.columns)
+
+
+def instance(conn: Connection, sop_uid: str, series_uid: str | None = None,
+             study_uid: str | None = None) -> StoredInstance | None:
+    stmt = select(*_INSTANCE_COLUMNS).where(I.c.sop_uid == sop_uid)
+    if series_uid is not None:
+        stmt = stmt.where(I.c.series_uid == series_uid)
+    if study_uid is not None:
+        stmt = stmt.where(I.c.study_uid == study_uid)
+    row = conn.execute(stmt).first()
+    return None if row is None else _stored(row)
+
+
+def instances(conn: Connection, study_uid: str, series_uid: str | None = None,
+              sop_uid: str | None = None) -> list[StoredInstance]:
+    """The instances of a study (series, instance), in series and instance number order."""
+    stmt = select(*_INSTANCE_COLUMNS).where(I.c.study_uid == study_uid)
+    if series_uid is not None:
+        stmt = stmt.where(I.c.series_uid == series_uid)
+    if sop_uid is not None:
+        stmt = stmt.where(I.c.sop_uid == sop_uid)
+    stmt = stmt.order_by(I.c.series_uid, I.c.instance_number, I.c.id)
+    return [_stored(row) for row in conn.execute(stmt)]
+
+
+def retrieve_matches(conn: Connection, *, patient_ids: Sequence[str] = (),
+                     study_uids: Sequence[str] = (), series_uids: Sequence[str] = (),
+                     sop_uids: Sequence[str] = ()) -> list[StoredInstance]:
+    """The instances a C-MOVE/C-GET identifier names (each list, when given, must match)."""
+    stmt = select(*_INSTANCE_COLUMNS)
+    conds = []
+    if patient_ids:
+        stmt = stmt.select_from(I.join(ST, ST.c.study_uid == I.c.study_uid))
+        conds.append(ST.c.patient_id.in_(list(patient_ids)))
+    for uids, column in ((study_uids, I.c.study_uid), (series_uids, I.c.series_uid),
+                         (sop_uids, I.c.sop_uid)):
+        if uids:
+            conds.append(column.in_(list(uids)))
+    if not conds:
+        return []
+    stmt = stmt.where(*conds).order_by(I.c.study_uid, I.c.series_uid, I.c.instance_number,
+                                       I.c.id)
+    return [_stored(row) for row in conn.execute(stmt)]
+
+
+def has_blob(conn: Connection, key: str) -> bool:
+    return conn.execute(select(I.c.id).where(I.c.blob_key == key)).first() is not None
+
+
+def has_study(conn: Connection, study_uid: str) -> bool:
+    return conn.execute(select(ST.c.id).where(ST.c.study_uid == study_uid)).first() \
+        is not None
+
+
+def studies_of_series(conn: Connection, series_uids: Sequence[str]) -> list[str]:
+    if not series_uids:
+        return []
+    rows = conn.execute(select(S.c.study_uid).where(S.c.series_uid.in_(list(series_uids))))
+    return sorted({row.study_uid for row in rows})
+
+
+def count_instances(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(I)).scalar_one())
+
+
+def instance_page(conn: Connection, after: int, size: int) -> list[tuple[int, str, int, str]]:
+    """(row id, blob key, size, sha256) of the instances past ``after`` (for ``reindex``)."""
+    rows = conn.execute(select(I.c.id, I.c.blob_key, I.c.size, I.c.sha256).where(
+        I.c.id > after).order_by(I.c.id).limit(size)).all()
+    return [(row.id, row.blob_key, row.size, row.sha256) for row in rows]
+
+
+# --------------------------------------------------------------------------- person names
 
 
 def name_tokens(name: str | None) -> str | None:
@@ -49,72 +145,49 @@ def name_tokens(name: str | None) -> str | None:
     return "|" + "|".join(parts) + "|" if parts else None
 
 
-PN_GROUPS = ("alphabetic", "ideographic", "phonetic")
-
-
 def name_groups(column: str, name: str | None) -> dict[str, str | None]:
     """``Zhang^Wei=张^伟`` -> the ``{column}_alphabetic``, ``_ideographic`` and ``_phonetic``
     values: each component group is matched on its own."""
     parts = [*(name or "").split("="), "", ""][:3]
-    return {f"{column}_{group}": _clip(part, 324) for group, part in zip(PN_GROUPS, parts,
-                                                                         strict=True)}
+    return {f"{column}_{group}": clip(part, 324) for group, part in zip(PN_GROUPS, parts,
+                                                                        strict=True)}
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _clip(value: Any, size: int) -> str | None:
+def clip(value: Any, size: int) -> str | None:
     return None if value in (None, "") else str(value)[:size]
 
 
-def upsert(writer: Writer, core: Any, metadata: dict[str, Any], parsed: Parsed, key: str,
-           size: int, sha256: str, frames: bytes | None, *, sync: bool = True) -> None:
-    conn = writer.conn
-    ds = parsed.dataset
-    sop_uid, series_uid, study_uid = (str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),
-                                      str(ds.StudyInstanceUID))
-    now = writer.now
-    values = {
-        "sop_uid": sop_uid, "series_uid": series_uid, "study_uid": study_uid,
-        "sop_class_uid": str(ds.SOPClassUID), "instance_number": _int(ds.get("InstanceNumber")),
-        "transfer_syntax": parsed.transfer_syntax, "rows": _int(ds.get("Rows")),
-        "columns": _int(ds.get("Columns")),
-        "number_of_frames": _int(ds.get("NumberOfFrames")) or (1 if parsed.pixels else None),
-        "blob_key": key, "size": size, "sha256": sha256, "received": now,
-        "metadata": orjson.dumps(metadata), "frames": frames,
-    }
-    if instance_row(conn, sop_uid) is None:
+# --------------------------------------------------------------------------- writes
+
+
+def upsert(conn: Connection, now: int, instance_values: dict[str, Any],
+           series_values: dict[str, Any], study_values: dict[str, Any]) -> None:
+    """Insert or replace an instance's row, then bring its series and study rows up to date
+    (counts from the rows; attributes from this, the latest, instance)."""
+    sop_uid = instance_values["sop_uid"]
+    series_uid = instance_values["series_uid"]
+    study_uid = instance_values["study_uid"]
+    values = {**instance_values, "received": now}
+    if conn.execute(select(I.c.id).where(I.c.sop_uid == sop_uid)).first() is None:
         conn.execute(insert(I).values(**values))
     else:
         conn.execute(update(I).where(I.c.sop_uid == sop_uid).values(**values))
-    series_attrs = pick(metadata, SERIES_TAGS)
-    series_values = {
-        "study_uid": study_uid, "modality": _clip(first(metadata, "Modality"), 16),
-        "series_number": _int(first(metadata, "SeriesNumber")),
-        "series_description": _clip(first(metadata, "SeriesDescription"), 64),
-        "series_date": _clip(first(metadata, "SeriesDate"), 8),
-        "series_time": _clip(first(metadata, "SeriesTime"), 16),
-        "body_part": _clip(first(metadata, "BodyPartExamined"), 16),
-        "updated": now, "attrs": orjson.dumps(series_attrs),
+    series = {
+        **series_values, "study_uid": study_uid, "updated": now,
         "num_instances": select(func.count()).select_from(I).where(
             I.c.series_uid == series_uid).scalar_subquery(),
     }
     if conn.execute(select(S.c.id).where(S.c.series_uid == series_uid)).first() is None:
-        conn.execute(insert(S).values(series_uid=series_uid, **series_values))
+        conn.execute(insert(S).values(series_uid=series_uid, **series))
     else:
-        conn.execute(update(S).where(S.c.series_uid == series_uid).values(**series_values))
-    refresh_study(conn, study_uid, pick(metadata, STUDY_TAGS, patient=True), now)
-    if sync:
-        sync_imaging_study(writer, core, study_uid)
+        conn.execute(update(S).where(S.c.series_uid == series_uid).values(**series))
+    refresh_study(conn, study_uid, study_values, now)
 
 
-def refresh_study(conn: Connection, study_uid: str, attrs: dict[str, Any] | None,
+def refresh_study(conn: Connection, study_uid: str, values: dict[str, Any] | None,
                   now: int) -> None:
-    """Counts and modalities from the series rows; attributes from the latest instance."""
+    """Counts and modalities from the series rows; ``values`` (the study's attributes) from
+    the latest instance, or ``None`` to keep them."""
     modalities = sorted({m for (m,) in conn.execute(
         select(S.c.modality).where(S.c.study_uid == study_uid)).all() if m})
     counts = {
@@ -125,148 +198,20 @@ def refresh_study(conn: Connection, study_uid: str, attrs: dict[str, Any] | None
         "modalities": f"|{'|'.join(modalities)}|"[:128] if modalities else None,
         "updated": now,
     }
-    exists = conn.execute(select(ST.c.id).where(ST.c.study_uid == study_uid)).first()
-    if attrs is None:
-        if exists is not None:
+    exists = has_study(conn, study_uid)
+    if values is None:
+        if exists:
             conn.execute(update(ST).where(ST.c.study_uid == study_uid).values(**counts))
         return
-    name = first(attrs, "PatientName")
-    values = {
-        **counts,
-        "patient_id": _clip(first(attrs, "PatientID"), 64),
-        "patient_name": _clip(name, 324), "patient_name_norm": _clip(name_tokens(name), 324),
-        **name_groups("patient_name", name),
-        "patient_birth_date": _clip(first(attrs, "PatientBirthDate"), 8),
-        "patient_sex": _clip(first(attrs, "PatientSex"), 16),
-        "study_date": _clip(first(attrs, "StudyDate"), 8),
-        "study_time": _clip(first(attrs, "StudyTime"), 16),
-        "accession_number": _clip(first(attrs, "AccessionNumber"), 64),
-        "study_id": _clip(first(attrs, "StudyID"), 16),
-        "study_description": _clip(first(attrs, "StudyDescription"), 64),
-        "referring_physician": _clip(first(attrs, "ReferringPhysicianName"), 324),
-        "attrs": orjson.dumps(attrs),
-    }
-    if exists is None:
-        conn.execute(insert(ST).values(study_uid=study_uid, **values))
+    if not exists:
+        conn.execute(insert(ST).values(study_uid=study_uid, **counts, **values))
     else:
-        conn.execute(update(ST).where(ST.c.study_uid == study_uid).values(**values))
+        conn.execute(update(ST).where(ST.c.study_uid == study_uid).values(**counts, **values))
 
 
-def sync_imaging_study(writer: Writer, core: Any, study_uid: str) -> None:
-    """Create, update or delete the ImagingStudy for a study, from the index rows."""
-    conn = writer.conn
-    study = conn.execute(select(ST).where(ST.c.study_uid == study_uid)).first()
-    if study is None or study.num_instances == 0:
-        if writer.read("ImagingStudy", study_uid) is not None:
-            writer.delete("ImagingStudy", study_uid)
-        return
-    attrs = orjson.loads(study.attrs)
-    series_rows = conn.execute(select(S.c.series_uid, S.c.attrs).where(
-        S.c.study_uid == study_uid).order_by(S.c.series_number, S.c.id)).all()
-    instance_rows = conn.execute(select(
-        I.c.series_uid, I.c.sop_uid, I.c.sop_class_uid, I.c.instance_number,
-        I.c.number_of_frames).where(I.c.study_uid == study_uid).order_by(
-        I.c.instance_number, I.c.id)).all()
-    by_series: dict[str, list[InstanceSummary]] = {}
-    for row in instance_rows:
-        by_series.setdefault(row.series_uid, []).append(InstanceSummary(
-            row.sop_uid, row.sop_class_uid, row.instance_number, row.number_of_frames))
-    series = [SeriesSummary(row.series_uid, orjson.loads(row.attrs),
-                            by_series.get(row.series_uid, [])) for row in series_rows
-              if by_series.get(row.series_uid)]
-    settings = core.settings
-    patient_ref = _patient(writer, core, attrs)
-    based_on = _orders(writer, core, study_uid, attrs)
-    _endpoint(writer, settings)
-    resource = imaging_study(study_uid, attrs, series, patient_ref=patient_ref,
-                             endpoint_ref=f"Endpoint/{ENDPOINT_ID}", based_on=based_on)
-    writer.update("ImagingStudy", study_uid, resource)
-
-
-def _patient(writer: Writer, core: Any, attrs: dict[str, Any]) -> str | None:
-    patient_id = first(attrs, "PatientID")
-    if not patient_id:
-        return None
-    system = core.settings.dicom_patient_id_system
-    # With an Issuer of Patient ID the ID is the HIS's own, under that authority (the one the
-    # worklist gave the modality), and matched only there: "123" of another authority is
-    # another patient. Without one, the DICOM Patient ID domain.
-    issuers = _issuer_systems(attrs)
-
-    def holder(candidate: str) -> str | None:
-        found = core.fhir.find(writer, "Patient", [("identifier", f"{candidate}|{patient_id}")],
-                               core.settings.public_base, limit=2)
-        return found[0] if found else None
-
-    for candidate in issuers or [system]:
-        found = holder(candidate)
-        if found:
-            return f"Patient/{found}"
-    patient = patient_from_dicom(attrs, system)
-    if issuers:
-        own = [{"system": candidate, "value": str(patient_id)} for candidate in issuers]
-        patient["identifier"] = own + (patient["identifier"] if holder(system) is None else [])
-    stored = writer.create("Patient", patient)
-    return f"Patient/{stored.id}"
-
-
-def _issuer_systems(attrs: dict[str, Any]) -> list[str]:
-    """Identifier systems of the Patient ID's issuer: its ISO OID from the Issuer of Patient ID
-    Qualifiers Sequence (0010,0024), and its local namespace (0010,0021)."""
-    systems = []
-    for item in (attrs.get("00100024") or {}).get("Value") or []:
-        universal = ((item.get("00400032") or {}).get("Value") or [""])[0]
-        kind = ((item.get("00400033") or {}).get("Value") or [""])[0]
-        if universal and kind in ("ISO", ""):
-            systems.append(f"urn:oid:{universal}")
-    issuer = first(attrs, "IssuerOfPatientID")
-    if issuer:
-        systems.append(identifier_system([str(issuer)]))
-    return systems
-
-
-def _orders(writer: Writer, core: Any, study_uid: str, attrs: dict[str, Any]) -> list[str]:
-    """The orders a study was performed for: the one its accession number names, and those
-    of the procedure steps (MPPS Tasks) that say they performed it. Both are looked up at
-    every sync, so the link holds whichever came first, the images or the MPPS."""
-    base = core.settings.public_base
-    orders: list[str] = []
-    accession = first(attrs, "AccessionNumber")
-    if accession:
-        found = core.fhir.find(writer, "ServiceRequest", [("identifier", str(accession))],
-                               base, limit=2)
-        if len(found) == 1:
-            orders.append(f"ServiceRequest/{found[0]}")
-    for task_id in core.fhir.find(writer, "Task", [("output", f"ImagingStudy/{study_uid}")],
-                                  base, limit=100):
-        stored = writer.read("Task", task_id)
-        if stored is None or stored.deleted or stored.content is None:
-            continue
-        for ref in orjson.loads(stored.content).get("basedOn", []):
-            reference = ref.get("reference", "")
-            if reference.startswith("ServiceRequest/") and reference not in orders:
-                orders.append(reference)
-    return orders
-
-
-def _endpoint(writer: Writer, settings: Any) -> None:
-    if writer.read("Endpoint", ENDPOINT_ID) is not None:
-        return
-    writer.update("Endpoint", ENDPOINT_ID, {
-        "resourceType": "Endpoint", "id": ENDPOINT_ID, "status": "active",
-        "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-                           "code": "dicom-wado-rs"},
-        "name": "SonoBridge DICOMweb (WADO-RS, QIDO-RS, STOW-RS)",
-        "payloadType": [{"text": "DICOM"}],
-        "payloadMimeType": ["application/dicom"],
-        "address": f"{settings.public_base.rsplit('/fhir', 1)[0]}/dicomweb",
-    })
-
-
-def remove(writer: Writer, core: Any, *, study_uid: str, series_uid: str | None = None,
+def remove(conn: Connection, now: int, *, study_uid: str, series_uid: str | None = None,
            sop_uid: str | None = None) -> list[str]:
     """Delete index rows; returns the blob keys to delete after the commit."""
-    conn = writer.conn
     condition = I.c.study_uid == study_uid
     if series_uid:
         condition = condition & (I.c.series_uid == series_uid)
@@ -281,14 +226,46 @@ def remove(writer: Writer, core: Any, *, study_uid: str, series_uid: str | None 
             I.c.series_uid == series)).scalar_one()
         if remaining:
             conn.execute(update(S).where(S.c.series_uid == series).values(
-                num_instances=remaining, updated=writer.now))
+                num_instances=remaining, updated=now))
         else:
             conn.execute(delete(S).where(S.c.series_uid == series))
     left = conn.execute(select(func.count()).select_from(I).where(
         I.c.study_uid == study_uid)).scalar_one()
     if left:
-        refresh_study(conn, study_uid, None, writer.now)
+        refresh_study(conn, study_uid, None, now)
     else:
         conn.execute(delete(ST).where(ST.c.study_uid == study_uid))
-    sync_imaging_study(writer, core, study_uid)
     return [row.blob_key for row in rows]
+
+
+# --------------------------------------------------------------------------- ImagingStudy
+
+
+@dataclass(frozen=True, slots=True)
+class StudySummary:
+    """What the ImagingStudy of a study is made from: the study's attributes, and per series
+    its attributes and instances (uid, class, number, frames)."""
+
+    study_uid: str
+    attrs: bytes
+    series: list[tuple[str, bytes, list[tuple[str, str, int | None, int | None]]]]
+
+
+def study_summary(conn: Connection, study_uid: str) -> StudySummary | None:
+    study = conn.execute(select(ST.c.attrs, ST.c.num_instances).where(
+        ST.c.study_uid == study_uid)).first()
+    if study is None or study.num_instances == 0:
+        return None
+    series_rows = conn.execute(select(S.c.series_uid, S.c.attrs).where(
+        S.c.study_uid == study_uid).order_by(S.c.series_number, S.c.id)).all()
+    instance_rows = conn.execute(select(
+        I.c.series_uid, I.c.sop_uid, I.c.sop_class_uid, I.c.instance_number,
+        I.c.number_of_frames).where(I.c.study_uid == study_uid).order_by(
+        I.c.instance_number, I.c.id)).all()
+    by_series: dict[str, list[tuple[str, str, int | None, int | None]]] = {}
+    for row in instance_rows:
+        by_series.setdefault(row.series_uid, []).append(
+            (row.sop_uid, row.sop_class_uid, row.instance_number, row.number_of_frames))
+    series = [(row.series_uid, bytes(row.attrs), by_series[row.series_uid])
+              for row in series_rows if by_series.get(row.series_uid)]
+    return StudySummary(study_uid, bytes(study.attrs), series)

@@ -1,0 +1,48 @@
+"""One process's services: the core, and what the edges add to it.
+
+``open_gateway`` opens the core (``core/services.py``) and attaches the edges' listeners to
+its events (the HL7 results outbox, DICOM forwarding, when configured), and builds the
+authorization service. Every command and the HTTP app open the gateway through here, so a
+DICOM object imported from the command line is forwarded like one received by C-STORE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sonobridge.auth.service import AuthService
+from sonobridge.config import Settings
+from sonobridge.core.services import Core, open_core
+
+
+@dataclass
+class Gateway:
+    core: Core
+    auth: AuthService
+
+    def close(self) -> None:
+        self.core.close()
+
+
+def attach_listeners(core: Core) -> Core:
+    """The edges' listeners of core events, as the settings ask for them."""
+    settings = core.settings
+    if settings.dicom_forward:
+        from sonobridge.hie.dimse.forward import Forwarder
+
+        Forwarder(settings).listen(core.events)
+    if settings.sends_results:
+        from sonobridge.hie.mllp.outbound import ResultsOutbox
+
+        ResultsOutbox(settings).listen(core.events)
+    return core
+
+
+def open_app_core(settings: Settings, *, run_migrations: bool = True) -> Core:
+    """The core with the edges' listeners attached."""
+    return attach_listeners(open_core(settings, run_migrations=run_migrations))
+
+
+def open_gateway(settings: Settings, *, run_migrations: bool = True) -> Gateway:
+    core = open_app_core(settings, run_migrations=run_migrations)
+    return Gateway(core, AuthService(settings, core.engine))
