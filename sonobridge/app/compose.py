@@ -29,12 +29,14 @@ def attach_listeners(core: Core) -> Core:
     settings = core.settings
     if settings.dicom_forward:
         from sonobridge.hie.dimse.forward import Forwarder
+        from sonobridge.store import queues
 
-        Forwarder(settings).listen(core.events)
+        Forwarder(settings, queues.dicom_forwards(core.engine)).listen(core.events)
     if settings.sends_results:
         from sonobridge.hie.mllp.outbound import ResultsOutbox
+        from sonobridge.store import queues
 
-        ResultsOutbox(settings).listen(core.events)
+        ResultsOutbox(settings, queues.hl7_outbox(core.engine)).listen(core.events)
     return core
 
 

@@ -117,7 +117,7 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
 
     dicomweb = DicomWebApp(core, configured_base=settings.base_url,
                            threads=settings.worker_threads, remote=Proxy(core))
-    auth_web = AuthWeb(auth, settings.base_url, patients=lambda user: _patients(core),
+    auth_web = AuthWeb(auth, settings.base_url, patients=lambda user: core.patients.recent(),
                        patient_exists=lambda pid: core.resources.exists("Patient", pid),
                        audit=lambda *args: _audit_auth(core, *args))
     middleware = [Middleware(RequestContextMiddleware)]
@@ -154,28 +154,6 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
     app.state.fhir = fhir
     app.state.dicomweb = core.archive
     return app
-
-
-def _patients(core: Core, limit: int = 50) -> list[tuple[str, str]]:
-    """Patients for the standalone-launch picker: (id, "Family Given (birth date)")."""
-    from sqlalchemy import and_, select
-
-    from sonobridge.store.tables import resource_versions as V
-    from sonobridge.store.tables import resources as R
-
-    stmt = select(R.c.res_id, V.c.content).select_from(
-        R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
-        R.c.res_type == "Patient", R.c.deleted.is_(False)).order_by(R.c.rid.desc()).limit(limit)
-    out = []
-    with core.store.reader.connect() as conn:
-        for row in conn.execute(stmt):
-            resource = orjson.loads(row.content)
-            name = (resource.get("name") or [{}])[0]
-            label = " ".join([name.get("family", ""), *name.get("given", [])]).strip()
-            if resource.get("birthDate"):
-                label += f" ({resource['birthDate']})"
-            out.append((row.res_id, label or row.res_id))
-    return out
 
 
 def _audit_auth(core: Core, kind: str, ok: bool, user: Any, client_id: str, site: Any,

@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import and_, select
 
 from sonobridge.core.errors import not_found
 from sonobridge.core.policy import Caller
@@ -20,6 +21,7 @@ from sonobridge.core.references import rewrite_references
 from sonobridge.core.resources import Resources
 from sonobridge.store.resources import Writer, new_id
 from sonobridge.store.tables import idx_reference as ref
+from sonobridge.store.tables import resource_versions as V
 from sonobridge.store.tables import resources as R
 
 log = logging.getLogger("sonobridge.patients")
@@ -120,6 +122,23 @@ class Patients:
         survivor_body["link"] = [*links, {"other": {"reference": old}, "type": "replaces"}]
         self._put(writer, caller, "Patient", survivor_id, survivor_body)
         return Merged(survivor_id, prior)
+
+    def recent(self, limit: int = 50) -> list[tuple[str, str]]:
+        """The newest patients, as (id, "Family Given (birth date)"), for a patient picker."""
+        stmt = select(R.c.res_id, V.c.content).select_from(
+            R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
+            R.c.res_type == "Patient", R.c.deleted.is_(False)).order_by(R.c.rid.desc()
+                                                                         ).limit(limit)
+        out = []
+        with self.resources.store.reader.connect() as conn:
+            for row in conn.execute(stmt):
+                resource = orjson.loads(row.content)
+                name = (resource.get("name") or [{}])[0]
+                label = " ".join([name.get("family", ""), *name.get("given", [])]).strip()
+                if resource.get("birthDate"):
+                    label += f" ({resource['birthDate']})"
+                out.append((row.res_id, label or row.res_id))
+        return out
 
     @staticmethod
     def _referrers(writer: Writer, patient_id: str) -> list[tuple[str, str]]:

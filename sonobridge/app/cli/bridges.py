@@ -114,19 +114,18 @@ def status(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     import time
 
     from sonobridge.app.cli.main import _settings
-    from sonobridge.core.services import open_core
     from sonobridge.store import queues
-    from sonobridge.store.tables import dicom_commitments, dicom_forwards
+    from sonobridge.store.db import make_engine
 
-    core = open_core(_settings(data_dir=data_dir, database_url=database_url))
+    engine = make_engine(_settings(data_dir=data_dir,
+                                   database_url=database_url).resolved_database_url)
     try:
-        with core.store.reader.connect() as conn:
-            forwards = queues.summary(conn, dicom_forwards, ["destination"],
-                                      ["destination", "sop_uid"])
-            commitments = queues.summary(conn, dicom_commitments, ["requester"],
-                                         ["requester", "transaction_uid"])
+        forwards = queues.dicom_forwards(engine).report(["destination"],
+                                                        ["destination", "sop_uid"])
+        commitments = queues.dicom_commitments(engine).report(
+            ["requester"], ["requester", "transaction_uid"])
     finally:
-        core.close()
+        engine.dispose()
     console = Console()
     for title, peer, (counts, problems), key in (
             ("forwarding", "destination", forwards, "sop_uid"),

@@ -42,13 +42,11 @@ from typing import Any
 import orjson
 from prometheus_client import Counter
 from pydicom.dataset import Dataset
-from sqlalchemy import insert, select, update
 
+from sonobridge.core.services import Core
 from sonobridge.hie.dimse import sockets
 from sonobridge.periodic import Periodic
 from sonobridge.store import queues
-from sonobridge.store.tables import dicom_commitments as C
-from sonobridge.store.tables import dicom_instances as I
 from sonobridge.store.timeutil import now_us
 
 log = logging.getLogger("sonobridge.dimse.commitment")
@@ -63,13 +61,11 @@ REPORTS = Counter("sonobridge_dimse_commitment_reports_total",
                   "Storage Commitment N-EVENT-REPORT deliveries, by outcome", ["outcome"])
 
 
-def report(core: Any, items: list[tuple[str, str]], transaction_uid: str
+def report(core: Core, items: list[tuple[str, str]], transaction_uid: str
            ) -> tuple[int, Dataset]:
     """(event type, event information) for the instances asked about, as held now."""
-    with core.store.reader.connect() as conn:
-        held = {row.sop_uid: row.sop_class_uid for row in conn.execute(
-            select(I.c.sop_uid, I.c.sop_class_uid).where(
-                I.c.sop_uid.in_([uid for _, uid in items] or [""])))}
+    held = {row.sop_uid: row.sop_class_uid for row in core.archive.retrieve_matches(
+        sop_uids=[uid for _, uid in items] or [""])}
     info = Dataset()
     info.TransactionUID = transaction_uid
     committed, failed = [], []
@@ -100,19 +96,17 @@ class Pending:
     attempts: int = 0
 
 
-def accept(core: Any, requester: str, request: Dataset) -> Pending:
+def accept(core: Core, requester: str, request: Dataset) -> Pending:
     """Store an N-ACTION's request before it is answered, owned by this process's delivery
     for a lease's time."""
     items = orjson.dumps([[str(entry.get("ReferencedSOPClassUID", "")),
                            str(entry.get("ReferencedSOPInstanceUID", ""))]
                           for entry in request.get("ReferencedSOPSequence", [])])
     now = now_us()
-    with core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
-            conn.begin():
-        row_id = int(conn.execute(insert(C).values(
-            transaction_uid=str(request.TransactionUID), requester=requester, items=items,
-            status="sending", attempts=0, next_attempt=now + queues.LEASE * 1_000_000, created=now,
-            updated=now)).inserted_primary_key[0])
+    row_id = queues.dicom_commitments(core.store.engine).add(
+        transaction_uid=str(request.TransactionUID), requester=requester, items=items,
+        status="sending", attempts=0, next_attempt=now + queues.LEASE * 1_000_000,
+        created=now, updated=now)
     return Pending(row_id, str(request.TransactionUID), requester, items)
 
 
@@ -121,10 +115,11 @@ class CommitmentSender(Periodic):
 
     name = "storage-commitment"
 
-    def __init__(self, core: Any, aet: str, peers: dict[str, Any], interval: float = 1.0
+    def __init__(self, core: Core, aet: str, peers: dict[str, Any], interval: float = 1.0
                  ) -> None:
         super().__init__(interval)
         self.core = core
+        self.queue = queues.dicom_commitments(core.store.engine)
         self.aet = aet
         self.peers = peers
         self._message_ids = itertools.count()
@@ -212,11 +207,7 @@ class CommitmentSender(Periodic):
 
     def deliver_due(self) -> int:
         """One round: every report due (retries, and deliveries a stopped process left)."""
-        now = now_us()
-        with self.core.store.reader.connect() as conn:
-            due = [row.id for row in conn.execute(
-                select(C.c.id).where(C.c.status.in_(("retry", "sending")),
-                                     C.c.next_attempt <= now).order_by(C.c.id).limit(100))]
+        due = self.queue.due_ids(now_us(), 100)
         for row_id in due:
             if self.stopping:
                 break
@@ -270,26 +261,14 @@ class CommitmentSender(Periodic):
         items = [(str(c), str(i)) for c, i in orjson.loads(row.items)]
         return report(self.core, items, row.transaction_uid)
 
-    def _write(self) -> Any:
-        return self.core.store.engine.connect().execution_options(sqlite_write=True)
-
     def _claim(self, row_id: int) -> Any | None:
         """Take a due row for one delivery, unless another delivery has it."""
-        now = now_us()
-        with self._write() as conn, conn.begin():
-            taken = conn.execute(update(C).where(
-                C.c.id == row_id, C.c.status.in_(("retry", "sending")),
-                C.c.next_attempt <= now).values(
-                status="sending", next_attempt=now + queues.LEASE * 1_000_000, updated=now))
-            if taken.rowcount != 1:
-                return None
-            return conn.execute(select(C).where(C.c.id == row_id)).first()
+        return self.queue.claim_one(row_id, now_us())
 
     def _done(self, row: Any, outcome: str) -> None:
         REPORTS.labels(outcome).inc()
-        with self._write() as conn, conn.begin():
-            conn.execute(update(C).where(C.c.id == row.id).values(
-                status="sent", attempts=row.attempts + 1, error=None, updated=now_us()))
+        self.queue.set([row.id], status="sent", attempts=row.attempts + 1, error=None,
+                       updated=now_us())
 
     def _retry(self, row: Any, reason: str) -> None:
         """Try again later; after ``GIVE_UP_AFTER`` the request is failed instead (a
@@ -297,17 +276,15 @@ class CommitmentSender(Periodic):
         attempts = row.attempts + 1
         delay = queues.retry_delay(attempts)
         now = now_us()
-        with self._write() as conn, conn.begin():
-            created = conn.execute(select(C.c.created).where(C.c.id == row.id)).scalar_one()
-            if now - created > GIVE_UP_AFTER * 1_000_000:
-                values = {"status": "failed",
-                          "error": f"no report delivered in {GIVE_UP_AFTER // 3600} h; "
-                                   f"last: {reason}"[:1024]}
-            else:
-                values = {"status": "retry", "error": reason[:1024],
-                          "next_attempt": now + delay * 1_000_000}
-            conn.execute(update(C).where(C.c.id == row.id).values(
-                attempts=attempts, updated=now, **values))
+        values: dict[str, Any]
+        if now - self.queue.value(row.id, "created") > GIVE_UP_AFTER * 1_000_000:
+            values = {"status": "failed",
+                      "error": f"no report delivered in {GIVE_UP_AFTER // 3600} h; "
+                               f"last: {reason}"[:1024]}
+        else:
+            values = {"status": "retry", "error": reason[:1024],
+                      "next_attempt": now + delay * 1_000_000}
+        self.queue.set([row.id], attempts=attempts, updated=now, **values)
         REPORTS.labels(values["status"]).inc()
         log.warning("storage commitment %s for %s: %s; %s", row.transaction_uid,
                     row.requester, reason, "given up" if values["status"] == "failed" else

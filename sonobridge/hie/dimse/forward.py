@@ -15,18 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import insert, select, update
 
 from sonobridge.config import ConfigError, Settings
 from sonobridge.core.events import Events, InstanceStored
+from sonobridge.core.services import Core
 from sonobridge.hie.dimse import scu
 from sonobridge.hie.dimse.peers import load_peers
 from sonobridge.hie.dimse.retrieve import Stored
 from sonobridge.periodic import Periodic
 from sonobridge.store import queues
+from sonobridge.store.dicom.index import StoredInstance
 from sonobridge.store.resources import Writer
-from sonobridge.store.tables import dicom_forwards as F
-from sonobridge.store.tables import dicom_instances as I
 from sonobridge.store.timeutil import now_us
 
 FORWARDED = Counter("sonobridge_dicom_forwarded_total", "DICOM objects forwarded, by outcome",
@@ -65,9 +64,10 @@ class Forwarder:
     """Queues matching objects: listens to ``InstanceStored``, told inside the transaction
     that stores the object, so that the queue row commits with it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queue: queues.Queue) -> None:
         self.peers = load_peers(settings)
         self.rules = parse_rules(settings.dicom_forward, self.peers)
+        self.queue = queue
 
     def listen(self, events: Events) -> None:
         events.listen(InstanceStored, self._stored)
@@ -84,18 +84,19 @@ class Forwarder:
         for destination in {rule.destination for rule in self.rules if rule.matches(facts)}:
             if facts["source"] == destination:
                 continue  # never send an object back to where it came from
-            writer.conn.execute(insert(F).values(
-                sop_uid=sop_uid, destination=destination, status="queued", attempts=0,
-                next_attempt=now, created=now, updated=now))
+            self.queue.enqueue(writer.conn, sop_uid=sop_uid, destination=destination,
+                               status="queued", attempts=0, next_attempt=now, created=now,
+                               updated=now)
 
 
 class ForwardSender(Periodic):
     name = "dicom-forward"
 
-    def __init__(self, core: Any, interval: float = 1.0) -> None:
+    def __init__(self, core: Core, interval: float = 1.0) -> None:
         super().__init__(interval)
         self.core = core
         self.peers = load_peers(core.settings)
+        self.queue = queues.dicom_forwards(core.store.engine)
 
     def round(self) -> int:
         return self.send_due()
@@ -103,29 +104,22 @@ class ForwardSender(Periodic):
     def send_due(self) -> int:
         """Claim what is due (a lease: another process running a sender on the same database
         skips it, and takes it over if this one dies before it is done), then send it."""
-        now = now_us()
-        due = (F.c.status.in_(("queued", "retry", "sending")), F.c.next_attempt <= now)
-        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
-                conn.begin():
-            ids = queues.claim(conn, F, due, now, 200)
-            if not ids:
-                return 0
-            rows = conn.execute(
-                select(F.c.id, F.c.sop_uid, F.c.destination, F.c.attempts, I.c.study_uid,
-                       I.c.sop_class_uid, I.c.transfer_syntax, I.c.blob_key)
-                .select_from(F.join(I, I.c.sop_uid == F.c.sop_uid, isouter=True))
-                .where(F.c.id.in_(ids)).order_by(F.c.id)).all()
+        rows = self.queue.claim_due(now_us(), 200, "sop_uid", "destination", "attempts")
+        if not rows:
+            return 0
+        held = {i.sop_uid: i for i in self.core.archive.retrieve_matches(
+            sop_uids=sorted({row.sop_uid for row in rows}))}
         by_destination: dict[str, list[Any]] = {}
         for row in rows:
             by_destination.setdefault(row.destination, []).append(row)
         for destination, batch in by_destination.items():
-            self._send(destination, batch)
+            self._send(destination, batch, held)
         return len(rows)
 
-    def _send(self, destination: str, batch: list[Any]) -> None:
+    def _send(self, destination: str, batch: list[Any], held: dict[str, StoredInstance]
+              ) -> None:
         peer = self.peers.get(destination)
-        instances = [Stored(r.sop_uid, r.study_uid, r.sop_class_uid, r.transfer_syntax,
-                            r.blob_key) for r in batch if r.blob_key is not None]
+        instances = [Stored.of(held[r.sop_uid]) for r in batch if r.sop_uid in held]
         results: dict[str, str | None] = {}
         error = None
         if peer is None:
@@ -137,18 +131,18 @@ class ForwardSender(Periodic):
             except (scu.ScuError, OSError, RuntimeError) as exc:
                 error = str(exc)[:1024]
         stamp = time.time_ns() // 1000
-        with self.core.store.engine.connect().execution_options(sqlite_write=True) as conn, \
-                conn.begin():
-            for row in batch:
-                attempts = row.attempts + 1
-                if row.blob_key is None:
-                    values = {"status": "failed", "error": "the instance was deleted"}
-                elif error is None and row.sop_uid in results and results[row.sop_uid] is None:
-                    values = {"status": "sent", "error": None}
-                else:
-                    reason = error or results.get(row.sop_uid) or "not sent"
-                    values = {"status": "retry", "error": reason[:1024],
-                              "next_attempt": queues.retry_at(attempts, stamp)}
-                FORWARDED.labels(destination, values["status"]).inc()
-                conn.execute(update(F).where(F.c.id == row.id).values(
-                    attempts=attempts, updated=stamp, **values))
+        changes = []
+        for row in batch:
+            attempts = row.attempts + 1
+            values: dict[str, Any]
+            if row.sop_uid not in held:
+                values = {"status": "failed", "error": "the instance was deleted"}
+            elif error is None and row.sop_uid in results and results[row.sop_uid] is None:
+                values = {"status": "sent", "error": None}
+            else:
+                reason = error or results.get(row.sop_uid) or "not sent"
+                values = {"status": "retry", "error": reason[:1024],
+                          "next_attempt": queues.retry_at(attempts, stamp)}
+            FORWARDED.labels(destination, values["status"]).inc()
+            changes.append((row.id, {"attempts": attempts, "updated": stamp, **values}))
+        self.queue.set_each(changes)

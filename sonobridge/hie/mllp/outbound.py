@@ -17,18 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, insert, select, update
 
 from sonobridge.config import Settings
 from sonobridge.core.events import Answered, Events, ResourceChanged
 from sonobridge.core.policy import Policy
+from sonobridge.core.services import Core
 from sonobridge.jsonio import loads
 from sonobridge.mappings.hl7v2 import CHARSETS, MSH18
 from sonobridge.mappings.oru import oru_r01
 from sonobridge.periodic import Periodic
 from sonobridge.store import queues
 from sonobridge.store.resources import StoredResource, Writer
-from sonobridge.store.tables import hl7_messages as M
 from sonobridge.store.timeutil import now_us
 
 log = logging.getLogger("sonobridge.hl7.out")
@@ -81,8 +80,9 @@ def parse_destinations(text: str) -> list[Destination]:
 class ResultsOutbox:
     """Queues ORU^R01 messages for final reports."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queue: queues.Queue) -> None:
         self.settings = settings
+        self.queue = queue
         self.destinations = load_destinations(settings)
         self.sending = (settings.hl7_sending_application, settings.hl7_sending_facility)
 
@@ -111,14 +111,13 @@ class ResultsOutbox:
         # A report the HIS already has a result for is sent again as a correction (C), even
         # when it is still "final": only the first final result is F.
         subject = f"DiagnosticReport/{stored.id}"
-        reported = writer.conn.execute(select(M.c.id).where(
-            M.c.direction == "out", M.c.subject == subject).limit(1)).first()
+        reported = self.queue.exists(writer.conn, subject=subject)
         for destination in self.destinations:
             control = uuid.uuid4().hex[:20]
             message = oru_r01(resource, order, patient, observations, control_id=control,
                               now=now, sending=self.sending, receiving=(destination.name, ""),
                               patient_id_system=self.settings.dicom_patient_id_system,
-                              correction=reported is not None,
+                              correction=reported,
                               charset=MSH18[destination.codec])
             stamp = time.time_ns() // 1000
             row = {"status": "queued", "charset": destination.codec}
@@ -132,12 +131,12 @@ class ResultsOutbox:
                        "error": f"the result holds {exc.object[exc.start:exc.end]!r}, which "
                                 f"{MSH18[destination.codec]} cannot carry: set "
                                 f"charset=UTF-8 or GB18030 for {destination.name}"}
-            writer.conn.execute(insert(M).values(
-                direction="out", peer=f"{destination.host}:{destination.port}",
+            self.queue.enqueue(
+                writer.conn, direction="out", peer=f"{destination.host}:{destination.port}",
                 sending_app=self.sending[0], sending_facility=self.sending[1],
                 control_id=control, message_type="ORU_R01", raw=raw,
                 destination=destination.name, subject=subject, attempts=0,
-                next_attempt=stamp, received=stamp, updated=stamp, **row))
+                next_attempt=stamp, received=stamp, updated=stamp, **row)
             if row["status"] == "failed":
                 SENT.labels("failed").inc()
 
@@ -171,38 +170,26 @@ class OutboxSender(Periodic):
 
     name = "hl7-outbox"
 
-    def __init__(self, core: Any, interval: float = 1.0, timeout: float = 30.0) -> None:
+    def __init__(self, core: Core, interval: float = 1.0, timeout: float = 30.0) -> None:
         super().__init__(interval, join_timeout=timeout + 5)
         self.core = core
         self.timeout = timeout
+        self.queue = queues.hl7_outbox(core.store.engine)
         self.destinations = {d.name: d for d in
                              load_destinations(core.settings)}
 
     def round(self) -> int:
         return self.send_due()
 
-    def _tx(self) -> Any:
-        return self.core.store.engine.connect().execution_options(sqlite_write=True)
-
     def send_due(self) -> int:
         """Claim what is due (a lease: a sender in another process on the same database skips
         it, and takes it over if this one dies first), then deliver it, oldest first."""
         now = now_us()
-        due = (M.c.direction == "out", M.c.status.in_(("queued", "retry", "sending")),
-               M.c.next_attempt <= now)
-        with self._tx() as conn, conn.begin():
-            ids = queues.claim(conn, M, due, now, 50)
-            rows = conn.execute(select(M.c.id, M.c.raw, M.c.destination, M.c.attempts).where(
-                M.c.id.in_(ids)).order_by(M.c.id)).all() if ids else []
-            waiting = conn.execute(select(func.count()).select_from(M).where(
-                M.c.direction == "out", M.c.status.in_(("queued", "retry", "sending")))
-            ).scalar_one()
-        QUEUED.set(waiting)
+        rows = self.queue.claim_due(now, 50, "raw", "destination", "attempts")
+        QUEUED.set(self.queue.waiting())
         for index, row in enumerate(rows):
             if self.stopping:  # what was claimed and not sent is due again
-                with self._tx() as conn, conn.begin():
-                    conn.execute(update(M).where(M.c.id.in_([r.id for r in rows[index:]]))
-                                 .values(status="retry", next_attempt=now))
+                self.queue.set([r.id for r in rows[index:]], status="retry", next_attempt=now)
                 break
             self._deliver(row)
         return len(rows)
@@ -232,8 +219,7 @@ class OutboxSender(Periodic):
                 values.update(status="retry", error=f"{type(exc).__name__}: {exc}"[:1024],
                               next_attempt=queues.retry_at(attempts, now_us()))
         SENT.labels(values["status"]).inc()
-        with self._tx() as conn, conn.begin():
-            conn.execute(update(M).where(M.c.id == row.id).values(**values))
+        self.queue.set([row.id], **values)
         if values["status"] != "retry":
             caller = self.core.caller(Policy.system("sonobridge", row.destination or ""),
                                       destination.host if destination else "")
@@ -264,10 +250,9 @@ def _ack_code(ack: bytes) -> tuple[str, str]:
     raise ValueError("the reply has no MSA segment")
 
 
-def status(core: Any) -> dict[str, Any]:
+def status(core: Core) -> dict[str, Any]:
     """Counts by direction and state, and the latest failures (``sonobridge mllp status``)."""
-    with core.store.reader.connect() as conn:
-        counts, problems = queues.summary(
-            conn, M, ["direction"], ["direction", "control_id", "message_type", "destination",
-                                     "peer"], problems=("failed", "retry", "error", "rejected"))
+    counts, problems = queues.hl7_log(core.store.engine).report(
+        ["direction"], ["direction", "control_id", "message_type", "destination", "peer"],
+        problems=("failed", "retry", "error", "rejected"))
     return {"counts": counts, "problems": problems}
