@@ -18,6 +18,9 @@ run: $(STAMP)  ## install if needed, migrate, and serve on 127.0.0.1:8080 (./dat
 
 test: $(STAMP) peers  ## install if needed and run the test suite (SQLite, and PostgreSQL when reachable)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/mypy --strict sonobridge/core sonobridge/store sonobridge/mappings
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # The real peers the tests drive: dcmtk (echoscu, storescu, findscu, movescu, getscu, storescp)
@@ -36,8 +39,11 @@ peers:
 	  echo "not installed:$$missing (run 'sudo make peers'): the tests that drive them will skip"; \
 	fi
 
-lint: $(STAMP)
+lint: $(STAMP)  ## the gates without the tests: ruff, the layering, the types
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/mypy --strict sonobridge/core sonobridge/store sonobridge/mappings
 
 bench-fhir: $(STAMP)  ## the FHIR REST read/ingest benchmark (not part of `make test`)
 	$(BIN)/python bench/fhir_rest.py

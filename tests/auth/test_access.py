@@ -10,7 +10,7 @@ import pytest
 
 from sonobridge.auth.accounts import Client, User
 from tests.auth.smart import FHIR, ROOT, bearer
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 from tests.dicomweb.helpers import BOUNDARY, multipart
 
 SYSTEM = "urn:sonobridge:dicom:patient-id"

@@ -1,3 +1,3 @@
 """DICOMweb tests use the DICOM test objects."""
 
-from tests.dicom.conftest import us_files  # noqa: F401 - a fixture, shared
+from tests.dicom_data import us_files  # noqa: F401 - a fixture, shared

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.dicom.conftest import to_bytes
+from tests.dicom_data import to_bytes
 
 BOUNDARY = "test-boundary-42"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.dicom.conftest import cine
+from tests.dicom_data import cine
 from tests.dicomweb.helpers import parts, stow, uids
 
 

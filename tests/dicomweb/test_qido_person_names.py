@@ -8,7 +8,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from tests.dicom.conftest import cine
+from tests.dicom_data import cine
 from tests.dicomweb.helpers import stow
 
 

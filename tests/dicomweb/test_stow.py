@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 from tests.dicomweb.helpers import BOUNDARY, instance_url, multipart, stow, uids
 
 

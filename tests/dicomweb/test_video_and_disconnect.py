@@ -11,7 +11,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 from tests.dicomweb.helpers import BOUNDARY, instance_url, multipart, stow
 
 H264_HIGH = "1.2.840.10008.1.2.4.102"

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 from tests.dicomweb.helpers import instance_url, parts, stow, uids
 
 DICOM_ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'

@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
-from tests.dicom.conftest import cine, to_bytes
-from tests.hie.test_dimse import FIXTURES, Pacs, _dataset_bytes
+from tests.dicom_data import cine, to_bytes
+from tests.hie.dimse.test_dimse import FIXTURES, Pacs, _dataset_bytes
 from tests.live import free_port, needs_dcmtk, serve
 
 STUDY_JPEG, STUDY_NATIVE, STUDY_MIXED = "2.25.7101", "2.25.7102", "2.25.7103"

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
-from tests.hie.test_dimse import STUDY_JPEG, STUDY_NATIVE, pacs  # noqa: F401 (the fixture)
+from tests.hie.dimse.test_dimse import STUDY_JPEG, STUDY_NATIVE, pacs  # noqa: F401 (the fixture)
 from tests.live import needs_dcmtk
 
 pytestmark = needs_dcmtk

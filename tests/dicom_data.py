@@ -13,7 +13,7 @@ from pydicom.dataset import FileDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import generate_uid
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "fixtures"))
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from make_us_cine import build_dataset, encode_jpeg_frames, render_frames
 
 DATA = Path(data_store.__file__).parent / "data"

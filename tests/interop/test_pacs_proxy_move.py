@@ -11,7 +11,7 @@ import pytest
 
 from sonobridge.config import ConfigError
 from sonobridge.hie.dimse.peers import Peer, parse_peer
-from tests.hie.test_proxy import legacy_pacs
+from tests.interop.test_pacs_proxy import legacy_pacs
 from tests.live import free_port, needs_dcmtk
 
 

@@ -29,7 +29,7 @@ from joserfc.jwk import RSAKey
 from tests.live import free_port, serve
 
 PASSWORD = "Ultra-Sound-2026"
-INTEROP = Path(__file__).parent.parent / "interop"
+INTEROP = Path(__file__).parent
 
 
 class Live:

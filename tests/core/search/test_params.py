@@ -22,7 +22,7 @@ from sonobridge.core.search.registry import Registry
 from tests.conftest import BACKENDS
 from tests.fhir.search_oracle import is_searchable, oracle_values, query_value
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 TYPES = ["Patient", "Practitioner", "PractitionerRole", "Organization", "Location", "Endpoint",
          "Device", "ServiceRequest", "Task", "Encounter", "Appointment", "ImagingStudy",
          "DiagnosticReport", "Observation", "Media", "DocumentReference", "QuestionnaireResponse",

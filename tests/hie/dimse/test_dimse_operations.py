@@ -22,7 +22,7 @@ from pynetdicom.sop_class import Verification
 from sqlalchemy import create_engine, select
 
 from sonobridge.store.tables import dicom_forwards as F
-from tests.dicom.conftest import cine
+from tests.dicom_data import cine
 from tests.live import free_port, serve
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -224,7 +224,7 @@ def test_two_forwarding_senders_on_one_database_send_each_object_once(tmp_path):
     from sonobridge.app.compose import open_app_core as open_core
     from sonobridge.config import Settings
     from sonobridge.hie.dimse.forward import ForwardSender
-    from tests.dicom.conftest import to_bytes
+    from tests.dicom_data import to_bytes
 
     pacs = StoreScp("PACS", free_port())
     counted: list[str] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from pydicom.dataset import Dataset
 
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 from tests.live import free_port, needs_dcmtk, serve
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

@@ -10,7 +10,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 from tests.live import serve
 
 

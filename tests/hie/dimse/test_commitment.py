@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, select
 
 from sonobridge.hie.dimse import commitment
 from sonobridge.store.tables import dicom_commitments as C
-from tests.dicom.conftest import cine
+from tests.dicom_data import cine
 from tests.live import free_port, serve
 
 SC = commitment.STORAGE_COMMITMENT

@@ -16,7 +16,7 @@ from hl7.client import MLLPClient
 
 from tests.live import free_port, serve
 
-TESTDATA = Path(__file__).parent.parent / "fixtures" / "hl7"
+TESTDATA = Path(__file__).parents[2] / "fixtures" / "hl7"
 VT, FS_CR = b"\x0b", b"\x1c\r"
 
 
@@ -341,7 +341,7 @@ def test_same_number_from_two_authorities_is_two_patients(bridge):
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
-    from tests.dicom.conftest import cine
+    from tests.dicom_data import cine
     from tests.dicomweb.helpers import BOUNDARY, multipart, to_bytes
 
     def stow(issuer: str | None = None, oid: str | None = None) -> dict:

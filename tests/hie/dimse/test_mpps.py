@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
-from tests.dicom.conftest import cine
+from tests.dicom_data import cine
 from tests.live import free_port, serve
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"

@@ -17,10 +17,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from tests.dicom.conftest import DATA, cine, to_bytes
+from tests.dicom_data import DATA, cine, to_bytes
 from tests.live import free_port, needs_dcmtk, serve
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 STUDY_JPEG, STUDY_NATIVE = "2.25.7001", "2.25.7002"
 pytestmark = needs_dcmtk
 
@@ -470,7 +470,7 @@ def test_storage_commitment(pacs):
                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
     assert assoc.is_established
     stored = dcmread(pacs.work / "in" / "jpeg.dcm", stop_before_pixels=True)
-    from tests.hie.test_commitment import commitment_request
+    from tests.hie.dimse.test_commitment import commitment_request
 
     request = commitment_request(stored)
     status, _ = assoc.send_n_action(request, 1, "1.2.840.10008.1.20.1",

@@ -8,7 +8,7 @@ import pytest
 from pydicom import dcmread
 
 from sonobridge.core.imaging.parse import DicomParseError, parse
-from tests.dicom.conftest import cine, to_bytes
+from tests.dicom_data import cine, to_bytes
 
 
 def frames_of(data: bytes) -> list[bytes]:

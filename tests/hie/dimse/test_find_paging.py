@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from sonobridge.hie.dimse import find as finder
-from tests.dicom.conftest import cine
+from tests.dicom_data import cine
 from tests.dicomweb.helpers import stow
 
 

@@ -249,7 +249,7 @@ def test_hl7_messages_are_audited(db_url, tmp_path):
     core = open_core(Settings(data_dir=tmp_path, database_url=db_url, auth="disabled"),
                      run_migrations=False)
     try:
-        fixture = Path(__file__).parent.parent / "fixtures" / "hl7" / "orm_o01.hl7"
+        fixture = Path(__file__).parents[2] / "fixtures" / "hl7" / "orm_o01.hl7"
         assert b"MSA|AA" in Inbound(core).handle(fixture.read_bytes(), "10.0.0.9:5000")
         assert b"MSA|AR" in Inbound(core).handle(
             b"MSH|^~\\&|A|B|C|D|1||ZZZ^Z01|Z1|P|2.5\r", "10.0.0.9:5001")
