@@ -15,7 +15,6 @@ their AE title was given.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -23,12 +22,13 @@ from sonobridge.core.errors import CoreError
 from sonobridge.core.policy import Caller, Forbidden, Policy
 from sonobridge.core.scopes import ResourceScope
 from sonobridge.core.search.engine import Compartment, SearchEngine
+from sonobridge.core.search.paging import ResourceRow
 from sonobridge.core.validation import known_types
 from sonobridge.store.resources import ResourceStore
 
 _WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 # Included rows -> those the caller may read (the search engine's ``visible`` callback).
-RowFilter = Callable[[list[Any]], list[Any]]
+RowFilter = Callable[[list[ResourceRow]], list[ResourceRow]]
 
 
 def forbidden(message: str) -> CoreError:
@@ -168,7 +168,7 @@ class Access:
         if caller.policy.unrestricted:
             return None
 
-        def keep(rows: list[Any]) -> list[Any]:
+        def keep(rows: list[ResourceRow]) -> list[ResourceRow]:
             allowed = self.visible(conn, caller, "r",
                                    [(row.res_type, row.res_id) for row in rows])
             return [row for row in rows if (row.res_type, row.res_id) in allowed]

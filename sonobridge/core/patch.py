@@ -19,11 +19,12 @@ from sonobridge.core.errors import CoreError
 from sonobridge.core.schema import Element, TypeInfo, resource_info, type_info
 
 
-def apply_json_patch(resource: dict[str, Any], operations: Any) -> dict[str, Any]:
+def apply_json_patch(resource: dict[str, Any], operations: object) -> dict[str, Any]:
     if not isinstance(operations, list):
         raise CoreError(400, "structure", "a JSON Patch document is a JSON array of operations")
     try:
-        return jsonpatch.JsonPatch(operations).apply(resource, in_place=False)
+        patched: dict[str, Any] = jsonpatch.JsonPatch(operations).apply(resource, in_place=False)
+        return patched
     except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed) as exc:
         raise CoreError(422, "processing", f"JSON Patch cannot be applied: {exc}") from None
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,

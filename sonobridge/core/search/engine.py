@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +20,9 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    CursorResult,
+    Executable,
+    Select,
     and_,
     bindparam,
     func,
@@ -30,11 +33,12 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from sonobridge import jsonio
 from sonobridge.core.definitions import load
 from sonobridge.core.errors import CoreError, Issue, operation_outcome
-from sonobridge.core.search.paging import SELECTIVE, Pager, Plan
+from sonobridge.core.search.paging import SELECTIVE, Pager, Plan, ResourceRow, Run
 from sonobridge.core.search.params import Include, QueryParser, SearchQuery
 from sonobridge.core.search.registry import Registry
 from sonobridge.core.search.sql import Condition, SqlContext, build_condition
@@ -49,7 +53,7 @@ R_ALIAS = R.alias("r")
 _T = idx_token
 
 
-def _by_identifier(pairs: int) -> Any:
+def _by_identifier(pairs: int) -> Select[str, str, str]:
     """Current resources of a type carrying any of ``pairs`` system|value identifiers, with
     the pair each matched. Each OR term names the whole token index key (type, param, code,
     system): SQLite answers an OR from an index only when every term could use it alone,
@@ -64,7 +68,7 @@ def _by_identifier(pairs: int) -> Any:
 
 _BY_IDENTIFIER = {n: _by_identifier(n) for n in range(1, 9)}
 # Filters included rows down to those the caller may see (see ``fhir/access.py``).
-Visible = Callable[[list[Any]], list[Any]]
+Visible = Callable[[list[ResourceRow]], list[ResourceRow]]
 _STR_MAX, _STR_MIN = "\U0010ffff", ""
 _NUM_MAX, _NUM_MIN = 1e308, -1e308
 
@@ -139,7 +143,7 @@ class SearchEngine:
 
     # ----------------------------------------------------------------------------- planning
 
-    def _plan(self, run: Any, sq: SearchQuery, r: Any, ctx: SqlContext,
+    def _plan(self, run: Run, sq: SearchQuery, r: NamedFromClause, ctx: SqlContext,
               compartment: Compartment | None, since: int | None) -> Plan:
         """Choose how each clause is used: the most selective one drives the query (``IN``),
         the others test each candidate (``EXISTS``). When every clause matches many resources,
@@ -163,6 +167,7 @@ class SearchEngine:
             # under the cap drives.
             for condition in sorted((c for c in conditions if c.estimable),
                                     key=lambda c: c.likely_rank):
+                assert condition.rows is not None, "an estimable condition has its rows"
                 sample = select(literal(1)).select_from(
                     condition.rows.limit(self.selective).subquery())
                 found = run(select(func.count()).select_from(sample.subquery())).scalar_one()
@@ -172,8 +177,8 @@ class SearchEngine:
         parts = [c.as_in(r) if c is driver else c.as_exists(r) for c in conditions]
         return Plan(and_(*base, *parts), dense=driver is None)
 
-    def _compartment_condition(self, compartment: Compartment, types: list[str], r: Any,
-                               ctx: SqlContext) -> ColumnElement[bool]:
+    def _compartment_condition(self, compartment: Compartment, types: list[str],
+                               r: NamedFromClause, ctx: SqlContext) -> ColumnElement[bool]:
         ref = ctx.alias(idx_reference)
         wanted = types or [*self._compartment, "Patient"]
         pairs = [(t, p) for t in wanted for p in self._compartment.get(t, [])]
@@ -244,7 +249,7 @@ class SearchEngine:
         digest = _digest(link_path, sq.used)
         cursor = _decode_cursor(sq.page, digest) if sq.page else None
 
-        def run(stmt: Any) -> Any:
+        def run(stmt: Executable) -> CursorResult[*tuple[Any, ...]]:
             counter[0] += 1
             return conn.execute(stmt)
 
@@ -286,7 +291,7 @@ class SearchEngine:
 
     # ----------------------------------------------------------------------------- entries
 
-    def _entry(self, base: str, row: Any, mode: str, sq: SearchQuery) -> dict[str, Any]:
+    def _entry(self, base: str, row: ResourceRow, mode: str, sq: SearchQuery) -> dict[str, Any]:
         if sq.summary in ("true", "text", "data") or sq.elements:
             resource: Any = summarize(jsonio.loads(row.content), sq.summary, sq.elements)
         else:
@@ -296,11 +301,11 @@ class SearchEngine:
 
     # ----------------------------------------------------------------------------- includes
 
-    def _includes(self, run: Any, sq: SearchQuery, rows: list[Any],
-                  visible: Visible | None = None) -> tuple[list[Any], list[Issue]]:
+    def _includes(self, run: Run, sq: SearchQuery, rows: Sequence[ResourceRow],
+                  visible: Visible | None = None) -> tuple[list[ResourceRow], list[Issue]]:
         seen = {(row.res_type, row.res_id) for row in rows}
         current = [(row.rid, row.res_type, row.res_id) for row in rows]
-        included: list[Any] = []
+        included: list[ResourceRow] = []
         issues: list[Issue] = []
         for level in range(MAX_ITERATE + 1):
             active = [i for i in sq.includes if level == 0 or i.iterate]
@@ -336,15 +341,15 @@ class SearchEngine:
                 break
         return included, issues
 
-    def _forward(self, run: Any, include: Include, current: list[tuple[int, str, str]]
+    def _forward(self, run: Run, include: Include, current: list[tuple[int, str, str]]
                  ) -> set[tuple[str, str]]:
         rids = [rid for rid, res_type, _ in current
                 if include.source_type in ("*", res_type)]
         if not rids:
             return set()
         ref = idx_reference
-        conds = [ref.c.rid.in_(rids), ref.c.target_type.is_not(None),
-                 ref.c.target_id.is_not(None)]
+        conds: list[ColumnElement[bool]] = [ref.c.rid.in_(rids), ref.c.target_type.is_not(None),
+                                            ref.c.target_id.is_not(None)]
         if include.param is not None:
             conds.append(ref.c.param == include.param.code)
         if include.target_type:
@@ -352,7 +357,7 @@ class SearchEngine:
         rows = run(select(ref.c.target_type, ref.c.target_id).where(*conds).distinct()).all()
         return {(row.target_type, row.target_id) for row in rows}
 
-    def _reverse(self, run: Any, include: Include, current: list[tuple[int, str, str]]
+    def _reverse(self, run: Run, include: Include, current: list[tuple[int, str, str]]
                  ) -> set[int]:
         targets = [(res_type, res_id) for _, res_type, res_id in current
                    if include.target_type in (None, res_type)]
@@ -366,7 +371,8 @@ class SearchEngine:
             conds.append(ref.c.param == include.param.code)
         return {row.rid for row in run(select(ref.c.rid).where(*conds).distinct()).all()}
 
-    def _fetch(self, run: Any, keys: set[tuple[str, str]], rids: set[int]) -> list[Any]:
+    def _fetch(self, run: Run, keys: set[tuple[str, str]], rids: set[int]
+               ) -> list[ResourceRow]:
         if not keys and not rids:
             return []
         r = R
@@ -402,7 +408,8 @@ class SearchEngine:
         return expand(jsonio.loads(stored.content))
 
 
-def _by_type(type_col: Any, id_col: Any, keys: Any) -> ColumnElement[bool]:
+def _by_type(type_col: ColumnElement[str], id_col: ColumnElement[str],
+             keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
     """(type, id) pairs as ``type = t AND id IN (…)`` per type: both databases then use the
     (type, id) index, which a row-value IN list does not reliably get."""
     grouped: dict[str, list[str]] = {}

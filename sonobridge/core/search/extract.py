@@ -31,6 +31,7 @@ def string_values(node: Node) -> list[str]:
         return [value]
     if not isinstance(value, dict):
         return []
+    keys: tuple[str, ...]
     if kind == "HumanName":
         keys = ("family", "given", "prefix", "suffix", "text")
     elif kind == "Address":

@@ -100,14 +100,19 @@ def compile_expression(expression: str, res_type: str) -> Extractor:
             continue
         branches.append(_compile_branch(branch, root=True))
         roots = _branch_roots(branch, res_type, roots)
+    def union(node: Node) -> list[Node]:
+        return [found for branch in branches for found in branch(node)]
+
+    run: Extractor
     if not branches:
-        run: Any = lambda node: []  # noqa: E731
+        run = lambda node: []  # noqa: E731
     elif len(branches) == 1:
         run = branches[0]
     else:
-        def run(node: Node) -> list[Node]:
-            return [found for branch in branches for found in branch(node)]
-    run.roots = frozenset(roots) if roots is not None else None
+        run = union
+    # A function attribute, which ``Callable`` does not declare: the registry reads it with
+    # ``getattr(extract, "roots", None)``.
+    run.__dict__["roots"] = frozenset(roots) if roots is not None else None
     return run
 
 
@@ -313,7 +318,7 @@ def fhirpathpy_extractor(expression: str) -> Extractor:
 
     def run(node: Node) -> list[Node]:
         try:
-            values = compiled(node.value)
+            values = compiled(node.value, None)  # no context variables
         except Exception:  # an expression failing on odd data yields no index values
             return []
         return [Node(v, _shape_type(v), None) for v in values if v is not None]

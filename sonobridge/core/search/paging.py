@@ -14,10 +14,25 @@ Only the rows of the page then fetch their JSON.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    FromClause,
+    Result,
+    and_,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from sonobridge.core.errors import CoreError
 from sonobridge.core.search.extract import DATE_MAX, DATE_MIN
@@ -28,6 +43,7 @@ from sonobridge.store.tables import resource_versions as V
 
 if TYPE_CHECKING:
     from sonobridge.core.search.params import SearchQuery
+    from sonobridge.core.search.registry import SearchParam
 
 # A clause matching fewer resources than this drives the query (IN); otherwise it is a probe.
 # Counting up to it costs about a microsecond per row, so it stays small: past a few hundred
@@ -35,6 +51,37 @@ if TYPE_CHECKING:
 SELECTIVE = 500
 _STR_MAX, _STR_MIN = "\U0010ffff", ""
 _NUM_MAX, _NUM_MIN = 1e308, -1e308
+
+
+# Runs one statement of a search on its connection (and counts it).
+Run = Callable[[Executable], Result[*tuple[Any, ...]]]
+
+
+class ResourceRow(Protocol):
+    """A resource a search found: its row id, type, id and JSON."""
+
+    @property
+    def rid(self) -> int: ...
+    @property
+    def res_type(self) -> str: ...
+    @property
+    def res_id(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+
+
+class PageRow(ResourceRow, Protocol):
+    """A row of a page: also its segment (1: the first sort key is missing) and, as ``k0``,
+    ``k1``…, its sort keys."""
+
+    @property
+    def seg(self) -> int: ...
+
+
+# A sort key expression, and whether it sorts descending.
+SortKey = tuple[ColumnElement[Any], bool]
+# An outer join a sort key needs: the index table alias and the join condition.
+Join = tuple[NamedFromClause, ColumnElement[bool]]
 
 
 class _Row(NamedTuple):
@@ -54,14 +101,14 @@ class Plan:
 
 @dataclass
 class Page:
-    rows: list[Any]
+    rows: list[PageRow]
     keys: list[list[Any]]
     segments: list[int]
     more: bool  # another page exists in the direction read
     backward: bool
 
 
-def sentinel(param_type: str, desc: bool) -> Any:
+def sentinel(param_type: str, desc: bool) -> int | float | str:
     """A value that sorts after every real one, so missing values come last."""
     if param_type == "date":
         return DATE_MIN if desc else DATE_MAX
@@ -70,7 +117,7 @@ def sentinel(param_type: str, desc: bool) -> Any:
     return _STR_MIN if desc else _STR_MAX
 
 
-def after(keys: list[tuple[Any, bool]], values: list[Any], rid_col: Any, rid: int,
+def after(keys: list[SortKey], values: list[Any], rid_col: ColumnElement[int], rid: int,
           forward: bool) -> ColumnElement[bool]:
     """Rows strictly after (forward) or before the given position in display order."""
     if len(values) != len(keys):
@@ -90,7 +137,7 @@ def after(keys: list[tuple[Any, bool]], values: list[Any], rid_col: Any, rid: in
 
 
 class Pager:
-    def __init__(self, run: Any, sq: SearchQuery, r: Any, plan: Plan,
+    def __init__(self, run: Run, sq: SearchQuery, r: NamedFromClause, plan: Plan,
                  cursor: dict[str, Any] | None, ctx: SqlContext) -> None:
         self.run = run
         self.ctx = ctx
@@ -126,13 +173,15 @@ class Pager:
                                            lacks_holder.c.param == code))]
         with_keys = [(column, desc), *others]
 
-        def first_segment(position: Any, count: int) -> list[Any]:
+        def first_segment(position: tuple[list[Any], int] | None, count: int
+                          ) -> list[PageRow]:
             if not others:
                 return self._walk(holder, column, desc, has_value, position, count)
             source = holder.join(self.r, self.r.c.rid == holder.c.rid)
             return self._query(0, with_keys, joins, has_value, position, count, source)
 
-        def second_segment(position: Any, count: int) -> list[Any]:
+        def second_segment(position: tuple[list[Any], int] | None, count: int
+                           ) -> list[PageRow]:
             return self._query(1, others, joins, lacks_value, position, count)
 
         if not self.backward:
@@ -151,8 +200,9 @@ class Pager:
                 rows = first_segment(self._position(len(with_keys)), limit)
         return self._finish(rows)
 
-    def _walk(self, holder: Any, column: Any, desc: bool, has_value: list, position: Any,
-              count: int) -> list[Any]:
+    def _walk(self, holder: NamedFromClause, column: ColumnElement[Any], desc: bool,
+              has_value: list[ColumnElement[bool]], position: tuple[list[Any], int] | None,
+              count: int) -> list[PageRow]:
         """Walk the sort key's index in order, a batch at a time, keeping the candidates that
         match: the plan both databases should find, spelled out so that neither has to guess
         (PostgreSQL's estimates for several probes on one index table are far too low)."""
@@ -193,9 +243,11 @@ class Pager:
 
     # ------------------------------------------------------------------------ helpers
 
-    def _keys(self, sort: list[tuple[str, Any, bool]]) -> tuple[list[tuple[Any, bool]], list]:
+    def _keys(self, sort: list[tuple[str, SearchParam | None, bool]]
+              ) -> tuple[list[SortKey], list[Join]]:
         """(key expression, descending) per sort key, and the outer joins they need."""
-        keys, joins = [], []
+        keys: list[SortKey] = []
+        joins: list[Join] = []
         r = self.r
         for code, param, desc in sort:
             if code == "_id":
@@ -203,6 +255,7 @@ class Pager:
             elif code == "_lastUpdated":
                 keys.append((r.c.last_updated, desc))
             else:
+                assert param is not None, "the parser gives every other sort key its parameter"
                 table = self.ctx.alias(INDEX_TABLES[TABLE[param.type]])
                 column = table.c[SORT_COLUMNS[param.type][1 if desc else 0]]
                 joins.append((table, and_(table.c.rid == r.c.rid, table.c.param == code,
@@ -219,17 +272,17 @@ class Pager:
                             expression=["_page"])
         return values, self.cursor["r"]
 
-    def _query(self, segment: int, keys: list[tuple[Any, bool]], joins: list, extra: list,
-               position: tuple[list[Any], int] | None, limit: int, source: Any = None
-               ) -> list[Any]:
+    def _query(self, segment: int, keys: list[SortKey], joins: list[Join],
+               extra: list[ColumnElement[bool]], position: tuple[list[Any], int] | None,
+               limit: int, source: FromClause | None = None) -> list[PageRow]:
         r = self.r
-        source = r if source is None else source
+        joined: FromClause = r if source is None else source
         for table, on in joins:
-            source = source.outerjoin(table, on)
+            joined = joined.outerjoin(table, on)
         labels = [f"k{i}" for i in range(len(keys))]
         inner = select(r.c.rid, r.c.res_type, r.c.res_id, r.c.version_id,
                        *(k.label(label) for (k, _), label in zip(keys, labels, strict=True))
-                       ).select_from(source).where(self.plan.where, *extra)
+                       ).select_from(joined).where(self.plan.where, *extra)
         if position is not None:
             inner = inner.where(after(keys, position[0], r.c.rid, position[1],
                                       not self.backward))
@@ -247,7 +300,7 @@ class Pager:
                 .order_by(*outer))
         return list(self.run(stmt).all())
 
-    def _finish(self, rows: list[Any]) -> Page:
+    def _finish(self, rows: list[PageRow]) -> Page:
         more = len(rows) > self.sq.count
         rows = rows[:self.sq.count]
         if self.backward:

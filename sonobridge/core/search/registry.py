@@ -149,10 +149,11 @@ class Registry:
             entry.extractors[param.code] = found
         return found
 
-    def index_rows(self, res_type: str, resource: dict[str, Any]) -> dict[str, list[dict]]:
+    def index_rows(self, res_type: str, resource: dict[str, Any]
+                   ) -> dict[str, list[dict[str, Any]]]:
         """Every index row for one resource, by table name (the store's ``Indexer``)."""
         root = Node(resource, "Resource", None)
-        out: dict[str, list[dict]] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
         present = resource.keys()
         for param in self.indexed(res_type):
             extract = self.extractor(res_type, param)
@@ -172,7 +173,7 @@ class Registry:
         return out
 
     def _composite_rows(self, param: SearchParam, nodes: list[Node],
-                        out: dict[str, list[dict]]) -> None:
+                        out: dict[str, list[dict[str, Any]]]) -> None:
         parts = []
         for definition, expression in param.components:
             component = self.component(definition)
@@ -195,7 +196,7 @@ SORT_COLUMNS = {"string": ("value", "value"), "token": ("code", "code"),
                 "uri": ("uri", "uri")}
 
 
-def mark_sort_rows(param_type: str, rows: list[dict]) -> None:
+def mark_sort_rows(param_type: str, rows: list[dict[str, Any]]) -> None:
     """Flag the row with the lowest (1) and the highest (2) sort value, 3 when the same."""
     asc_col, desc_col = SORT_COLUMNS[param_type]
     usable = [r for r in rows if r.get(asc_col) is not None]
@@ -225,4 +226,5 @@ def searchable_types() -> tuple[str, ...]:
 
 def guide_search_parameters() -> dict[str, Any]:
     path = Path(__file__).parent.parent.parent / "conformance" / "search-parameters.json"
-    return json.loads(path.read_text("utf-8"))
+    bundle: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return bundle

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     and_,
     exists,
     false,
@@ -26,11 +27,13 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from sonobridge.core.errors import CoreError
 from sonobridge.core.search.dates import parse_period
 from sonobridge.core.search.extract import parse_reference
 from sonobridge.core.search.params import Clause, prefix_of, split_values, unescape
+from sonobridge.core.search.registry import SearchParam
 from sonobridge.store.normalize import MAX_INDEXED, normalize, prefix_upper_bound
 from sonobridge.store.tables import INDEX_TABLES, idx_reference
 from sonobridge.store.tables import resources as R
@@ -48,13 +51,13 @@ class Aliases:
     same ``idx_token_0``, ``idx_token_1``…; each statement only needs distinct ones.
     """
 
-    _pool: ClassVar[dict[str, list[Any]]] = {}
+    _pool: ClassVar[dict[str, list[NamedFromClause]]] = {}
     _lock = threading.Lock()
 
     def __init__(self) -> None:
         self._used: dict[str, int] = {}
 
-    def get(self, table: Any) -> Any:
+    def get(self, table: NamedFromClause) -> NamedFromClause:
         index = self._used.get(table.name, 0)
         self._used[table.name] = index + 1
         pool = self._pool.get(table.name)
@@ -72,14 +75,14 @@ class Aliases:
 class SqlContext:
     base: str
     valueset: Callable[[str], list[tuple[str | None, str | None]]]
-    component: Callable[[str], Any]
+    component: Callable[[str], SearchParam | None]
     now_us: int = 0
     aliases: Aliases = field(default_factory=Aliases)
 
     def __post_init__(self) -> None:
         self.now_us = self.now_us or time.time_ns() // 1000
 
-    def alias(self, table: Any) -> Any:
+    def alias(self, table: NamedFromClause) -> NamedFromClause:
         return self.aliases.get(table)
 
 
@@ -87,7 +90,7 @@ def _bad(message: str, name: str) -> CoreError:
     return CoreError(400, "invalid", message, expression=[name])
 
 
-def _type_filter(table: Any, res_type: str | None) -> ColumnElement[bool]:
+def _type_filter(table: NamedFromClause, res_type: str | None) -> ColumnElement[bool]:
     return true() if res_type is None else table.c.res_type == res_type
 
 
@@ -103,14 +106,15 @@ class Condition:
     """
 
     predicate: ColumnElement[bool] | None = None
-    rows: Any = None
-    table: Any = None
-    filters: tuple[Any, ...] = ()  # the row filters without the type (for the probe's index)
+    rows: Select[Any] | None = None
+    table: NamedFromClause | None = None
+    # The row filters without the type (for the probe's index).
+    filters: tuple[ColumnElement[bool], ...] = ()
     negate: bool = False
     selective: bool = False
     likely_rank: int = 9  # lower: more likely to match few resources (estimated first)
 
-    def as_in(self, r: Any) -> ColumnElement[bool]:
+    def as_in(self, r: NamedFromClause) -> ColumnElement[bool]:
         if self.rows is None:
             assert self.predicate is not None
             return self.predicate
@@ -118,10 +122,11 @@ class Condition:
             return self.as_exists(r)
         return r.c.rid.in_(self.rows)
 
-    def as_exists(self, r: Any) -> ColumnElement[bool]:
+    def as_exists(self, r: NamedFromClause) -> ColumnElement[bool]:
         if self.rows is None:
             assert self.predicate is not None
             return self.predicate
+        assert self.table is not None, "a condition with rows has their table"
         # No type filter here: the probe must use the (rid, param) index, not a value index.
         found = exists().where(self.table.c.rid == r.c.rid, *self.filters)
         return not_(found) if self.negate else found
@@ -131,13 +136,13 @@ class Condition:
         return self.rows is not None and not self.negate
 
 
-def clause_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def clause_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
                      ) -> ColumnElement[bool]:
     """The clause as one predicate (inside chains and reverse chains)."""
     return build_condition(clause, res_type, r, ctx).as_in(r)
 
 
-def build_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def build_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
                     ) -> Condition:
     kind = clause.kind
     if kind in ("_id", "chain", "has", "_list"):
@@ -171,7 +176,7 @@ _LIKELY = {"reference": 0, "token": 1, "uri": 1, "string": 2, "number": 5, "quan
            "date": 6}
 
 
-def _special(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def _special(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
              ) -> ColumnElement[bool]:
     kind = clause.kind
     if kind == "_id":
@@ -192,7 +197,8 @@ def _special(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
     return _composite_condition(clause, res_type, r, ctx)
 
 
-def _missing(clause: Clause, r: Any, table: Any, ctx: SqlContext) -> ColumnElement[bool]:
+def _missing(clause: Clause, r: NamedFromClause, table: NamedFromClause | None,
+             ctx: SqlContext) -> ColumnElement[bool]:
     param = clause.param
     assert param is not None
     code = param.code
@@ -209,7 +215,7 @@ def _missing(clause: Clause, r: Any, table: Any, ctx: SqlContext) -> ColumnEleme
 
 # ------------------------------------------------------------------------------ value matching
 
-def value_match(kind: str, table: Any, value: str, modifier: str | None, name: str,
+def value_match(kind: str, table: NamedFromClause, value: str, modifier: str | None, name: str,
                 ctx: SqlContext) -> ColumnElement[bool]:
     if kind == "string":
         return _string_match(table, value, modifier)
@@ -232,7 +238,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _string_match(table: Any, value: str, modifier: str | None) -> ColumnElement[bool]:
+def _string_match(table: NamedFromClause, value: str, modifier: str | None) -> ColumnElement[bool]:
     raw = unescape(value)
     if modifier == "exact":
         return table.c.exact == raw[:MAX_INDEXED]
@@ -249,8 +255,8 @@ def _split_system(value: str) -> tuple[str | None, str]:
     return unescape(parts[0]), unescape("|".join(parts[1:]))
 
 
-def _token_match(table: Any, value: str, modifier: str | None, name: str, ctx: SqlContext
-                 ) -> ColumnElement[bool]:
+def _token_match(table: NamedFromClause, value: str, modifier: str | None, name: str,
+                 ctx: SqlContext) -> ColumnElement[bool]:
     if modifier == "text":
         norm = normalize(unescape(value))[:MAX_INDEXED]
         return and_(table.c.text >= norm, table.c.text < prefix_upper_bound(norm))
@@ -274,7 +280,8 @@ def _token_match(table: Any, value: str, modifier: str | None, name: str, ctx: S
     return _system_code(table, system, code)
 
 
-def _system_code(table: Any, system: str | None, code: str | None) -> ColumnElement[bool]:
+def _system_code(table: NamedFromClause, system: str | None, code: str | None
+                 ) -> ColumnElement[bool]:
     conds = []
     if system:
         conds.append(table.c.system == system)
@@ -283,7 +290,7 @@ def _system_code(table: Any, system: str | None, code: str | None) -> ColumnElem
     return and_(*conds) if conds else false()
 
 
-def _reference_match(table: Any, value: str, modifier: str | None, name: str,
+def _reference_match(table: NamedFromClause, value: str, modifier: str | None, name: str,
                      ctx: SqlContext) -> ColumnElement[bool]:
     raw = unescape(value)
     if modifier == "identifier":
@@ -295,8 +302,8 @@ def _reference_match(table: Any, value: str, modifier: str | None, name: str,
             conds.append(table.c.ident_system.is_(None))
         return and_(*conds) if conds else false()
     if modifier:  # :[type]
-        target_id = raw.split("/")[-1]
-        return and_(table.c.target_type == modifier, table.c.target_id == target_id)
+        return and_(table.c.target_type == modifier,
+                    table.c.target_id == raw.split("/")[-1])
     base = ctx.base.rstrip("/") + "/"
     if raw.startswith(base):
         raw = raw[len(base):]
@@ -309,8 +316,8 @@ def _reference_match(table: Any, value: str, modifier: str | None, name: str,
     return table.c.target_id == raw
 
 
-def _date_match(low: Any, high: Any, value: str, name: str, ctx: SqlContext
-                ) -> ColumnElement[bool]:
+def _date_match(low: ColumnElement[Any], high: ColumnElement[Any], value: str, name: str,
+                ctx: SqlContext) -> ColumnElement[bool]:
     prefix, text = prefix_of(value)
     vlo, vhi = parse_period(text, name, require_tz=False)
     contained = and_(low >= vlo, high <= vhi)
@@ -346,7 +353,7 @@ def _decimal(text: str, name: str) -> Decimal:
     return number
 
 
-def _number_match(column: Any, value: str, name: str) -> ColumnElement[bool]:
+def _number_match(column: ColumnElement[Any], value: str, name: str) -> ColumnElement[bool]:
     prefix, text = prefix_of(value)
     number = _decimal(text, name)
     exponent = number.as_tuple().exponent
@@ -370,7 +377,7 @@ def _number_match(column: Any, value: str, name: str) -> ColumnElement[bool]:
     return and_(column >= v - margin, column <= v + margin)
 
 
-def _quantity_match(table: Any, value: str, name: str) -> ColumnElement[bool]:
+def _quantity_match(table: NamedFromClause, value: str, name: str) -> ColumnElement[bool]:
     parts = split_values(value, "|")
     number_part = parts[0]
     system = unescape(parts[1]) if len(parts) > 1 else ""
@@ -390,7 +397,7 @@ def _quantity_match(table: Any, value: str, name: str) -> ColumnElement[bool]:
     return and_(*conds)
 
 
-def _uri_match(table: Any, value: str, modifier: str | None) -> ColumnElement[bool]:
+def _uri_match(table: NamedFromClause, value: str, modifier: str | None) -> ColumnElement[bool]:
     raw = unescape(value)
     if modifier == "below":
         return table.c.uri.like(f"{_like_escape(raw)}%", escape="\\")
@@ -401,7 +408,7 @@ def _uri_match(table: Any, value: str, modifier: str | None) -> ColumnElement[bo
 
 # ------------------------------------------------------------------------------ special kinds
 
-def _chain_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def _chain_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
                      ) -> ColumnElement[bool]:
     assert clause.param is not None
     subqueries = []
@@ -422,7 +429,7 @@ def _chain_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlConte
     return r.c.rid.in_(subqueries[0] if len(subqueries) == 1 else union_all(*subqueries))
 
 
-def _has_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def _has_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
                    ) -> ColumnElement[bool]:
     assert clause.param is not None and clause.inner is not None
     ref = ctx.alias(idx_reference)
@@ -435,7 +442,7 @@ def _has_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
     return r.c.res_id.in_(sub)
 
 
-def _list_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def _list_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
                     ) -> ColumnElement[bool]:
     ref = ctx.alias(idx_reference)
     lst = ctx.alias(R)
@@ -448,12 +455,13 @@ def _list_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContex
     return r.c.res_id.in_(sub)
 
 
-def _composite_condition(clause: Clause, res_type: str | None, r: Any, ctx: SqlContext
+def _composite_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx: SqlContext
                          ) -> ColumnElement[bool]:
     param = clause.param
     assert param is not None
-    components = [ctx.component(url) for url, _ in param.components]
-    if any(c is None for c in components):
+    found = [ctx.component(url) for url, _ in param.components]
+    components = [c for c in found if c is not None]
+    if len(components) != len(found):
         raise CoreError(400, "not-supported", f"{clause.name}: composite not supported",
                         expression=[clause.name])
     options = []
