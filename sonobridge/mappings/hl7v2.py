@@ -138,7 +138,7 @@ def _table(message: hl7.Message) -> dict[str, list[list[str]]]:
     """Segment name -> each occurrence's fields (``fields[n]`` is field n; for MSH, field 1 is
     the field separator). Built once per message from its text: the ``hl7`` package's generic
     ``extract_field`` walk cost more than the rest of the mapping."""
-    cached = getattr(message, "_sonobridge_table", None)
+    cached: dict[str, list[list[str]]] | None = getattr(message, "_sonobridge_table", None)
     if cached is not None:
         return cached
     sep = message.separators[1] if len(message.separators) > 1 else "|"
@@ -267,7 +267,8 @@ def patient_identifiers(message: hl7.Message, segment: str = "PID", fld: int = 3
     return out
 
 
-def human_names(message: hl7.Message, segment: str = "PID", fld: int = 5) -> list[dict]:
+def human_names(message: hl7.Message, segment: str = "PID", fld: int = 5
+                ) -> list[dict[str, Any]]:
     names = []
     for comps in repetitions(message, segment, fld):
         family = comps[0] if comps else ""
@@ -312,8 +313,9 @@ def patient(message: hl7.Message) -> dict[str, Any]:
     addresses = []
     for comps in repetitions(message, "PID", 11):
         comps = comps + [""] * (6 - len(comps))
-        address = {k: v for k, v in (("city", comps[2]), ("state", comps[3]),
-                                     ("postalCode", comps[4]), ("country", comps[5])) if v}
+        address: dict[str, str | list[str]] = {
+            k: v for k, v in (("city", comps[2]), ("state", comps[3]), ("postalCode", comps[4]),
+                              ("country", comps[5])) if v}
         lines = [c for c in comps[:2] if c]
         if lines:
             address["line"] = lines
@@ -433,7 +435,7 @@ def order(message: hl7.Message, offset: str = "+08:00") -> Order:
         resource["performer"] = [{"display": performer}]
     study_uid = value(message, "IPC", 3) or value(message, "ZDS", 1) or None
     modality = value(message, "IPC", 5) or value(message, "OBR", 24) or None
-    extra = {}
+    extra: dict[str, Any] = {}
     if code == "OMI":
         extra = {"requested_procedure_id": value(message, "IPC", 2),
                  "scheduled_step_id": value(message, "IPC", 4)}

@@ -128,7 +128,8 @@ def _identifier(resource: dict[str, Any], *, system: str | None = None,
 
 def _identifier_of(resource: dict[str, Any], *, system: str | None = None,
                    type_code: str | None = None) -> dict[str, Any] | None:
-    for ident in resource.get("identifier", []):
+    identifiers: list[dict[str, Any]] = resource.get("identifier", [])
+    for ident in identifiers:
         codes = {c.get("code") for c in ident.get("type", {}).get("coding", [])}
         if (system is None or ident.get("system") == system) and \
                 (type_code is None or type_code in codes) and ident.get("value"):

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, func, insert, select, update
+
+# A queue table's row, its columns by name (``row.id``, ``row.attempts``…).
+QueueRow = Row[*tuple[Any, ...]]
 
 LEASE = 300  # seconds a claimed row belongs to its sender
 FIRST_DELAY, MAX_DELAY = 5, 3600  # seconds: 5 s, doubling, at most an hour
@@ -20,7 +23,8 @@ FIRST_DELAY, MAX_DELAY = 5, 3600  # seconds: 5 s, doubling, at most an hour
 
 def retry_delay(attempts: int) -> int:
     """Seconds to wait after the ``attempts``-th failed try."""
-    return min(FIRST_DELAY * 2 ** (attempts - 1), MAX_DELAY)
+    doubling: int = 2 ** (attempts - 1)  # a whole number: attempts count from 1
+    return min(FIRST_DELAY * doubling, MAX_DELAY)
 
 
 def retry_at(attempts: int, now: int) -> int:
@@ -83,14 +87,16 @@ class Queue:
     def enqueue(self, conn: Connection, **values: Any) -> int:
         """A new row, in the caller's transaction (it commits with what it reports)."""
         result = conn.execute(insert(self.table).values(**values))
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None, "a single-row INSERT reports its primary key"
+        return int(key[0])
 
     def add(self, **values: Any) -> int:
         """A new row, in a transaction of its own."""
         with self._write() as conn, conn.begin():
             return self.enqueue(conn, **values)
 
-    def claim_due(self, now: int, limit: int, *columns: str) -> list[Any]:
+    def claim_due(self, now: int, limit: int, *columns: str) -> list[QueueRow]:
         """Claim up to ``limit`` due rows (a lease, see ``claim``) and return them (``id``
         and ``columns``), oldest first."""
         t = self.table
@@ -108,7 +114,7 @@ class Queue:
                 *self._due(now, statuses)).order_by(self.table.c.id).limit(limit))]
 
     def claim_one(self, row_id: int, now: int, statuses: Sequence[str] = ("retry", "sending")
-                  ) -> Any | None:
+                  ) -> QueueRow | None:
         """Take one due row (the whole row), unless another sender has it."""
         t = self.table
         with self._write() as conn, conn.begin():
