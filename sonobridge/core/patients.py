@@ -72,7 +72,8 @@ class Patients:
         matched = self.resources.identifier_matches(
             writer, "Patient", [*pairs, (dicom["system"], dicom["value"])])
         res_id = next((found[0] for pair in pairs if (found := matched.get(pair))), None)
-        holder = (matched.get((dicom["system"], dicom["value"])) or [None])[0]
+        holders = matched.get((dicom["system"], dicom["value"]))
+        holder = holders[0] if holders else None
         if holder is None or holder == res_id:
             identifiers.append(dicom)
         else:

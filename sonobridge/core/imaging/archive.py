@@ -92,7 +92,7 @@ class Archive:
                  "instance": qido.instance_result}[level]
         return [build(row, query) for row in rows], query.warnings
 
-    def query_pages(self, query: qido.Query) -> Iterator[list[Any]]:
+    def query_pages(self, query: qido.Query) -> Iterator[Sequence[qido.IndexRow]]:
         """Every match of a query, a page of index rows at a time (by id: stable while rows
         are added), a connection per page so that no read stays open while a slow peer takes
         its responses (C-FIND)."""
@@ -181,7 +181,7 @@ class Archive:
     def _palette(self, row: StoredInstance, metadata: dict[str, Any]) -> Any:
         if str((metadata.get("00280004") or {}).get("Value", [""])[0]) != "PALETTE COLOR":
             return None
-        from pydicom.pixels import apply_color_lut
+        from pydicom.pixels.processing import apply_color_lut
 
         with self.blobs.open(row.blob_key) as f:
             header = dcmread(f, stop_before_pixels=True)
@@ -243,7 +243,7 @@ class Archive:
 
         def compute() -> bytes:
             stream = b"".join(self.frames_stream(row))
-            with av.open(io.BytesIO(stream)) as container:
+            with av.open(io.BytesIO(stream), mode="r") as container:
                 for video_frame in container.decode(video=0):
                     display = video_frame.to_ndarray(format="rgb24")
                     return rendered.encode_image(display, media, quality=80, viewport=size)

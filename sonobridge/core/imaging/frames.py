@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 from pydicom.encaps import encapsulate
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 
 from sonobridge.core.errors import not_acceptable, not_found
 
@@ -85,7 +85,9 @@ def decode(transfer_syntax: str, raw: bytes, metadata: dict[str, Any]) -> np.nda
                             ) from None
     if not decoder.is_available:
         raise not_acceptable(f"no decoder installed for transfer syntax {transfer_syntax}")
-    array, _ = decoder.as_array(encapsulate([raw]), index=0, as_rgb=True, **options)
+    # pydicom annotates ``**kwargs: DecodeOptions`` where it means ``Unpack[DecodeOptions]``.
+    array, _ = decoder.as_array(encapsulate([raw]), index=0,
+                                as_rgb=True, **options)  # type: ignore[arg-type]
     return array
 
 

@@ -26,7 +26,7 @@ import orjson
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sonobridge.core.events import Events, InstanceStored
 from sonobridge.core.imaging import indexing
@@ -169,11 +169,12 @@ def as_part10(received: Received, receiver: Receiver) -> Received:
         file_meta.MediaStorageSOPInstanceUID = sop_uid
         file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if header.is_implicit_VR \
             else ExplicitVRLittleEndian
-        file_meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1455.1"
+        file_meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1455.1")
         file_meta.ImplementationVersionName = "SONOBRIDGE"
         buffer = BytesIO()
         buffer.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(buffer, file_meta, enforce_standard=True)
+        # pydicom annotates ``fp: DicomIO`` but only calls ``fp.write``: any binary file works.
+        write_file_meta_info(buffer, file_meta, enforce_standard=True)  # type: ignore[arg-type]
         prefix = buffer.getvalue()
 
     def chunks() -> Iterable[bytes]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, Table, and_, func, literal, or_, select
 
 from sonobridge.core.errors import bad_request
 from sonobridge.core.imaging.metadata import (
@@ -34,8 +34,14 @@ DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
 
+# A row of the index at a query's level: the study, series or instance columns, by name (the
+# series and instance levels with the study's, and the series', attributes joined).
+IndexRow = Row[*tuple[Any, ...]]
+# What a matching key is matched on: (table, column, kind).
+MatchKey = tuple[Table, str, str]
+
 # tag -> (table, column, kind); kind: uid, text, pn, date, time, int, modalities
-STUDY_KEYS: dict[str, tuple[Any, str, str]] = {
+STUDY_KEYS: dict[str, MatchKey] = {
     "0020000D": (ST, "study_uid", "uid"), "00100020": (ST, "patient_id", "text"),
     "00100010": (ST, "patient_name", "pn"), "00080020": (ST, "study_date", "date"),
     "00080030": (ST, "study_time", "time"), "00080050": (ST, "accession_number", "text"),
@@ -43,13 +49,13 @@ STUDY_KEYS: dict[str, tuple[Any, str, str]] = {
     "00080090": (ST, "referring_physician", "pn"), "00081030": (ST, "study_description", "text"),
     "00100030": (ST, "patient_birth_date", "date"), "00100040": (ST, "patient_sex", "text"),
 }
-SERIES_KEYS: dict[str, tuple[Any, str, str]] = {
+SERIES_KEYS: dict[str, MatchKey] = {
     "0020000E": (S, "series_uid", "uid"), "00080060": (S, "modality", "text"),
     "00200011": (S, "series_number", "int"), "0008103E": (S, "series_description", "text"),
     "00080021": (S, "series_date", "date"), "00080031": (S, "series_time", "time"),
     "00180015": (S, "body_part", "text"),
 }
-INSTANCE_KEYS: dict[str, tuple[Any, str, str]] = {
+INSTANCE_KEYS: dict[str, MatchKey] = {
     "00080018": (I, "sop_uid", "uid"), "00080016": (I, "sop_class_uid", "uid"),
     "00200013": (I, "instance_number", "int"), "00280010": (I, "rows", "int"),
     "00280011": (I, "columns", "int"), "00280008": (I, "number_of_frames", "int"),
@@ -131,7 +137,7 @@ def _like(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _range(column: Any, value: str, width: int, tag: str) -> ColumnElement[bool]:
+def _range(column: ColumnElement[Any], value: str, width: int, tag: str) -> ColumnElement[bool]:
     low, dash, high = value.partition("-")
     for part in (low, high):
         if part and not part.replace(".", "").isdigit():
@@ -151,7 +157,7 @@ def _range(column: Any, value: str, width: int, tag: str) -> ColumnElement[bool]
     return and_(*conds) if conds else literal(True)
 
 
-def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag: str
+def _match(table: Table, column_name: str, kind: str, value: str, fuzzy: bool, tag: str
            ) -> ColumnElement[bool] | None:
     if value == "":
         return None  # universal matching
@@ -170,8 +176,9 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
         return column.in_([int(v) for v in numbers])
     if kind == "modalities":
         # stored as |US|SR|: one LIKE per wanted modality
-        options = [v.strip().upper() for v in value.replace("\\", ",").split(",") if v.strip()]
-        return or_(*(column.like(f"%|{_like(o)}|%", escape="\\") for o in options))
+        modalities = [v.strip().upper() for v in value.replace("\\", ",").split(",")
+                      if v.strip()]
+        return or_(*(column.like(f"%|{_like(o)}|%", escape="\\") for o in modalities))
     if kind == "pn":
         if fuzzy and column_name == "patient_name":
             words = [normalize(w) for w in value.replace("^", " ").replace("=", " ")
@@ -187,7 +194,7 @@ def _match(table: Any, column_name: str, kind: str, value: str, fuzzy: bool, tag
 
 
 
-def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool] | None:
+def _person_name(table: Table, column_name: str, value: str) -> ColumnElement[bool] | None:
     """PN matching per component group (case-insensitive), where the index keeps the groups
     apart (``patient_name_alphabetic`` …): ``张*`` matches ``Zhang^Wei=张^伟`` by its
     ideographic group, ``Zhang^Wei`` by its alphabetic one. A value with ``=`` matches group by
@@ -195,11 +202,12 @@ def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool
     whole value is matched."""
     if value.strip("*") == "":
         return None  # "*" alone is universal matching (PS3.4 C.2.2.2.4)
-    columns = [table.c.get(f"{column_name}_{group}") for group in PN_GROUPS]
-    if any(column is None for column in columns):
+    found = [table.c.get(f"{column_name}_{group}") for group in PN_GROUPS]
+    columns = [column for column in found if column is not None]
+    if len(columns) != len(found):
         return func.lower(table.c[column_name]).like(_like(value.lower()), escape="\\")
 
-    def matches(column: Any, pattern: str) -> ColumnElement[bool]:
+    def matches(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         return func.lower(column).like(_like(pattern.lower()), escape="\\")
 
     if "=" not in value:
@@ -209,9 +217,9 @@ def _person_name(table: Any, column_name: str, value: str) -> ColumnElement[bool
     return and_(*(matches(column, part) for column, part in wanted)) if wanted else None
 
 
-def run(conn: Any, query: Query, *, study_uid: str | None = None,
+def run(conn: Connection, query: Query, *, study_uid: str | None = None,
         series_uid: str | None = None, allowed: set[str] | None = None,
-        after: int | None = None) -> list[Any]:
+        after: int | None = None) -> Sequence[IndexRow]:
     """Rows for the query at its level (with the study row joined for series and instances),
     in the order of their ``id``; ``after``: only rows past that id (paging by key)."""
     if query.level == "study":
@@ -227,7 +235,7 @@ def run(conn: Any, query: Query, *, study_uid: str | None = None,
                       S.c.num_instances).select_from(
             I.join(S, S.c.series_uid == I.c.series_uid).join(ST, ST.c.study_uid == I.c.study_uid))
         order = I.c.id
-    keys: dict[str, Any] = {}
+    keys: dict[str, MatchKey] = {}
     for table_keys in LEVELS[query.level]:
         keys.update(table_keys)
     for tag, value in query.matches:
@@ -257,7 +265,7 @@ def _filtered(data: dict[str, Any], wanted: set[str] | None) -> dict[str, Any]:
     return {tag: value for tag, value in data.items() if tag in wanted}
 
 
-def study_result(row: Any, query: Query) -> dict[str, Any]:
+def study_result(row: IndexRow, query: Query) -> dict[str, Any]:
     data = orjson.loads(row.attrs)
     modalities = [m for m in (row.modalities or "").split("|") if m]
     data["00080061"] = {"vr": "CS", "Value": modalities} if modalities else {"vr": "CS"}
@@ -268,7 +276,7 @@ def study_result(row: Any, query: Query) -> dict[str, Any]:
     return _filled(_filtered(data, _wanted(query, STUDY_DEFAULT)), query)
 
 
-def series_result(row: Any, query: Query) -> dict[str, Any]:
+def series_result(row: IndexRow, query: Query) -> dict[str, Any]:
     data = orjson.loads(row.study_attrs) if query.include else {}
     data.update(orjson.loads(row.attrs))
     data["0020000D"] = {"vr": "UI", "Value": [row.study_uid]}
@@ -280,7 +288,7 @@ def series_result(row: Any, query: Query) -> dict[str, Any]:
     return _filled(_filtered(data, _wanted(query, SERIES_DEFAULT)), query)
 
 
-def instance_result(row: Any, query: Query) -> dict[str, Any]:
+def instance_result(row: IndexRow, query: Query) -> dict[str, Any]:
     data = {}
     if query.include or query.include_all:
         data.update(orjson.loads(row.study_attrs))

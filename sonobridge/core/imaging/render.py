@@ -63,7 +63,7 @@ def to_display(array: np.ndarray, metadata: dict[str, Any],
         low, high = center - width / 2, center + width / 2
     else:
         low, high = float(values.min()), float(values.max())
-    scaled = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
+    scaled: np.ndarray = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
     if photometric == "MONOCHROME1":
         scaled = 255 - scaled
     return scaled.astype(np.uint8)
@@ -141,10 +141,10 @@ def video_to_mp4(stream_bytes: bytes, fps: float) -> bytes:
     import av
 
     rate = Fraction(fps).limit_denominator(1000)
-    with av.open(io.BytesIO(stream_bytes)) as source:
+    with av.open(io.BytesIO(stream_bytes), mode="r") as source:
         video = source.streams.video[0]
         packets = [p for p in source.demux(video) if p.size]
-    with av.open(io.BytesIO(stream_bytes)) as source:
+    with av.open(io.BytesIO(stream_bytes), mode="r") as source:
         decoded = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
         reorders = source.streams.video[0].codec_context.has_b_frames
     if not packets or not decoded:
@@ -154,7 +154,7 @@ def video_to_mp4(stream_bytes: bytes, fps: float) -> bytes:
         return encode_mp4(decoded, fps)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "video.mp4")
-        with av.open(io.BytesIO(stream_bytes)) as source, \
+        with av.open(io.BytesIO(stream_bytes), mode="r") as source, \
                 av.open(out, mode="w", format="mp4", options={"movflags": "faststart"}) as target:
             template = source.streams.video[0]
             stream = target.add_stream_from_template(template)
