@@ -10,8 +10,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from sonobridge.periodic import Periodic
 
@@ -78,7 +79,8 @@ def _sqlite_engine(url: str, background_checkpoints: bool) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry
+                    ) -> None:
         # Take transaction control away from the sqlite3 module: we emit BEGIN ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -93,12 +95,13 @@ def _sqlite_engine(url: str, background_checkpoints: bool) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection):  # type: ignore[no-untyped-def]
+    def _on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get("sqlite_write", False)
         # Straight to the driver: BEGIN is the statement run most often (every transaction),
         # and SQLAlchemy's statement path costs more than SQLite's work for it.
-        connection.connection.driver_connection.execute(
-            "BEGIN IMMEDIATE" if write else "BEGIN")
+        driver = connection.connection.driver_connection
+        assert driver is not None, "a transaction begins on a live connection"
+        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
