@@ -15,10 +15,10 @@ from sonobridge.core.policy import Caller
 
 class RemoteArchive(Protocol):
     def search(self, aet: str, level: str, params: Sequence[tuple[str, str]],
-               study: str | None, series: str | None) -> list[dict[str, Any]]:
+               study: str | None, series: str | None, /) -> list[dict[str, Any]]:
         """QIDO-style search at ``level`` (studies, series, instances) on the peer: DICOM
         JSON of each match. 404 for an unknown peer, 400 for a key it cannot take, 502 when
-        the peer fails."""
+        the peer fails. Called with positional arguments (from a worker thread)."""
         ...
 
     def fetch(self, caller: Caller, aet: str, study: str, series: str | None,

@@ -304,8 +304,10 @@ def _event_report(info: Dataset, event_type: int, message_id: int, context: Any)
     request.AffectedSOPClassUID = STORAGE_COMMITMENT
     request.AffectedSOPInstanceUID = STORAGE_COMMITMENT_INSTANCE
     request.EventTypeID = event_type
-    request.EventInformation = BytesIO(encode(info, syntax.is_implicit_VR,
-                                              syntax.is_little_endian, syntax.is_deflated))
+    encoded = encode(info, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+    # ``encode`` gives None for a data set it cannot encode: then an empty one, which is
+    # what ``BytesIO(None)`` holds.
+    request.EventInformation = BytesIO(encoded or b"")
     return request
 
 

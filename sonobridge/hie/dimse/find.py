@@ -19,7 +19,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import time
+    StudyRootQueryRetrieveInformationModelFind as StudyRootFind,
+)
 
 from sonobridge.core.errors import CoreError
 from sonobridge.core.imaging import query as qido

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -50,7 +51,7 @@ class Proxy:
             raise CoreError(404, "not-found", f"{aet} is not a known DICOM peer")
         return found
 
-    def search(self, aet: str, level_name: str, params: list[tuple[str, str]],
+    def search(self, aet: str, level_name: str, params: Sequence[tuple[str, str]],
                study: str | None, series: str | None) -> list[dict[str, Any]]:
         """QIDO-RS through C-FIND: keyword or tag parameters become matching keys."""
         level = LEVELS[level_name]

@@ -15,8 +15,12 @@ from typing import Any
 from prometheus_client import Counter
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import (
+
+# The SOP classes are made at import time (into the module's globals), which pynetdicom's
+# annotations cannot show.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
@@ -115,6 +119,7 @@ class DimseServer:
         ae.acse_timeout = 30
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None  # pynetdicom's contexts all name one
             # Both roles: a C-GET requestor proposes the SCP role for itself (SCP/SCU role
             # selection) so that the objects come back over its own association.
             ae.add_supported_context(context.abstract_syntax, STORE_SYNTAXES, scu_role=True,
@@ -132,6 +137,7 @@ class DimseServer:
                                  scp_role=True)
         # C-GET sends back over the same association: offer storage as SCU too.
         for context in AllStoragePresentationContexts[:100]:
+            assert context.abstract_syntax is not None  # pynetdicom's contexts all name one
             ae.add_requested_context(context.abstract_syntax, STORE_SYNTAXES[:3])
         if settings.dicom_known_callers_only:
             ae.require_calling_aet = sorted(self.peers) or ["-"]
@@ -141,19 +147,24 @@ class DimseServer:
 
     def start(self) -> None:
         refusals.install()
-        handlers = [(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
-                    (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
-                    (evt.EVT_C_GET, self._get), (evt.EVT_N_CREATE, self._n_create),
-                    (evt.EVT_N_SET, self._n_set), (evt.EVT_N_ACTION, self._n_action),
-                    (evt.EVT_RELEASED, self._closed), (evt.EVT_ACCEPTED, self._association),
-                    (evt.EVT_REJECTED, self._association),
-                    (evt.EVT_ABORTED, self._closed)]
-        self.server = self.ae.start_server((self.host, self.port), block=False,
-                                           evt_handlers=handlers)
-        self.server.get_request = sockets.tuned_accept(self.server.get_request)
-        self.server.contexts = _SupportedContexts(self.server.contexts)  # type: ignore[method-assign]
-        self.server.bind(evt.EVT_REQUESTED, retrieve.prefer_requested_syntaxes)
-        self.port = self.server.server_address[1]
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
+            (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move),
+            (evt.EVT_C_GET, self._get), (evt.EVT_N_CREATE, self._n_create),
+            (evt.EVT_N_SET, self._n_set), (evt.EVT_N_ACTION, self._n_action),
+            (evt.EVT_RELEASED, self._closed), (evt.EVT_ACCEPTED, self._association),
+            (evt.EVT_REJECTED, self._association),
+            (evt.EVT_ABORTED, self._closed)]
+        server = self.ae.start_server((self.host, self.port), block=False,
+                                      evt_handlers=handlers)
+        assert server is not None, "a server started without blocking is returned"
+        self.server = server
+        # pynetdicom has no socket-option hook: the instance's method is wrapped (see
+        # ``sockets.py``), which mypy refuses for any method.
+        server.get_request = sockets.tuned_accept(server.get_request)  # type: ignore[method-assign]
+        server.contexts = _SupportedContexts(server.contexts)
+        server.bind(evt.EVT_REQUESTED, retrieve.prefer_requested_syntaxes)
+        self.port = server.server_address[1]
         self.commitments.start()
         log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
 

@@ -3,12 +3,18 @@ files in their own transfer syntax (forwarding)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import (
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+
+# The SOP classes are made at import time (into the module's globals), which pynetdicom's
+# annotations cannot show.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
@@ -26,12 +32,16 @@ from sonobridge.hie.dimse.retrieve import (
 )
 from sonobridge.store.blobs import BlobStore
 
+if TYPE_CHECKING:
+    from pynetdicom.pdu_primitives import _UI as Negotiation  # what ``ext_neg`` items may be
+
 
 class ScuError(RuntimeError):
     """The remote AE could not be reached or refused the association."""
 
 
-def _associate(aet: str, peer: Peer, contexts: list[Any]) -> Any:
+def _associate(aet: str, peer: Peer, contexts: Sequence[str | PresentationContext]
+               ) -> Association:
     ae = AE(ae_title=aet)
     ae.acse_timeout = 30
     ae.dimse_timeout = 120
@@ -136,19 +146,22 @@ GET_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4
                 "1.2.840.10008.1.2.4.103"]
 
 
-def get(aet: str, peer: Peer, identifier: Dataset, receive: Any) -> tuple[int, int, int]:
+def get(aet: str, peer: Peer, identifier: Dataset, receive: Callable[[Event], int]
+        ) -> tuple[int, int, int]:
     """C-GET from ``peer``; each object arrives through ``receive(event) -> status``.
     Returns (final status, completed, failed)."""
     from pynetdicom import evt
     from pynetdicom.presentation import build_role
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import time
+        StudyRootQueryRetrieveInformationModelGet as GET,
+    )
 
     ae = AE(ae_title=aet)
     ae.acse_timeout = 30
     ae.dimse_timeout = 300
     ae.network_timeout = 120
     ae.add_requested_context(GET)
-    roles = []
+    roles: list[Negotiation] = []
     # The peer picks one transfer syntax per context: ultrasound and secondary capture get a
     # context per syntax (so cines come back as stored), the rest uncompressed.
     for sop_class in GET_STORAGE_CLASSES:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.events import Event, EventHandlerType
 
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
 
@@ -59,7 +60,7 @@ def tuned_accept(accept: Callable[[], tuple[socket.socket, Any]]
     return get_request
 
 
-def _on_open(event: Any) -> None:
+def _on_open(event: Event) -> None:
     transport = getattr(event.assoc.dul, "socket", None)
     if transport is not None and transport.socket is not None:
         transport.socket = tune(transport.socket)
@@ -67,4 +68,4 @@ def _on_open(event: Any) -> None:
 
 # ``evt_handlers`` for ``AE.associate``: the requestor's socket is tuned as soon as it is
 # connected, before the association request is written.
-REQUESTOR_HANDLERS: list[tuple[Any, Callable[[Any], None]]] = [(evt.EVT_CONN_OPEN, _on_open)]
+REQUESTOR_HANDLERS: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, _on_open)]
