@@ -32,7 +32,9 @@ class MediaRange:
 
 
 def _split_params(text: str) -> list[str]:
-    out, current, quote = [], [], False
+    out: list[str] = []
+    current: list[str] = []
+    quote = False
     for char in text:
         if char == '"':
             quote = not quote
@@ -46,7 +48,9 @@ def _split_params(text: str) -> list[str]:
 
 
 def _split_ranges(text: str) -> list[str]:
-    out, current, quote = [], [], False
+    out: list[str] = []
+    current: list[str] = []
+    quote = False
     for char in text:
         if char == '"':
             quote = not quote

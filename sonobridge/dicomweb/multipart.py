@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
@@ -41,10 +41,10 @@ def write_parts(boundary: str, parts: Iterable[Part]) -> Iterator[bytes]:
     yield dash + b"--\r\n"
 
 
-def file_chunks(open_file: Callable[[], object], start: int = 0, length: int | None = None
+def file_chunks(open_file: Callable[[], BinaryIO], start: int = 0, length: int | None = None
                 ) -> Iterator[bytes]:
     """Read a file (or a range of it) in large chunks."""
-    with open_file() as f:  # type: ignore[attr-defined]
+    with open_file() as f:
         if start:
             f.seek(start)
         left = length
@@ -77,52 +77,63 @@ class PartSink:
         raise NotImplementedError
 
 
+@dataclass
+class _Reading:
+    """Where ``read_parts`` is in a body: the part being read, the header field and value
+    being read, where the part's bytes go, and whether the closing boundary was seen."""
+
+    part: IncomingPart | None = None
+    field: bytes = b""
+    value: bytes = b""
+    writer: Callable[[bytes], None] | None = None
+    ended: bool = False
+
+
 async def read_parts(stream: AsyncIterator[bytes], boundary: str, sink: PartSink,
                      on_part: Callable[[IncomingPart], object]) -> int:
     """Parse a multipart body from ``stream``; ``on_part`` (called as each part completes) may
     be a coroutine function
     (awaited before reading on). Returns the number of parts; a broken body is a 400."""
-    state: dict[str, object] = {"part": None, "field": b"", "value": b"", "writer": None,
-                                "ended": False}
+    state = _Reading()
     finished: list[IncomingPart] = []
 
     def on_part_begin() -> None:
-        state["part"] = IncomingPart()
+        state.part = IncomingPart()
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] = state["field"] + data[start:end]  # type: ignore[operator]
+        state.field = state.field + data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] = state["value"] + data[start:end]  # type: ignore[operator]
+        state.value = state.value + data[start:end]
 
     def on_header_end() -> None:
-        part = state["part"]
+        part = state.part
         assert isinstance(part, IncomingPart)
-        name = bytes(state["field"]).decode("latin-1").strip().lower()  # type: ignore[arg-type]
-        part.headers[name] = bytes(state["value"]).decode("latin-1").strip()  # type: ignore[arg-type]
-        state["field"], state["value"] = b"", b""
+        name = bytes(state.field).decode("latin-1").strip().lower()
+        part.headers[name] = bytes(state.value).decode("latin-1").strip()
+        state.field, state.value = b"", b""
 
     def on_headers_finished() -> None:
-        part = state["part"]
+        part = state.part
         assert isinstance(part, IncomingPart)
-        state["writer"] = sink.begin(part)
+        state.writer = sink.begin(part)
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        writer = state["writer"]
+        writer = state.writer
         if writer is not None:
-            writer(data[start:end])  # type: ignore[operator]
+            writer(data[start:end])
 
     def on_part_end() -> None:
-        part = state["part"]
+        part = state.part
         assert isinstance(part, IncomingPart)
-        if state["writer"] is None:  # a part without headers
-            state["writer"] = sink.begin(part)
+        if state.writer is None:  # a part without headers
+            state.writer = sink.begin(part)
         sink.end(part)
         finished.append(part)
-        state["writer"] = None
+        state.writer = None
 
     def on_end() -> None:
-        state["ended"] = True
+        state.ended = True
 
     parser = MultipartParser(boundary, {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field,
@@ -136,7 +147,7 @@ async def read_parts(stream: AsyncIterator[bytes], boundary: str, sink: PartSink
             while finished:
                 result = on_part(finished.pop(0))
                 if hasattr(result, "__await__"):
-                    await result  # type: ignore[misc]
+                    await result
                 count += 1
         parser.finalize()
     except MultipartParseError as exc:
@@ -144,8 +155,8 @@ async def read_parts(stream: AsyncIterator[bytes], boundary: str, sink: PartSink
     while finished:
         result = on_part(finished.pop(0))
         if hasattr(result, "__await__"):
-            await result  # type: ignore[misc]
+            await result
         count += 1
-    if not state["ended"]:
+    if not state.ended:
         raise DicomwebError(400, "broken multipart body: no closing boundary (--boundary--)")
     return count

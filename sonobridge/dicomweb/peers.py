@@ -57,7 +57,9 @@ class PeerProxy:
                 raise DicomwebError(400, f"{uid!r} is not a valid UID")
         request = Request(scope, receive)
         params = list(request.query_params.multi_items())
-        search = {("studies",): ("studies", None, None)}
+        # path segments -> (level, study, series)
+        search: dict[tuple[str, ...], tuple[str, str | None, str | None]] = {
+            ("studies",): ("studies", None, None)}
         if len(parts) == 3 and parts[0] == "studies" and parts[2] == "series":
             search[tuple(parts)] = ("series", parts[1], None)
         if len(parts) == 5 and parts[0] == "studies" and parts[2] == "series" and \

@@ -244,6 +244,7 @@ class FhirApp:
             return
         patient = None
         query = None
+        resource: str | None
         if interaction in _POINT_READS:
             resource = f"{req.res_type}/{req.res_id}"
             if isinstance(resp.body, bytes) and req.res_type != "Patient":

@@ -199,7 +199,7 @@ def _write_children(parent: etree._Element, obj: dict[str, Any], info: TypeInfo,
     for name, spec in info.elements.items():
         if not resource and (name == "id" or (name == "url" and info.name == "Extension")):
             continue
-        value = obj.get(name)
+        value: Any = obj.get(name)  # any JSON value (a list when ``spec.is_list``)
         extra = obj.get("_" + name)
         if value is None and extra is None:
             continue
