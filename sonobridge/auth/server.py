@@ -102,11 +102,13 @@ class FormRequest(OAuth2Request):
         self._args = {k: v for k, v in reversed(args)}
         self._form = {k: v for k, v in reversed(form)}
         self.payload = _Payload({k: v[0] for k, v in datalist.items()}, datalist)
-        self.client = None
+        # Set by authlib as the request is validated: the client once authenticated (or, at
+        # the authorization endpoint, found), the user once signed in, the grant presented.
+        self.client: Client | None = None
         self.auth_method = None
-        self.user = None
-        self.authorization_code = None
-        self.refresh_token = None
+        self.user: User | None = None
+        self.authorization_code: AuthCode | None = None
+        self.refresh_token: TokenRecord | None = None
         self.credential = None
         self._scope = None
         self.launch_context: dict[str, Any] = {}
@@ -186,6 +188,7 @@ class _Issuing:
             session = request.authorization_code.extra.get("session")
         elif isinstance(request.refresh_token, TokenRecord):
             context = dict(request.refresh_token.context)
+        assert request.client is not None, "authlib authenticates the client before issuing"
         return self.server.tokens.issue(
             client=request.client, user=user, scope=scope or "",
             audience=request.site.fhir_base, issuer=request.site.root, context=context,
@@ -219,10 +222,12 @@ class CodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         return redirect_uri
 
     def save_authorization_code(self, code: str, request: FormRequest) -> None:
-        user: User = request.user
+        user, client = request.user, request.client
+        assert user is not None and client is not None, \
+            "a code is saved for the signed-in user and the client it was asked for"
         with self.server.accounts._tx() as conn:
             conn.execute(insert(AC).values(
-                code_hash=digest(code), client_id=request.client.client_id, user_id=user.id,
+                code_hash=digest(code), client_id=client.client_id, user_id=user.id,
                 redirect_uri=request.payload.redirect_uri or "", scope=request.scope or "",
                 code_challenge=request.payload.data.get("code_challenge", ""),
                 context=orjson.dumps({**request.launch_context,
@@ -306,7 +311,9 @@ class BackendGrant(_Issuing, grants.ClientCredentialsGrant):
             granted.append(token)
         if not granted:
             raise InvalidScopeError("scope needs at least one system/ scope")
-        if not is_within(" ".join(granted), self.request.client.scope):
+        client = self.request.client
+        assert client is not None, "authlib authenticates the client before the scope"
+        if not is_within(" ".join(granted), client.scope):
             raise InvalidScopeError("the requested scopes exceed what this client may have")
         self.request.scope = " ".join(granted)
 

@@ -217,6 +217,7 @@ class AuthWeb:
         except OAuth2Error as error:
             return self._authorize_error(oreq, error, lang)
         client = oreq.client
+        assert client is not None, "the consent grant has found the client"
         site = oreq.site
         action = own.get("_action") if posted else None
         new_session = None
@@ -243,10 +244,10 @@ class AuthWeb:
         if "launch" in scopes:
             found = accounts.launch(launch or "", user) if launch else None
             if found is None:
-                error = OAuth2Error("the launch parameter is missing, unknown or expired",
-                                    redirect_uri=grant.redirect_uri)
-                error.error = "invalid_request"
-                return self._authorize_error(oreq, error, lang)
+                refusal = OAuth2Error("the launch parameter is missing, unknown or expired",
+                                      redirect_uri=grant.redirect_uri)
+                refusal.error = "invalid_request"
+                return self._authorize_error(oreq, refusal, lang)
             context.update(found)
             context["need_patient_banner"] = False
         needs_patient = "patient" not in context and (

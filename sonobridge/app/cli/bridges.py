@@ -3,7 +3,7 @@ DICOM queues."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydicom.dataset import Dataset
@@ -11,6 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sonobridge.app.cli.options import DatabaseUrl, DataDir
+
+if TYPE_CHECKING:
+    from sonobridge.config import Settings
+    from sonobridge.hie.dimse.peers import Peer as RemotePeer
 
 dicom_app = typer.Typer(help="Talk to a remote DICOM AE (a PACS, a modality) as an SCU; see the "
                         "DICOM queues (status).",
@@ -22,7 +26,7 @@ Keys = Annotated[list[str] | None, typer.Option(
     "--key", "-k", help="Keyword=value (repeatable), e.g. -k PatientID=123 -k StudyDate=2026*")]
 
 
-def _peer(text: str):  # type: ignore[no-untyped-def]
+def _peer(text: str) -> tuple[Settings, RemotePeer]:
     from sonobridge.app.cli.main import _settings
     from sonobridge.config import ConfigError
     from sonobridge.hie.dimse.peers import load_peers, parse_peer

@@ -40,7 +40,7 @@ def main_options(
     """SonoBridge command line."""
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:  # passed on to ``Settings.load`` as they are
     try:
         return Settings.load(**overrides)
     except ConfigError as exc:
