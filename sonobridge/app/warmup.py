@@ -13,7 +13,8 @@ import gc
 import logging
 import threading
 import time
-from typing import Any
+
+from sonobridge.core.services import Core
 
 log = logging.getLogger("sonobridge.app.warmup")
 
@@ -24,7 +25,7 @@ _ORDER = ("MSH|^~\\&|HIS|HOSP|SONOBRIDGE||20260101000000||OMI^O23|warm-up|P|2.5.
           "IPC|ACC1|RP1|1.2.3|SPS1|US|^^^US^US||STATION1\r")
 
 
-def _warm(core: Any) -> None:
+def _warm(core: Core) -> None:
     from sonobridge.core.audit import Record, to_audit_event
     from sonobridge.core.validation import validate
     from sonobridge.mappings import hl7v2
@@ -57,7 +58,7 @@ def _warm(core: Any) -> None:
     log.info("warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
 
 
-def start(core: Any) -> threading.Thread:
+def start(core: Core) -> threading.Thread:
     def run() -> None:
         try:
             _warm(core)

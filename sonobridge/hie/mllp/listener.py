@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import anyio.to_thread
 
+from sonobridge.core.services import Core
 from sonobridge.hie.mllp.inbound import Inbound
 from sonobridge.mappings import hl7v2
 from sonobridge.mappings.hl7v2 import HL7Error
@@ -25,7 +25,7 @@ _READ = 64 * 1024
 
 
 class MllpListener:
-    def __init__(self, core: Any, host: str, port: int, max_size: int) -> None:
+    def __init__(self, core: Core, host: str, port: int, max_size: int) -> None:
         self.inbound = Inbound(core)
         self.host = host
         self.port = port
