@@ -17,12 +17,12 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, text
+from sqlalchemy import Connection, Row, insert, select, text
 
 from sonobridge.core.events import Answered, Events, ResourceChanged
 from sonobridge.core.policy import Caller
@@ -331,7 +331,7 @@ def verify(store: ResourceStore, progress: Callable[[int], None] | None = None) 
     return result
 
 
-def _batches(conn: Any, size: int) -> Iterator[list[Any]]:
+def _batches(conn: Connection, size: int) -> Iterator[Sequence[Row[*tuple[Any, ...]]]]:
     last = 0
     while True:
         rows = conn.execute(select(AL).where(AL.c.seq > last).order_by(AL.c.seq).limit(size)

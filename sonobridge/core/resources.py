@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+from sqlalchemy import Connection
+
 from sonobridge.core.access import Access, require
 from sonobridge.core.errors import CoreError, not_found
 from sonobridge.core.events import Events, ResourceChanged
@@ -438,7 +440,7 @@ class Resources:
 
     def _search(self, caller: Caller, spec: SearchSpec, types: list[str],
                 query: list[tuple[str, str]], path: str, compartment: Compartment | None,
-                since: int | None, conn: Any) -> SearchResult:
+                since: int | None, conn: Connection) -> SearchResult:
         return self.engine.search(
             types, query, base=caller.base, strict=spec.strict, link_path=path,
             compartment=compartment, conn=conn, since=since,

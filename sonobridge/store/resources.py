@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Row,
     and_,
     bindparam,
     delete,
@@ -196,7 +197,7 @@ class Writer:
                 self.conn.execute(insert(INDEX_TABLES[name]), rows)
             self._pending.clear()
 
-    def _current(self, res_type: str, res_id: str) -> Any:
+    def _current(self, res_type: str, res_id: str) -> Row[*tuple[Any, ...]] | None:
         stmt = _CURRENT
         if self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update()

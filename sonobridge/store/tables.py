@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
+from sqlalchemy.schema import SchemaItem
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -378,7 +379,7 @@ hl7_messages = Table(
 )
 
 
-def _send_queue(table: str) -> list[Any]:
+def _send_queue(table: str) -> list[SchemaItem]:
     """What a persistent send queue's rows carry (``store/queues.py`` claims and retries
     them), with the index its senders look up what is due by."""
     return [Column("status", String(16), nullable=False),

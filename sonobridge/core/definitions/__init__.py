@@ -11,8 +11,10 @@ HERE = Path(__file__).parent
 
 
 @cache
-def load(name: str) -> Any:
-    return json.loads((HERE / name).read_text("utf-8"))
+def load(name: str) -> dict[str, Any]:
+    """A definition file (each is one JSON object: a resource or a Bundle)."""
+    definition: dict[str, Any] = json.loads((HERE / name).read_text("utf-8"))
+    return definition
 
 
 @cache

@@ -8,27 +8,26 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
 
 
 class FrameCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
-        self._flights: dict[Any, threading.Event] = {}
+        self._flights: dict[Hashable, threading.Event] = {}
         self.computed = 0  # how many values were computed (for tests and metrics)
 
-    def get(self, key: Any) -> bytes | None:
+    def get(self, key: Hashable) -> bytes | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: Any, value: bytes) -> None:
+    def put(self, key: Hashable, value: bytes) -> None:
         if len(value) > self.max_bytes // 4:
             return  # one huge value would push everything else out
         with self._lock:
@@ -41,7 +40,7 @@ class FrameCache:
                 _, evicted = self._items.popitem(last=False)
                 self._size -= len(evicted)
 
-    def single_flight(self, key: Any, compute: Callable[[], bytes]) -> bytes:
+    def single_flight(self, key: Hashable, compute: Callable[[], bytes]) -> bytes:
         """The cached value, or compute it once however many threads ask at the same time."""
         while True:
             value = self.get(key)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from sonobridge.store.normalize import normalize
 from sonobridge.store.tables import dicom_instances as I
@@ -49,7 +49,7 @@ _INSTANCE_COLUMNS = (I.c.sop_uid, I.c.series_uid, I.c.study_uid, I.c.sop_class_u
                      I.c.instance_number, I.c.rows, I.c.columns)
 
 
-def _stored(row: Any) -> StoredInstance:
+def _stored(row: Row[*tuple[Any, ...]]) -> StoredInstance:
     return StoredInstance(
         row.sop_uid, row.series_uid, row.study_uid, row.sop_class_uid, row.transfer_syntax,
         row.blob_key, row.size, row.sha256, row.number_of_frames, row.received,
@@ -153,7 +153,7 @@ def name_groups(column: str, name: str | None) -> dict[str, str | None]:
                                                                         strict=True)}
 
 
-def clip(value: Any, size: int) -> str | None:
+def clip(value: object, size: int) -> str | None:
     return None if value in (None, "") else str(value)[:size]
 
 
