@@ -395,7 +395,8 @@ class PrivateKeyJwt:
 
     def key_set(self, client: Client) -> KeySet:
         if client.jwks is not None:
-            return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+            # A JWKS as joserfc types it: the stored JSON's ``keys`` (all that it reads).
+            return KeySet.import_key_set({"keys": client.jwks["keys"]})
         assert client.jwks_url is not None
         cached = self._jwks_cache.get(client.jwks_url)
         if cached and cached[0] > time.time():

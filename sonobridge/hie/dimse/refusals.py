@@ -50,6 +50,8 @@ def install() -> None:
         if not _refused(self, req, context, C_GET, "get", "C-GET"):
             get(self, req, context)
 
+    # Replaced on purpose (pynetdicom has no hook before a retrieval), which mypy refuses for
+    # any method.
     QueryRetrieveServiceClass._move_scp = move_scp  # type: ignore[method-assign]
     QueryRetrieveServiceClass._get_scp = get_scp  # type: ignore[method-assign]
     _PATCHED = True
