@@ -75,10 +75,10 @@ async def grants(base: str, seconds: float, make_request) -> dict[str, float]:
 
 def check_cost(data_dir: Path, database_url: str, token: str, base: str) -> tuple[float, float]:
     """Microseconds for Tokens.check: first sight (signature verified) and a repeat."""
+    from sonobridge.app.compose import open_gateway
     from sonobridge.config import Settings
-    from sonobridge.core.services import open_core
 
-    core = open_core(Settings(data_dir=data_dir, database_url=database_url))
+    core = open_gateway(Settings(data_dir=data_dir, database_url=database_url))
     tokens = core.auth.tokens
     tokens.sync(force=True)
     first = []

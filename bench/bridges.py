@@ -135,22 +135,22 @@ def tiny_studies(folder: Path, count: int) -> list[Path]:
 
 def ingest_files(data_dir: Path, paths: list[Path]) -> float:
     """Through SonoBridge's one ingest path, in process (what ``sonobridge import`` does)."""
+    from sonobridge.app.compose import open_app_core
     from sonobridge.config import Settings
-    from sonobridge.core.imaging.ingest import DicomIngest
-    from sonobridge.core.services import open_core
 
-    core = open_core(Settings(data_dir=data_dir, audit=False, auth="disabled"))
-    ingest = DicomIngest(core)
+    core = open_app_core(Settings(data_dir=data_dir, audit=False, auth="disabled"))
+    ingest = core.ingest
+    caller = core.server
     deferred: set[str] = set()
     t0 = time.perf_counter()
     for path in paths:
-        outcome = ingest.ingest(ingest.receiver.receive([path.read_bytes()]), source="bench",
-                                deferred=deferred)
+        outcome = ingest.ingest(ingest.receiver.receive([path.read_bytes()]), caller,
+                                source="bench", deferred=deferred)
         if not outcome.ok:
             raise SystemExit(f"loading {path} failed: {outcome.message}")
         if len(deferred) >= 500:
-            ingest.sync_studies(deferred)
-    ingest.sync_studies(deferred)
+            ingest.sync_studies(deferred, caller)
+    ingest.sync_studies(deferred, caller)
     elapsed = time.perf_counter() - t0
     core.close()
     return elapsed
