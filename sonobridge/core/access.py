@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from sonobridge.core.errors import CoreError
 from sonobridge.core.policy import Caller, Forbidden, Policy
 from sonobridge.core.scopes import ResourceScope
-from sonobridge.core.search.engine import Compartment, SearchEngine
+from sonobridge.core.search.engine import Compartment, Grant, Grants, SearchEngine
 from sonobridge.core.search.paging import ResourceRow
 from sonobridge.core.validation import known_types
 from sonobridge.store.resources import ResourceStore
@@ -50,18 +50,25 @@ def may_use(policy: Policy, service: str) -> bool:
     return service in policy.services
 
 
-def _terms(policy: Policy, scopes: list[ResourceScope]
-           ) -> tuple[Compartment | None, list[list[tuple[str, str]]]] | None:
-    """(compartment, alternative filters) for a set of granting scopes; ``None`` means the
-    access is unrestricted."""
-    confined = all(s.context == "patient" for s in scopes)
-    filters = [list(s.query) for s in scopes]
-    if not confined and any(not f for f in filters):
+def grants_for(policy: Policy, res_type: str, permission: str) -> list[Grant] | None:
+    """How the policy lets ``permission`` on ``res_type``: ``None`` when on every resource of
+    the type, else each granting scope as a ``Grant`` (its patient's compartment for a
+    ``patient/`` scope, its query for a query-restricted scope); an empty list when none
+    grants it. Alternatives are kept apart: a patient scope's filter never widens to another
+    scope's patients, nor the reverse."""
+    if policy.unrestricted:
         return None
-    compartment = Compartment("Patient", policy.patient or "") if confined else None
-    if any(not f for f in filters):
-        filters = [[]]
-    return compartment, filters
+    scopes = policy.grants(res_type, permission)
+    found: list[Grant] = []
+    for scope in scopes:
+        compartment = Compartment("Patient", policy.patient or "") \
+            if scope.context == "patient" else None
+        if compartment is None and not scope.query:
+            return None  # one unrestricted grant is enough
+        grant = Grant(compartment, scope.query)
+        if grant not in found:
+            found.append(grant)
+    return found
 
 
 class Access:
@@ -70,6 +77,20 @@ class Access:
     def __init__(self, engine: SearchEngine, store: ResourceStore) -> None:
         self.engine = engine
         self.store = store
+
+    def grants(self, caller: Caller, permission: str) -> Grants | None:
+        """The caller's grants per type, for the search engine (``None``: unrestricted)."""
+        policy = caller.policy
+        if policy.unrestricted:
+            return None
+        cache: dict[str, list[Grant] | None] = {}
+
+        def of(res_type: str) -> list[Grant] | None:
+            if res_type not in cache:
+                cache[res_type] = grants_for(policy, res_type, permission)
+            return cache[res_type]
+
+        return of
 
     def visible(self, conn: Connection, caller: Caller, permission: str,
                 keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -83,21 +104,14 @@ class Access:
             by_type.setdefault(res_type, []).append(res_id)
         out: set[tuple[str, str]] = set()
         for res_type, ids in by_type.items():
-            scopes = policy.grants(res_type, permission)
-            if not scopes:
-                continue
-            terms = _terms(policy, scopes)
-            if terms is None:
+            found = grants_for(policy, res_type, permission)
+            if found is None:
                 out.update((res_type, i) for i in ids)
                 continue
-            compartment, filters = terms
-            found: set[str] = set()
-            for query in filters:
-                left = [i for i in ids if i not in found]
-                for start in range(0, len(left), 200):
-                    found |= self.engine.restricted(conn, res_type, left[start:start + 200],
-                                                    compartment, query, caller.base)
-            out.update((res_type, i) for i in found)
+            for start in range(0, len(ids), 200):
+                seen = self.engine.visible_ids(conn, res_type, ids[start:start + 200], found,
+                                               caller.base)
+                out.update((res_type, i) for i in seen)
         return out
 
     def check(self, conn: Connection, caller: Caller, permission: str, res_type: str,
@@ -132,36 +146,22 @@ class Access:
     @staticmethod
     def search_terms(policy: Policy, types: list[str], compartment: Compartment | None
                      ) -> tuple[Compartment | None, list[tuple[str, str]]]:
-        """The compartment and the extra parameters the policy adds to a search of ``types``.
-
-        Alternative query-restricted scopes on one parameter combine into one OR (``a,b``);
-        other combinations keep the first scope's filter, which is narrower than the grant,
-        never wider.
-        """
+        """The compartment a search of ``types`` is confined to when every scope that lets
+        it search them is a ``patient/`` scope (it then drives the query); 403 when the
+        search names another patient's compartment. The scopes' queries, and mixed grants,
+        are applied exactly by ``grants`` (the second value is kept empty for callers)."""
         if policy.unrestricted:
             return compartment, []
-        confined = False
-        extra: list[tuple[str, str]] = []
+        confined = True
         for res_type in types or sorted(known_types()):
             scopes = policy.grants(res_type, "s")
-            if not scopes:
-                continue
-            terms = _terms(policy, scopes)
-            if terms is None:
-                continue
-            kept, filters = terms
-            confined = confined or kept is not None
-            if len(types) == 1 and filters and filters[0]:
-                names = {name for f in filters for name, _ in f}
-                if all(len(f) == 1 for f in filters) and len(names) == 1:
-                    extra = [(names.pop(), ",".join(f[0][1] for f in filters))]
-                else:
-                    extra = list(filters[0])
-        if confined:
+            if scopes and any(s.context != "patient" for s in scopes):
+                confined = False
+        if confined and policy.patient:
             if compartment is not None and compartment.id != policy.patient:
                 raise forbidden("this token is confined to another patient's compartment")
-            compartment = Compartment("Patient", policy.patient or "")
-        return compartment, extra
+            compartment = Compartment("Patient", policy.patient)
+        return compartment, []
 
     def include_filter(self, conn: Connection, caller: Caller) -> RowFilter | None:
         """A ``visible`` callback for the search engine: included rows the caller may read."""
@@ -182,16 +182,11 @@ class Access:
         policy = caller.policy
         if policy.unrestricted:
             return None
-        scopes = require(policy, res_type, permission)
-        terms = _terms(policy, scopes)
-        if terms is None:
+        require(policy, res_type, permission)
+        found = grants_for(policy, res_type, permission)
+        if found is None:
             return None
-        compartment, filters = terms
-        found: set[str] = set()
-        for query in filters:
-            found |= self.engine.restricted(conn, res_type, None, compartment, query,
-                                            caller.base)
-        return found
+        return self.engine.visible_ids(conn, res_type, None, found, caller.base)
 
     def studies(self, caller: Caller, permission: str, study: str | None = None
                 ) -> set[str] | None:
@@ -204,8 +199,8 @@ class Access:
             return None
         try:
             if permission == "c":
-                scopes = require(policy, "ImagingStudy", "c")
-                if any(s.context == "patient" or s.query for s in scopes):
+                require(policy, "ImagingStudy", "c")
+                if grants_for(policy, "ImagingStudy", "c") is not None:
                     raise forbidden("storing needs user/ or system/ create rights on "
                                     "ImagingStudy without a patient or query restriction")
                 return None

@@ -201,7 +201,8 @@ class Resources:
 
         def run(writer: Writer) -> Written:
             if if_none_exist:
-                found = self.find(writer, res_type, if_none_exist, caller.base, limit=2)
+                found = self.find(writer, res_type, if_none_exist, caller.base, limit=2,
+                                  caller=caller)
                 if len(found) > 1:
                     raise CoreError(412, "duplicate", f"If-None-Exist: {if_none_exist!r} "
                                     f"matches more than one {res_type}")
@@ -307,7 +308,7 @@ class Resources:
                     condition: Condition, what: str) -> list[str]:
         if not condition:
             raise CoreError(400, "invalid", f"a conditional {what} needs search parameters")
-        return self.find(writer, res_type, condition, caller.base, limit=2)
+        return self.find(writer, res_type, condition, caller.base, limit=2, caller=caller)
 
     def conditional_update(self, caller: Caller, res_type: str, condition: Condition,
                            body: Any, *, if_match: int | None = None,
@@ -344,7 +345,7 @@ class Resources:
 
         def run(writer: Writer) -> int:
             found = self.find(writer, res_type, condition, caller.base,
-                              limit=CONDITIONAL_DELETE_MAX + 1)
+                              limit=CONDITIONAL_DELETE_MAX + 1, caller=caller)
             if len(found) > CONDITIONAL_DELETE_MAX:
                 raise CoreError(412, "too-costly", f"the condition matches more than "
                                 f"{CONDITIONAL_DELETE_MAX} resources; narrow it")
@@ -377,13 +378,16 @@ class Resources:
     # --------------------------------------------------------------- search and conditions
 
     def find(self, writer: Writer, res_type: str, condition: Condition, base: str,
-             limit: int) -> list[str]:
-        """Ids of the resources matching a condition, inside the writer's transaction."""
+             limit: int, caller: Caller | None = None) -> list[str]:
+        """Ids of the resources matching a condition, inside the writer's transaction. With
+        a ``caller``, only among those it may read: a condition that names someone else's
+        resource answers exactly as one that names nothing (no existence oracle)."""
         query = parse_qsl(condition.lstrip("?"), keep_blank_values=True) \
             if isinstance(condition, str) else list(condition)
         writer.flush()
+        grants = self.access.grants(caller, "r") if caller is not None else None
         return [res_id for _, res_id in self.engine.matches(writer.conn, res_type, query, base,
-                                                             limit)]
+                                                             limit, grants)]
 
     def identifier_matches(self, writer: Writer, res_type: str,
                            pairs: Sequence[tuple[str, str]]
@@ -444,7 +448,8 @@ class Resources:
         return self.engine.search(
             types, query, base=caller.base, strict=spec.strict, link_path=path,
             compartment=compartment, conn=conn, since=since,
-            visible=self.access.include_filter(conn, caller))
+            visible=self.access.include_filter(conn, caller),
+            grants=self.access.grants(caller, "s"))
 
     @staticmethod
     def _everything_params(query: list[tuple[str, str]]

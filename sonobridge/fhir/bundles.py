@@ -20,7 +20,7 @@ import orjson
 
 from sonobridge import jsonio
 from sonobridge.core.errors import CoreError, Issue
-from sonobridge.core.policy import Policy
+from sonobridge.core.policy import Caller, Policy
 from sonobridge.core.references import rewrite_references
 from sonobridge.core.validation import check_type
 from sonobridge.fhir.interactions import FhirRequest, FhirResponse, Interactions
@@ -151,10 +151,11 @@ _CONDITIONAL_REF = re.compile(r"^[A-Z][A-Za-z]+\?.+")
 
 
 def resolve_conditional_references(service: Interactions, writer: Writer, value: Any, base: str,
-                                   where: str, cache: dict[str, str]) -> Any:
+                                   where: str, cache: dict[str, str],
+                                   caller: Caller | None = None) -> Any:
     """Replace every ``"reference": "Type?criteria"`` by the one resource it matches."""
     if isinstance(value, list):
-        return [resolve_conditional_references(service, writer, v, base, where, cache)
+        return [resolve_conditional_references(service, writer, v, base, where, cache, caller)
                 for v in value]
     if not isinstance(value, dict):
         return value
@@ -164,7 +165,8 @@ def resolve_conditional_references(service: Interactions, writer: Writer, value:
             if item not in cache:
                 res_type, _, criteria = item.partition("?")
                 check_type(res_type)
-                found = service.resources.find(writer, res_type, criteria, base, limit=2)
+                found = service.resources.find(writer, res_type, criteria, base, limit=2,
+                                               caller=caller)
                 if len(found) > 1:
                     raise CoreError(412, "multiple-matches", f"{where}: conditional reference "
                                     f"{item!r} matches more than one resource")
@@ -174,7 +176,8 @@ def resolve_conditional_references(service: Interactions, writer: Writer, value:
                 cache[item] = f"{res_type}/{found[0]}"
             out[key] = cache[item]
         else:
-            out[key] = resolve_conditional_references(service, writer, item, base, where, cache)
+            out[key] = resolve_conditional_references(service, writer, item, base, where, cache,
+                                                      caller)
     return out
 
 
@@ -235,7 +238,7 @@ def _batch(service: Interactions, entries: list[Entry], base: str) -> FhirRespon
                 with service.resources.store.write() as writer:
                     entry.req.body = resolve_conditional_references(
                         service, writer, entry.req.body, base, f"Bundle.entry[{entry.index}]",
-                        {})
+                        {}, entry.req.caller)
                     resp = service.handle(entry.req, writer)
             else:
                 resp = service.handle(entry.req)
@@ -258,7 +261,7 @@ def _resolve_targets(service: Interactions, writer: Writer, entries: list[Entry]
             if req.method == "POST" and req.res_id is None and not req.history:
                 condition = req.headers.get("if-none-exist")
                 found = service.resources.find(writer, req.res_type or "", condition, base,
-                                               limit=2) if condition else []
+                                               limit=2, caller=req.caller) if condition else []
                 if len(found) > 1:
                     raise CoreError(412, "duplicate", f"ifNoneExist {condition!r} matches "
                                     "more than one resource")
@@ -266,7 +269,8 @@ def _resolve_targets(service: Interactions, writer: Writer, entries: list[Entry]
                 if entry.full_url:
                     mapping[entry.full_url] = f"{req.res_type}/{req.assigned_id}"
             elif req.method == "PUT" and req.res_id is None and req.query:
-                found = service.resources.find(writer, req.res_type or "", req.query, base, limit=2)
+                found = service.resources.find(writer, req.res_type or "", req.query, base,
+                                               limit=2, caller=req.caller)
                 if len(found) > 1:
                     raise CoreError(412, "duplicate", "the condition matches more than one "
                                     "resource")
@@ -301,7 +305,8 @@ def _transaction(service: Interactions, entries: list[Entry], base: str) -> Fhir
                 entry.req.body = rewrite_references(entry.req.body, mapping)
             if _has_conditional_reference(entry.req.body):
                 entry.req.body = resolve_conditional_references(
-                    service, writer, entry.req.body, base, f"Bundle.entry[{entry.index}]", cache)
+                    service, writer, entry.req.body, base, f"Bundle.entry[{entry.index}]", cache,
+                    entry.req.caller)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.req.method], e.index)):
             try:
                 results[entry.index] = service.handle(entry.req, writer)

@@ -25,10 +25,12 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    false,
     func,
     literal,
     or_,
     select,
+    true,
     tuple_,
     union_all,
 )
@@ -43,6 +45,7 @@ from sonobridge.core.search.params import Include, QueryParser, SearchQuery
 from sonobridge.core.search.registry import Registry
 from sonobridge.core.search.sql import Condition, SqlContext, build_condition
 from sonobridge.core.search.summary import summarize
+from sonobridge.core.validation import known_types
 from sonobridge.store.resources import ResourceStore
 from sonobridge.store.tables import INDEX_TABLES, idx_reference, idx_token
 from sonobridge.store.tables import resource_versions as V
@@ -73,12 +76,26 @@ _STR_MAX, _STR_MIN = "\U0010ffff", ""
 _NUM_MAX, _NUM_MIN = 1e308, -1e308
 
 
-@dataclass
+@dataclass(frozen=True)
 class Compartment:
     """``Patient/123/…``: restrict to resources in that patient's compartment."""
 
     kind: str
     id: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One way a caller may see resources of a type: inside a patient's compartment (or
+    anywhere), and matching a query (or not): one SMART scope, in search terms."""
+
+    compartment: Compartment | None
+    query: tuple[tuple[str, str], ...] = ()
+
+
+# A caller's grants per resource type: ``None`` when it may see every resource of the type,
+# else the alternatives (an empty list: none of them).
+Grants = Callable[[str], "list[Grant] | None"]
 
 
 @dataclass
@@ -110,33 +127,88 @@ class SearchEngine:
         return QueryParser(self.registry, default_count=self.default_count,
                            max_count=self.max_count, strict=strict)
 
-    def context(self, base: str, conn: Connection) -> SqlContext:
+    def context(self, base: str, conn: Connection, grants: Grants | None = None
+                ) -> SqlContext:
+        restrict = None
+        if grants is not None:
+            def restrict(res_type: str, alias: NamedFromClause, ctx: SqlContext
+                         ) -> ColumnElement[bool] | None:
+                found = grants(res_type)
+                return None if found is None else self.grant_condition(found, [res_type],
+                                                                       alias, ctx)
+
         return SqlContext(base=base, valueset=lambda url: self._valueset(conn, url),
-                          component=self.registry.component)
+                          component=self.registry.component, restrict=restrict)
+
+    def grant_condition(self, grants: Sequence[Grant], types: list[str], r: NamedFromClause,
+                        ctx: SqlContext) -> ColumnElement[bool]:
+        """Rows of ``types`` that any of the grants lets the caller see."""
+        if not grants:
+            return false()
+        alternatives = []
+        for grant in grants:
+            parts: list[ColumnElement[bool]] = []
+            if grant.compartment is not None:
+                parts.append(self._compartment_condition(grant.compartment, types, r, ctx))
+            if grant.query:
+                sq = self.parser(strict=True).parse(types, list(grant.query))
+                sql_type = types[0] if len(types) == 1 else None
+                parts += [build_condition(c, sql_type, r, ctx).as_exists(r)
+                          for c in sq.clauses]
+            alternatives.append(and_(*parts) if parts else true())
+        return or_(*alternatives)
+
+    def _visible_rows(self, grants: Grants, types: list[str], r: NamedFromClause,
+                      ctx: SqlContext) -> ColumnElement[bool] | None:
+        """The caller's restriction on the searched rows: types with the same grants share
+        one condition (``patient/*.rs``: one compartment test for every type)."""
+        groups: dict[tuple[Grant, ...], list[str]] = {}
+        free: list[str] = []
+        for res_type in types:
+            found = grants(res_type)
+            if found is None:
+                free.append(res_type)
+            else:
+                groups.setdefault(tuple(found), []).append(res_type)
+        if not groups:
+            return None
+        plain = SqlContext(ctx.base, ctx.valueset, ctx.component, ctx.now_us, ctx.aliases)
+        branches: list[ColumnElement[bool]] = []
+        if free:
+            branches.append(r.c.res_type.in_(free))
+        for alternatives, members in groups.items():
+            branches.append(and_(r.c.res_type.in_(members),
+                                 self.grant_condition(alternatives, members, r, plain)))
+        return or_(*branches)
 
     def search(self, res_types: list[str], query: Sequence[tuple[str, str]], *, base: str,
                strict: bool = False, link_path: str,
                compartment: Compartment | None = None, conn: Connection | None = None,
-               since: int | None = None, visible: Visible | None = None) -> SearchResult:
-        """Run a search. ``visible`` (from the access policy) drops included resources the
-        caller may not see, before they are followed any further."""
+               since: int | None = None, visible: Visible | None = None,
+               grants: Grants | None = None) -> SearchResult:
+        """Run a search. ``grants`` (from the access policy) bound every resource the search
+        looks at: the matches, and what chains, ``_has`` and ``_list`` evaluate; ``visible``
+        drops included resources the caller may not see, before they are followed."""
         sq = self.parser(strict).parse(res_types or ["Resource"], list(query),
                                        passthrough=("_since",) if since is not None else ())
         sq.res_types = res_types
         if conn is not None:
-            return self._run(conn, sq, base, link_path, compartment, since, visible)
+            return self._run(conn, sq, base, link_path, compartment, since, visible, grants)
         with self.store.reader.connect() as own:
-            return self._run(own, sq, base, link_path, compartment, since, visible)
+            return self._run(own, sq, base, link_path, compartment, since, visible, grants)
 
     def matches(self, conn: Connection, res_type: str, query: Sequence[tuple[str, str]],
-                base: str, limit: int) -> list[tuple[int, str]]:
-        """(rid, id) of resources matching a condition (conditional interactions): strict."""
+                base: str, limit: int, grants: Grants | None = None
+                ) -> list[tuple[int, str]]:
+        """(rid, id) of resources matching a condition (conditional interactions): strict.
+        With ``grants``, only among what the caller may see: a condition that names someone
+        else's resource answers as one that names nothing."""
         sq = self.parser(strict=True).parse([res_type], list(query))
         if not sq.clauses:
             raise CoreError(400, "invalid", "a conditional request needs search criteria")
         r = R_ALIAS
-        plan = self._plan(lambda stmt: conn.execute(stmt), sq, r, self.context(base, conn),
-                          None, None)
+        plan = self._plan(lambda stmt: conn.execute(stmt), sq, r,
+                          self.context(base, conn, grants), None, None, grants)
         rows = conn.execute(select(r.c.rid, r.c.res_id).where(plan.where).order_by(r.c.rid)
                             .limit(limit)).all()
         return [(row.rid, row.res_id) for row in rows]
@@ -144,7 +216,8 @@ class SearchEngine:
     # ----------------------------------------------------------------------------- planning
 
     def _plan(self, run: Run, sq: SearchQuery, r: NamedFromClause, ctx: SqlContext,
-              compartment: Compartment | None, since: int | None) -> Plan:
+              compartment: Compartment | None, since: int | None,
+              grants: Grants | None = None) -> Plan:
         """Choose how each clause is used: the most selective one drives the query (``IN``),
         the others test each candidate (``EXISTS``). When every clause matches many resources,
         none drives: candidates come in page order and the page fills after a few probes."""
@@ -175,6 +248,10 @@ class SearchEngine:
                     driver = condition
                     break
         parts = [c.as_in(r) if c is driver else c.as_exists(r) for c in conditions]
+        if grants is not None:
+            visible = self._visible_rows(grants, types or sorted(known_types()), r, ctx)
+            if visible is not None:
+                parts.append(visible)
         return Plan(and_(*base, *parts), dense=driver is None)
 
     def _compartment_condition(self, compartment: Compartment, types: list[str],
@@ -222,29 +299,26 @@ class SearchEngine:
                 out.setdefault((row.system, row.code), []).append(row.res_id)
         return out
 
-    def restricted(self, conn: Connection, res_type: str, ids: Sequence[str] | None,
-                   compartment: Compartment | None, query: Sequence[tuple[str, str]],
-                   base: str, limit: int = 10_000) -> set[str]:
-        """Which of ``ids`` (or, with ``None``, which resources of the type) are in the
-        compartment and match ``query``: the access policy's membership test."""
-        params = list(query)
-        if ids is not None:
-            if not ids:
-                return set()
-            params.append(("_id", ",".join(ids)))
-        sq = self.parser(strict=True).parse([res_type], params)
-        sq.res_types = [res_type]
+    def visible_ids(self, conn: Connection, res_type: str, ids: Sequence[str] | None,
+                    grants: Sequence[Grant], base: str, limit: int = 10_000) -> set[str]:
+        """Which of ``ids`` (or, with ``None``, which resources of the type) any of the
+        grants lets the caller see: the access policy's membership test."""
+        if ids is not None and not ids:
+            return set()
         r = R_ALIAS
-        plan = self._plan(lambda stmt: conn.execute(stmt), sq, r, self.context(base, conn),
-                          compartment, None)
-        rows = conn.execute(select(r.c.res_id).where(plan.where).limit(limit)).all()
+        ctx = self.context(base, conn)
+        where = [r.c.deleted.is_(False), r.c.res_type == res_type,
+                 self.grant_condition(grants, [res_type], r, ctx)]
+        if ids is not None:
+            where.append(r.c.res_id.in_(list(ids)))
+        rows = conn.execute(select(r.c.res_id).where(*where).limit(limit)).all()
         return {row.res_id for row in rows}
 
     def _run(self, conn: Connection, sq: SearchQuery, base: str, link_path: str,
              compartment: Compartment | None, since: int | None,
-             visible: Visible | None = None) -> SearchResult:
+             visible: Visible | None = None, grants: Grants | None = None) -> SearchResult:
         counter = [0]
-        ctx = self.context(base, conn)
+        ctx = self.context(base, conn, grants)
         r = R_ALIAS
         digest = _digest(link_path, sq.used)
         cursor = _decode_cursor(sq.page, digest) if sq.page else None
@@ -253,7 +327,7 @@ class SearchEngine:
             counter[0] += 1
             return conn.execute(stmt)
 
-        plan = self._plan(run, sq, r, ctx, compartment, since)
+        plan = self._plan(run, sq, r, ctx, compartment, since, grants)
         total = cursor.get("t") if cursor else None
         if sq.summary == "count" or (sq.total in ("accurate", "estimate") and cursor is None):
             total = run(select(func.count()).select_from(r).where(plan.where)).scalar_one()

@@ -71,6 +71,13 @@ class Aliases:
         return pool[index]
 
 
+# (resource type, the alias rows of that type are read through, context) -> what the caller
+# may see of them, or ``None`` when it may see all: the access policy, applied wherever a
+# search looks at resources (the matches, and the targets of chains, _has and _list), so that
+# no condition is evaluated over what the caller may not read.
+Restrict = Callable[[str, NamedFromClause, "SqlContext"], ColumnElement[bool] | None]
+
+
 @dataclass
 class SqlContext:
     base: str
@@ -78,6 +85,18 @@ class SqlContext:
     component: Callable[[str], SearchParam | None]
     now_us: int = 0
     aliases: Aliases = field(default_factory=Aliases)
+    restrict: Restrict | None = None
+
+    def visible(self, res_type: str, alias: NamedFromClause) -> list[ColumnElement[bool]]:
+        """The caller's restriction on ``res_type`` rows read through ``alias`` (none when it
+        may see them all), built without restriction of its own (a filter of the policy is
+        the caller's own grant, not a question it asks)."""
+        if self.restrict is None:
+            return []
+        plain = SqlContext(self.base, self.valueset, self.component, self.now_us,
+                           self.aliases, None)
+        found = self.restrict(res_type, alias, plain)
+        return [] if found is None else [found]
 
     def __post_init__(self) -> None:
         self.now_us = self.now_us or time.time_ns() // 1000
@@ -419,7 +438,8 @@ def _chain_condition(clause: Clause, res_type: str | None, r: NamedFromClause, c
         # (res_type, param, target_type, target_id) index.
         targets = select(target.c.res_id).where(
             target.c.res_type == target_type, target.c.deleted.is_(False),
-            clause_condition(inner, target_type, target, ctx))
+            clause_condition(inner, target_type, target, ctx),
+            *ctx.visible(target_type, target))
         subqueries.append(select(ref.c.rid).where(
             _type_filter(ref, res_type), ref.c.param == clause.param.code,
             ref.c.target_type == target_type, ref.c.target_id.in_(targets)))
@@ -438,7 +458,9 @@ def _has_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ctx
            .join(source, source.c.rid == ref.c.rid)
            .where(ref.c.res_type == clause.source_type, ref.c.param == clause.param.code,
                   ref.c.target_type == (res_type if res_type else r.c.res_type),
-                  clause_condition(clause.inner, clause.source_type, source, ctx)))
+                  source.c.deleted.is_(False),
+                  clause_condition(clause.inner, clause.source_type, source, ctx),
+                  *(ctx.visible(clause.source_type, source) if clause.source_type else [])))
     return r.c.res_id.in_(sub)
 
 
@@ -451,7 +473,8 @@ def _list_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ct
            .join(lst, lst.c.rid == ref.c.rid)
            .where(lst.c.res_type == "List", lst.c.res_id.in_(ids), lst.c.deleted.is_(False),
                   ref.c.param == "item",
-                  ref.c.target_type == (res_type if res_type else r.c.res_type)))
+                  ref.c.target_type == (res_type if res_type else r.c.res_type),
+                  *ctx.visible("List", lst)))
     return r.c.res_id.in_(sub)
 
 
