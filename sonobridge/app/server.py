@@ -25,6 +25,7 @@ from sonobridge.config import Settings
 from sonobridge.conformance.capability import capability_statement
 from sonobridge.core.events import Answered
 from sonobridge.core.policy import Caller, Policy
+from sonobridge.core.roles import role_allows
 from sonobridge.core.services import Core
 from sonobridge.dicomweb.routes import DicomWebApp
 from sonobridge.dicomweb.wado_uri import wado_uri
@@ -117,8 +118,14 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
 
     dicomweb = DicomWebApp(core, configured_base=settings.base_url,
                            threads=settings.worker_threads, remote=Proxy(core))
-    auth_web = AuthWeb(auth, settings.base_url, patients=lambda user: core.patients.recent(),
-                       patient_exists=lambda pid: core.resources.exists("Patient", pid),
+    def may_pick(user: Any) -> bool:
+        """Only a role that may read patients sees the picker's names or picks one."""
+        return role_allows(user.role, "Patient", "r")
+
+    auth_web = AuthWeb(auth, settings.base_url,
+                       patients=lambda user: core.patients.recent() if may_pick(user) else [],
+                       patient_exists=lambda user, pid: may_pick(user) and
+                       core.resources.exists("Patient", pid),
                        audit=lambda *args: _audit_auth(core, *args))
     middleware = [Middleware(RequestContextMiddleware)]
     if settings.cors_origins:

@@ -310,14 +310,20 @@ class Accounts:
                                           expires=int(time.time()) + LAUNCH_SECONDS))
         return handle
 
-    def launch(self, handle: str, user: User) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+    def launch(self, handle: str, user: User, *, take: bool = False) -> dict[str, Any] | None:
+        """The context of a launch handle for this user. A handle is used once: ``take``
+        (when the authorization is granted) deletes it, so a handle seen in a log or a
+        browser history cannot start a second session."""
+        with self._tx() as conn:
             row = conn.execute(select(L).where(L.c.launch == digest(handle))).first()
-        if row is None or row.expires < time.time():
-            return None
-        if row.user_id is not None and row.user_id != user.id:
-            return None
-        return orjson.loads(row.context)
+            if row is None or row.expires < time.time():
+                return None
+            if row.user_id is not None and row.user_id != user.id:
+                return None
+            if take and conn.execute(delete(L).where(L.c.launch == row.launch)).rowcount != 1:
+                return None  # another request took it first
+        context: dict[str, Any] = orjson.loads(row.context)
+        return context
 
     # ------------------------------------------------------------------ clients
 

@@ -47,9 +47,10 @@ SMART_STYLE = {"color_background": "#f4f7fa", "color_error": "#a40000",
                "font_family_body": "system-ui, sans-serif",
                "font_family_heading": "system-ui, sans-serif"}
 
-# (patient id, label) pairs for the picker, and a check that a patient exists.
+# (patient id, label) pairs the user may pick from, and whether the user may pick a patient id
+# (it exists, and the user's role may read patients): the core's answers, given by the app.
 PatientLookup = Callable[[User], list[tuple[str, str]]]
-PatientExists = Callable[[str], bool]
+PatientExists = Callable[[User, str], bool]
 # (kind, outcome ok?, user, client id, site, detail) -> None: the audit trail's hook.
 AuthAudit = Callable[[str, bool, "User | None", str, Site, dict[str, Any]], None]
 
@@ -261,11 +262,17 @@ class AuthWeb:
                 return self._finish(response, new_session, site)
             if needs_patient:
                 patient = (own.get("patient_id") or own.get("patient") or "").strip()
-                if patient and self.patient_exists(patient):
+                if patient and self.patient_exists(user, patient):
                     context["patient"] = patient
                     context["need_patient_banner"] = True
                 else:
                     error_key = "no-patient"
+            if error_key is None and "launch" in scopes and \
+                    accounts.launch(launch or "", user, take=True) is None:
+                refusal = OAuth2Error("the launch was used already",
+                                      redirect_uri=grant.redirect_uri)
+                refusal.error = "invalid_request"
+                return self._authorize_error(oreq, refusal, lang)
             if error_key is None:
                 context.setdefault("need_patient_banner", False)
                 context["smart_style_url"] = f"{site.root}/auth/smart-style.json"

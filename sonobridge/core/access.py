@@ -126,6 +126,55 @@ class Access:
             raise forbidden(f"{res_type}/{res_id} is outside {where} this token allows "
                             f"({_WORDS[permission]})")
 
+    def references(self, conn: Connection, caller: Caller, res_type: str, permission: str,
+                   references: set[tuple[str, str]]) -> None:
+        """403 unless a write confined to a patient's compartment (every scope that lets it
+        write ``res_type`` is a ``patient/`` scope) points only inside that compartment, at
+        resources of compartment types (and, for an update, pointed only there before): a
+        patient-A token may not write into, or out of, patient B's record. References to
+        resources outside compartments (practitioners, organisations, devices) are not the
+        compartment's to bound."""
+        policy = caller.policy
+        if policy.unrestricted or not references or not policy.patient:
+            return
+        scopes = policy.grants(res_type, permission)
+        if not scopes or any(s.context != "patient" for s in scopes):
+            return
+        kept = {(t, i) for t, i in references
+                if t == "Patient" or t in self.engine.compartment_types()}
+        own = Compartment("Patient", policy.patient)
+        inside = {(t, i) for t, i in kept if t == "Patient" and i == policy.patient}
+        by_type: dict[str, list[str]] = {}
+        for t, i in kept - inside:
+            if t != "Patient":
+                by_type.setdefault(t, []).append(i)
+        for t, ids in by_type.items():
+            for start in range(0, len(ids), 200):
+                seen = self.engine.visible_ids(conn, t, ids[start:start + 200], [Grant(own)],
+                                               caller.base)
+                inside.update((t, i) for i in seen)
+        outside = kept - inside
+        if outside:
+            names = ", ".join(f"{t}/{i}" for t, i in sorted(outside)[:3])
+            raise forbidden(f"the write touches {names}, outside the patient compartment "
+                            "this token is confined to")
+
+    def version_visible(self, caller: Caller, res_type: str, res_id: str,
+                        content: bytes | None) -> bool:
+        """Whether one stored version is inside the caller's compartment, judged by its own
+        content (a resource moved from patient B to A keeps B's versions B's)."""
+        policy = caller.policy
+        found = grants_for(policy, res_type, "r")
+        if found is None:
+            return True
+        if content is None:
+            return any(g.compartment is None for g in found)
+        from sonobridge import jsonio
+
+        resource = jsonio.loads(content)
+        members = self.engine.compartment_members(res_type, res_id, resource)
+        return any(g.compartment is None or g.compartment in members for g in found)
+
     @staticmethod
     def search_types(policy: Policy, types: list[str]) -> list[str]:
         """The types a search may cover: the asked ones (each needs search rights), or for a

@@ -62,6 +62,11 @@ def history(resources: Resources, caller: Caller, res_type: str | None, res_id: 
             allowed = resources.access.visible(conn, caller, "r",
                                                {(s.type, s.id) for s in page})
         page = [s for s in page if (s.type, s.id) in allowed]
+    if not policy.unrestricted:
+        # Each version by its own content: a resource moved from patient B to A keeps the
+        # versions that were B's out of A's reach.
+        page = [s for s in page
+                if resources.access.version_visible(caller, s.type, s.id, s.content)]
     if count == 0:
         page, next_key = [], None
     base = caller.base

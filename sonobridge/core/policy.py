@@ -6,8 +6,9 @@ MLLP listener from the sending application. ``core/access.py`` answers every que
 it, for every protocol (FHIR interactions, searches and their includes, history, $everything,
 DICOM studies, DIMSE services).
 
-``patient/`` scopes confine access to the patient's compartment; ``user/`` scopes are bounded
-by the user's role; query-restricted scopes add their search parameters as a filter.
+``patient/`` scopes confine access to the patient's compartment; the scopes of a user's token,
+``patient/`` as well as ``user/``, are bounded by the user's role; query-restricted scopes add
+their search parameters as a filter.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ class Policy:
             return False  # the audit trail: the audit administrator only
         if scope.context == "patient" and not self.patient:
             return False  # a patient scope without a patient in context allows nothing
-        return not (scope.context == "user" and not role_allows(self.role, resource_type,
-                                                                permission))
+        if scope.context == "user" or (scope.context == "patient" and self.role is not None):
+            # A user's role bounds every scope the user's token carries, patient/ ones too:
+            # a trainee who picked a patient still writes only what a trainee may write.
+            return role_allows(self.role, resource_type, permission)
+        return True
 
     def grants(self, resource_type: str, permission: str) -> list[ResourceScope]:
         """The scopes that allow ``permission`` (c r u d s) on ``resource_type``."""

@@ -20,11 +20,12 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 
-from sonobridge.core.access import Access, require
+from sonobridge.core.access import Access, forbidden, require
 from sonobridge.core.errors import CoreError, not_found
 from sonobridge.core.events import Events, ResourceChanged
 from sonobridge.core.patch import apply_fhirpath_patch, apply_json_patch
 from sonobridge.core.policy import Caller
+from sonobridge.core.references import literal_references
 from sonobridge.core.search.dates import parse_period
 from sonobridge.core.search.engine import Compartment, SearchEngine, SearchResult
 from sonobridge.core.validation import check_type, is_valid_id, validate
@@ -124,6 +125,18 @@ class Resources:
             self.events.emit(ResourceChanged(writer, caller, action, interaction, stored,
                                              resource, changed))
 
+    def _touches(self, caller: Caller, writer: Writer, res_type: str, permission: str,
+                 body: Any, before: Any = None) -> None:
+        """403 when a write points at (or, for ``before``, stops pointing at) a resource of
+        another patient's record (``Access.references``)."""
+        if caller.policy.unrestricted:
+            return
+        touched = literal_references(body, caller.base)
+        if before is not None:
+            touched |= literal_references(before, caller.base)
+        writer.flush()
+        self.access.references(writer.conn, caller, res_type, permission, touched)
+
     @staticmethod
     def _target(res_type: str, res_id: str | None = None) -> None:
         check_type(res_type)
@@ -161,6 +174,10 @@ class Resources:
             raise CoreError(400, "invalid", f"invalid version id {version_id!r}")
         stored = self.store.vread(res_type, res_id, int(version_id))
         self._may(caller, writer, "r", res_type, res_id)
+        if stored is not None and not self.access.version_visible(caller, res_type, res_id,
+                                                                  stored.content):
+            raise forbidden(f"version {version_id} of {res_type}/{res_id} is outside the "
+                            "patient compartment this token allows (read)")
         if stored is None:
             raise not_found(f"{res_type}/{res_id} has no version {version_id}")
         if stored.deleted:
@@ -213,6 +230,7 @@ class Resources:
                     return Written(stored, created=False)
             stored = writer.create(res_type, body, assigned_id)
             self._may(caller, writer, "c", res_type, stored.id)
+            self._touches(caller, writer, res_type, "c", body)
             self._changed(writer, caller, "C", "create", stored, body)
             return Written(stored, created=True)
 
@@ -237,11 +255,13 @@ class Resources:
                 body: dict[str, Any], if_match: int | None, method: str = "PUT") -> Written:
         if res_type == "AuditEvent" and writer.read("AuditEvent", res_id) is not None:
             self._append_only(res_type)
+        before: Any = None
         if not caller.policy.unrestricted:
             require(caller.policy, res_type, "u")
             current = writer.read(res_type, res_id)
             if current is not None and not current.deleted:
                 self._may(caller, writer, "u", res_type, res_id)  # the resource as it is now
+                before = json_loads(current.content) if current.content else None
             else:
                 require(caller.policy, res_type, "c")  # update as create
         try:
@@ -249,6 +269,7 @@ class Resources:
         except VersionConflict as exc:
             raise CoreError(412, "conflict", f"{res_type}/{res_id}: {exc}") from None
         self._may(caller, writer, "u", res_type, res_id)  # ...and as it would be
+        self._touches(caller, writer, res_type, "u", body, before)
         # Told even when nothing changed: the audit trail records the interaction.
         self._changed(writer, caller, "C" if result.created else "U",
                       "patch" if method == "PATCH" else "update", result.stored, body,

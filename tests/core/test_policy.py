@@ -31,7 +31,10 @@ GRANTS = [
     ("patient/Observation.rs", None, None, "Observation", "r", False),
     ("patient/Observation.rs", None, "", "Observation", "r", False),
     ("patient/*.cruds", None, "p1", "Condition", "d", True),
-    ("patient/*.cruds", "trainee", "p1", "Condition", "d", True),  # the role does not bound it
+    ("patient/*.cruds", "trainee", "p1", "Condition", "d", False),  # the role bounds it too
+    ("patient/*.cruds", "trainee", "p1", "Condition", "r", True),
+    ("patient/*.cruds", "trainee", "p1", "QuestionnaireResponse", "c", True),
+    ("patient/*.cruds", None, "p1", "Condition", "d", True),  # no user: no role to bound it
     # user/ scopes: bounded by the role
     ("user/*.cruds", "remote-expert", None, "Observation", "d", True),
     ("user/*.cruds", "sonographer", None, "ImagingStudy", "c", True),
@@ -129,9 +132,9 @@ def test_forbidden_message(permission, word):
     # a broader scope beside a patient one: not confined
     ("patient/Observation.rs user/Observation.rs", "remote-expert", "p1", "Observation", None),
     ("patient/Observation.rs system/*.rs", None, "p1", "Observation", None),
-    # the user/ scope does not count when the role does not allow it
-    ("patient/Observation.rs user/Observation.rs", "security-admin", "p1", "Observation",
-     "p1"),
+    # a user's role bounds both its user/ and its patient/ scopes
+    ("patient/Observation.rs user/Observation.rs", "sonographer", "p1", "Observation", None),
+    ("patient/Observation.rs", "sonographer", "p1", "Observation", "p1"),
 ])
 def test_compartment(scope, role, patient, res_type, expected):
     assert policy(scope, role, patient).compartment(res_type, "r") == expected

@@ -299,7 +299,14 @@ def launch_command(
     gw = _gateway(data_dir, database_url)
     found = gw.auth.accounts.user(user)
     if found is None:
+        gw.close()
         raise _fail(f"no user {user!r}")
+    if not gw.core.resources.exists("Patient", patient):
+        gw.close()
+        raise _fail(f"no Patient/{patient} here: a launch names a patient that exists")
+    if study and not gw.core.resources.exists("ImagingStudy", study):
+        gw.close()
+        raise _fail(f"no ImagingStudy/{study} here")
     context: dict[str, Any] = {"patient": patient}
     if encounter:
         context["encounter"] = encounter

@@ -254,6 +254,27 @@ class SearchEngine:
                 parts.append(visible)
         return Plan(and_(*base, *parts), dense=driver is None)
 
+    def compartment_types(self) -> frozenset[str]:
+        """The types that belong to a patient's compartment through a reference."""
+        return frozenset(self._compartment)
+
+    def compartment_members(self, res_type: str, res_id: str, resource: dict[str, Any]
+                            ) -> set[Compartment]:
+        """The patient compartments one version of a resource is in, from its own content
+        (the index holds only the current version's)."""
+        found: set[Compartment] = set()
+        if res_type == "Patient":
+            found.add(Compartment("Patient", res_id))
+        params = set(self._compartment.get(res_type, []))
+        if not params:
+            return found
+        rows = self.registry.index_rows(res_type, resource).get("idx_reference", [])
+        for row in rows:
+            if row.get("param") in params and row.get("target_type") == "Patient" and \
+                    row.get("target_id"):
+                found.add(Compartment("Patient", str(row["target_id"])))
+        return found
+
     def _compartment_condition(self, compartment: Compartment, types: list[str],
                                r: NamedFromClause, ctx: SqlContext) -> ColumnElement[bool]:
         ref = ctx.alias(idx_reference)
