@@ -36,6 +36,11 @@ ENV_NAMES: dict[str, str] = {
     "dicom_max_object_size": "SONOBRIDGE_DICOM_MAX_OBJECT_SIZE",
     "dicom_patient_id_system": "SONOBRIDGE_DICOM_PATIENT_ID_SYSTEM",
     "dicom_cache_size": "SONOBRIDGE_DICOM_CACHE_SIZE",
+    "limit_frame_pixels": "SONOBRIDGE_LIMIT_FRAME_PIXELS",
+    "limit_decoded_bytes": "SONOBRIDGE_LIMIT_DECODED_BYTES",
+    "limit_video_frames": "SONOBRIDGE_LIMIT_VIDEO_FRAMES",
+    "limit_decode_seconds": "SONOBRIDGE_LIMIT_DECODE_SECONDS",
+    "limit_frame_list": "SONOBRIDGE_LIMIT_FRAME_LIST",
     "cors_origins": "SONOBRIDGE_CORS_ORIGINS",
     "auth": "SONOBRIDGE_AUTH",
     "token_lifetime": "SONOBRIDGE_TOKEN_LIFETIME",
@@ -103,6 +108,12 @@ class Settings:
     dicom_max_object_size: int = 4 * 1024**3
     dicom_patient_id_system: str = "urn:sonobridge:dicom:patient-id"
     dicom_cache_size: int = 256 * 1024 * 1024  # decoded frames and renderings kept in memory
+    # Bounded work per request (core/limits.py, docs/security.md)
+    limit_frame_pixels: int = 8192 * 8192
+    limit_decoded_bytes: int = 2_000_000_000
+    limit_video_frames: int = 3600
+    limit_decode_seconds: int = 120
+    limit_frame_list: int = 1000
     cors_origins: str = ""  # comma-separated origins allowed to call the APIs from a browser
     load_sample: bool = True
     auth: str = "enabled"  # "disabled" opens the APIs: local development on loopback only
@@ -259,7 +270,7 @@ class Settings:
 
 
 _SIZES = {"max_body_size", "dicom_max_object_size", "dicom_cache_size",
-          "hl7_max_message_size"}
+          "hl7_max_message_size", "limit_decoded_bytes"}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sonobridge.core.events import Events
 from sonobridge.core.imaging.archive import Archive
 from sonobridge.core.imaging.ingest import Ingest
 from sonobridge.core.imaging.studies import Studies
+from sonobridge.core.limits import limits_of
 from sonobridge.core.messages import Messages
 from sonobridge.core.orders import Orders
 from sonobridge.core.patients import Patients
@@ -95,7 +96,7 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     patients = Patients(resources, settings.dicom_patient_id_system)
     studies = Studies(resources, patients, f"{settings.public_root}/dicomweb")
     orders = Orders(resources, patients, studies)
-    archive = Archive(store, blobs, studies, settings.dicom_cache_size)
+    archive = Archive(store, blobs, studies, settings.dicom_cache_size, limits_of(settings))
     ingest = Ingest(store, blobs, studies, events, settings.dicom_max_object_size)
     messages = Messages(store, events)
     audit = None

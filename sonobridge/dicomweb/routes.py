@@ -21,6 +21,7 @@ from sonobridge.core.events import Answered
 from sonobridge.core.imaging.archive import with_base
 from sonobridge.core.imaging.frames import EXPLICIT_LE, NATIVE
 from sonobridge.core.imaging.remote import RemoteArchive
+from sonobridge.core.limits import Limits
 from sonobridge.core.policy import Caller, Policy
 from sonobridge.core.services import Core
 from sonobridge.dicomweb import negotiate, rendering
@@ -165,6 +166,33 @@ class DicomWebApp:
                              query=request.url.query if search else None,
                              detail=f"{status}: {message[:200]}" if message else ""))
 
+    async def _watched(self, request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+        """Long work (a rendered cine) with a budget (``core/limits.py``): stopped between
+        frames when the client goes away or the time is up."""
+        budget = self.service.limits.budget()
+        done = anyio.Event()
+
+        async def watch() -> None:
+            while not done.is_set():
+                if await request.is_disconnected():
+                    budget.cancel()
+                    return
+                with anyio.move_on_after(0.25):
+                    await done.wait()
+
+        outcome: list[Any] = []
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            try:  # kept out of the task group, which would wrap it in an exception group
+                outcome.append(await self._run(fn, *args, budget))
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                done.set()
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.threads)
@@ -286,7 +314,7 @@ class DicomWebApp:
 
     async def frames(self, request: Request) -> Response:
         p = request.path_params
-        numbers = _frame_list(p["frames"])
+        numbers = _frame_list(p["frames"], self.service.limits)
         row = await self._run(self.service.instance, p["study"], p["series"], p["sop"])
         accept = request.query_params.get("accept") or request.headers.get("accept")
         choice = negotiate.choose_frames(accept, row.transfer_syntax, len(numbers))
@@ -349,7 +377,7 @@ class DicomWebApp:
         window = rendering.parse_window(query.get("window"))
         frame = None
         if "frames" in p:
-            numbers = _frame_list(p["frames"])
+            numbers = _frame_list(p["frames"], self.service.limits)
             if len(numbers) != 1:
                 raise DicomwebError(400, "render one frame at a time")
             frame = numbers[0]
@@ -377,8 +405,8 @@ class DicomWebApp:
         else:
             if media.startswith("image/") and not multiframe and frame is None:
                 frame = 1
-            data = await self._run(self.service.render, row, media, frame, quality, viewport,
-                                   window)
+            data = await self._watched(request, self.service.render, row, media, frame,
+                                       quality, viewport, window)
         return _ranged(request, data, media)
 
 
@@ -405,13 +433,17 @@ def _ranged(request: Request, data: bytes, media: str) -> Response:
     return Response(data, 200, headers, media_type=media)
 
 
-def _frame_list(text: str) -> list[int]:
-    try:
-        numbers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise DicomwebError(400, f"frame list {text!r}: expected numbers like 1,3,5") from None
-    if not numbers:
-        raise DicomwebError(400, "no frame numbers given")
+def _frame_list(text: str, limits: Limits) -> list[int]:
+    """``1,3,5``: each a positive number, each once, at most ``limits.frame_list`` of them
+    (a 600-byte URL must not ask for 70 MB)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    limits.frame_numbers(len(parts))
+    if not parts or not all(part.isascii() and part.isdigit() and len(part) <= 9
+                            for part in parts):
+        raise DicomwebError(400, f"frame list {text[:80]!r}: expected numbers like 1,3,5")
+    numbers = [int(part) for part in parts]
+    if len(set(numbers)) != len(numbers):
+        raise DicomwebError(400, "a frame number is asked for twice")
     return numbers
 
 

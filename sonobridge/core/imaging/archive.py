@@ -19,13 +19,14 @@ import orjson
 from pydicom import dcmread
 
 from sonobridge.core.errors import CoreError, bad_request, not_acceptable, not_found
+from sonobridge.core.imaging import codecs, transcode
 from sonobridge.core.imaging import frames as F
 from sonobridge.core.imaging import query as qido
 from sonobridge.core.imaging import render as rendered
-from sonobridge.core.imaging import transcode
 from sonobridge.core.imaging.cache import FrameCache
 from sonobridge.core.imaging.metadata import BASE_BYTES, VIDEO_SYNTAXES
 from sonobridge.core.imaging.studies import Studies
+from sonobridge.core.limits import Budget, Limits
 from sonobridge.core.policy import Caller
 from sonobridge.store.blobs import BlobStore
 from sonobridge.store.dicom import index
@@ -39,11 +40,47 @@ def _what(study: str, series: str | None, sop: str | None) -> str:
 
 class Archive:
     def __init__(self, store: ResourceStore, blobs: BlobStore, studies: Studies,
-                 cache_size: int) -> None:
+                 cache_size: int, limits: Limits | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.studies = studies
         self.cache = FrameCache(cache_size)
+        self.limits = limits or Limits()
+
+    # ------------------------------------------------------------------------ limits
+
+    def frame_size(self, row: StoredInstance, raw: bytes | None = None,
+                   display: bool = False) -> int:
+        """The decoded size of one frame of ``row`` in bytes (``display``: as 8-bit display
+        values), checked against the limits: the attributes, and the header inside the
+        compressed frame ``raw`` when there is one (what the decoder will allocate). 413
+        beyond the limits, 422 when the header and the attributes disagree."""
+        metadata = orjson.loads(row.metadata)
+
+        def value(tag: str, default: int) -> int:
+            values = (metadata.get(tag) or {}).get("Value") or [default]
+            try:
+                return int(values[0])
+            except (TypeError, ValueError):
+                return 0
+
+        rows, columns = value("00280010", 0), value("00280011", 0)
+        samples, bits = value("00280002", 1), value("00280100", 8)
+        what = f"a frame of instance {row.sop_uid}"
+        size = self.limits.frame(rows, columns, samples, bits, what)
+        if raw is not None and codecs.readable(row.transfer_syntax):
+            found = codecs.declared(row.transfer_syntax, raw[:codecs.HEADER_BYTES])
+            if found is not None:
+                if (found.rows, found.columns) != (rows, columns):
+                    raise CoreError(422, "processing", f"{what}: its codestream says "
+                                    f"{found.columns} x {found.rows} pixels, its attributes "
+                                    f"{columns} x {rows}; it is not decoded")
+                self.limits.frame(found.rows, found.columns, found.samples, found.bits, what)
+        if display:
+            colour = samples > 1 or str((metadata.get("00280004") or {}).get(
+                "Value", [""])[0]) == "PALETTE COLOR"
+            return rows * columns * (3 if colour else 1)
+        return size
 
     # ------------------------------------------------------------------------ lookups
 
@@ -158,6 +195,7 @@ class Archive:
     def decoded_frame(self, row: StoredInstance, number: int) -> bytes:
         def compute() -> bytes:
             raw = self.frame_bytes(row, [number])[0]
+            self.frame_size(row, raw)
             metadata = orjson.loads(row.metadata)
             return F.decoded_bytes(F.decode(row.transfer_syntax, raw, metadata))
 
@@ -174,6 +212,7 @@ class Archive:
     def _display(self, row: StoredInstance, number: int, window: tuple[float, float] | None
                  ) -> np.ndarray:
         raw = self.frame_bytes(row, [number])[0]
+        self.frame_size(row, raw)
         metadata = orjson.loads(row.metadata)
         array = F.decode(row.transfer_syntax, raw, metadata)
         return rendered.to_display(array, metadata, window, self._palette(row, metadata))
@@ -201,29 +240,40 @@ class Archive:
     # ------------------------------------------------------------------------ rendered
 
     def render(self, row: StoredInstance, media: str, frame: int | None, quality: int,
-               viewport: tuple[int, int] | None, window: tuple[float, float] | None) -> bytes:
+               viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+               budget: Budget | None = None) -> bytes:
         key = ("rendered", row.sop_uid, row.sha256, frame, media, quality, viewport, window)
+        budget = budget or self.limits.budget()
 
         def compute() -> bytes:
             metadata = orjson.loads(row.metadata)
             count = row.number_of_frames or 1
             if (media in ("video/mp4", "image/gif") and frame is None and count > 1) or \
                     row.transfer_syntax in VIDEO_SYNTAXES:
-                return self._cine(row, media, metadata, viewport, window)
+                return self._cine(row, media, metadata, viewport, window, budget)
             display = self._display(row, frame or 1, window)
             return rendered.encode_image(display, media, quality=quality, viewport=viewport)
 
         return self.cache.single_flight(key, compute)
 
     def _cine(self, row: StoredInstance, media: str, metadata: dict[str, Any],
-              viewport: tuple[int, int] | None, window: tuple[float, float] | None) -> bytes:
+              viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+              budget: Budget) -> bytes:
         fps = rendered.frame_rate(metadata)
+        count = row.number_of_frames or 1
+        # Every frame is held decoded until the video is encoded: bounded before any decoding.
+        self.limits.held(self.frame_size(row, display=True), count,
+                         f"the rendering of instance {row.sop_uid}")
         if row.transfer_syntax in VIDEO_SYNTAXES:
             if media != "video/mp4":
                 raise not_acceptable("this is a video: it is rendered as video/mp4")
+            budget.check()
             return rendered.video_to_mp4(b"".join(self.frames_stream(row)), fps)
-        count = row.number_of_frames or 1
-        displays = [self._display(row, n, window) for n in range(1, count + 1)]
+        displays = []
+        for n in range(1, count + 1):
+            budget.check()
+            displays.append(self._display(row, n, window))
+        budget.check()
         if media == "image/gif":
             return rendered.encode_gif(displays, fps, viewport)
         return rendered.encode_mp4(displays, fps, viewport)
@@ -240,6 +290,8 @@ class Archive:
     def _video_thumbnail(self, row: StoredInstance, media: str, size: tuple[int, int]
                          ) -> bytes:
         import av
+
+        self.frame_size(row)
 
         def compute() -> bytes:
             stream = b"".join(self.frames_stream(row))
@@ -268,6 +320,8 @@ class Archive:
             raise not_acceptable(f"instance {row.sop_uid} (stored in {row.transfer_syntax}) "
                                  f"cannot be sent in transfer syntax {syntax}")
         metadata = orjson.loads(row.metadata)
+        if row.transfer_syntax not in transcode.UNCOMPRESSED:
+            self.frame_size(row, self.frame_bytes(row, [1])[0] if row.frames else None)
 
         def display(array: np.ndarray) -> np.ndarray:
             return array if array.dtype == np.uint8 else rendered.to_display(array, metadata)

@@ -29,7 +29,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sonobridge.core.events import Events, InstanceStored
-from sonobridge.core.imaging import indexing
+from sonobridge.core.imaging import codecs, indexing
 from sonobridge.core.imaging.metadata import first, instance_json
 from sonobridge.core.imaging.parse import DicomParseError, Parsed, has_preamble, parse
 from sonobridge.core.imaging.studies import Studies
@@ -214,6 +214,31 @@ def check(parsed: Parsed, expected_study: str | None) -> tuple[str, str, str, st
     return sop_class, sop_uid, study, series
 
 
+def check_geometry(parsed: Parsed, path: Path) -> None:
+    """A compressed frame whose own header declares another size than Rows and Columns is
+    refused: its decoder would allocate what the header says (a 1 KB object declaring a
+    30000 x 30000 JPEG), and a viewer would show something else than the attributes
+    describe."""
+    pixels = parsed.pixels
+    if pixels is None or not pixels.encapsulated or not pixels.frames or \
+            not pixels.frames[0] or not codecs.readable(parsed.transfer_syntax):
+        return
+    offset, length = pixels.frames[0][0]
+    with path.open("rb") as f:
+        f.seek(offset)
+        head = f.read(min(length, codecs.HEADER_BYTES))
+    found = codecs.declared(parsed.transfer_syntax, head)
+    ds = parsed.dataset
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        raise IngestError(CANNOT_UNDERSTAND, "Rows and Columns are not numbers", ds) from None
+    if found is not None and (found.rows, found.columns) != (rows, columns):
+        raise IngestError(CANNOT_UNDERSTAND, f"the first frame's codestream declares "
+                          f"{found.columns} x {found.rows} pixels, Rows and Columns say "
+                          f"{columns} x {rows}", ds)
+
+
 def blob_key(study: str, series: str, sop: str, sha256: str) -> str:
     """Content-addressed: a replacement never overwrites the file it replaces."""
     return f"dicom/{study}/{series}/{sop}.{sha256[:16]}.dcm"
@@ -243,6 +268,7 @@ class Ingest:
             with received.path.open("rb") as f:
                 parsed = parse(f, received.size)
             sop_class, sop_uid, study, series = check(parsed, expected_study)
+            check_geometry(parsed, received.path)
         except (IngestError, DicomParseError) as exc:
             received.path.unlink(missing_ok=True)
             failure = exc.failure if isinstance(exc, IngestError) else CANNOT_UNDERSTAND
