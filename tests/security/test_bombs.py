@@ -134,3 +134,19 @@ def test_a_rendering_stops_when_its_budget_is_spent(core):
     with pytest.raises(CoreError) as left:
         gone.check()
     assert left.value.status == 499
+
+
+def test_dimse_transcoding_refuses_a_bomb_before_decoding(tmp_path):
+    """C-GET and C-MOVE to a peer that takes only uncompressed data decode through the same
+    transcoder: the limits hold there too (the sub-operation fails, nothing is allocated)."""
+    from sonobridge.core.imaging.transcode import CannotConvert, uncompressed_copy
+    from tests.dicom_data import to_bytes
+
+    source = tmp_path / "bomb.dcm"
+    source.write_bytes(to_bytes(bomb(30000, 30000)))
+    started = time.process_time()
+    with pytest.raises(CannotConvert) as refused:
+        uncompressed_copy(source, "1.2.840.10008.1.2.1", tmp_path)
+    assert "pixels per frame" in str(refused.value)
+    assert time.process_time() - started < 2
+    assert [p.name for p in tmp_path.iterdir()] == ["bomb.dcm"]  # no temporary file left

@@ -38,6 +38,9 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
+from sonobridge.core.imaging import codecs
+from sonobridge.core.limits import Limits
+
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -80,12 +83,13 @@ def can_convert(stored_syntax: str, target: str = EXPLICIT_LE, bits_allocated: i
         return False
 
 
-def transcoded(src: BinaryIO, syntax: str, display: Display | None = None
-               ) -> Iterator[bytes]:
+def transcoded(src: BinaryIO, syntax: str, display: Display | None = None,
+               limits: Limits | None = None) -> Iterator[bytes]:
     """The object read from ``src`` (a seekable Part 10 file) in ``syntax``, in chunks of at
     most about a frame. Raises :class:`CannotConvert` before the first chunk when the object
-    cannot be converted, and from the generator when the stored data turns out to be
-    broken."""
+    cannot be converted, a 413 ``CoreError`` when a frame is beyond the limits (checked on
+    the attributes and on the header inside the first compressed frame), and from the
+    generator when the stored data turns out to be broken."""
     if syntax not in TARGETS:
         raise CannotConvert(f"{syntax} is not a transfer syntax this server converts to")
     ds = dcmread(src, stop_before_pixels=True)
@@ -95,7 +99,37 @@ def transcoded(src: BinaryIO, syntax: str, display: Display | None = None
         if syntax == JPEG_BASELINE and bits != 8:
             raise CannotConvert("only 8-bit images can be sent as JPEG baseline")
         raise CannotConvert(f"objects in {stored.name} cannot be decoded here")
+    if stored not in UNCOMPRESSED or syntax == JPEG_BASELINE:
+        _within(src, ds, stored, limits or Limits())
     return _convert(src, ds, stored, syntax, display)
+
+
+def _within(src: BinaryIO, ds: Dataset, stored: UID, limits: Limits) -> None:
+    """413 unless a frame, as its attributes and its codestream declare it, is within the
+    limits (the file position is kept)."""
+    start = src.tell()
+    what = f"a frame of instance {ds.get('SOPInstanceUID', '?')}"
+    limits.frame(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0),
+                 int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8),
+                 what)
+    try:
+        if codecs.readable(stored):
+            order = "<" if stored.is_little_endian else ">"
+            src.seek(start + (8 if stored.is_implicit_VR else 12))  # the Pixel Data header
+            for _ in range(2):  # the Basic Offset Table, then the first fragment
+                header = src.read(8)
+                if len(header) < 8:
+                    return
+                group, element, size = struct.unpack(f"{order}HHL", header)
+                if (group << 16 | element) != ITEM:
+                    return
+                if _ == 0:
+                    src.seek(size, os.SEEK_CUR)
+            found = codecs.declared(stored, src.read(min(size, codecs.HEADER_BYTES)))
+            if found is not None:
+                limits.frame(found.rows, found.columns, found.samples, found.bits, what)
+    finally:
+        src.seek(start)
 
 
 def uncompressed_copy(source: BinaryIO | str | Path, syntax: str,

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext, build_context
 
+from sonobridge.core.errors import CoreError
 from sonobridge.core.imaging import transcode
 from sonobridge.core.imaging.archive import Archive
 from sonobridge.store.blobs import BlobStore
@@ -152,7 +153,7 @@ def send_stored_files(assoc: Any, blobs: BlobStore) -> None:
         try:
             with blobs.open(item.blob_key) as source:
                 copy = transcode.uncompressed_copy(source, target, blobs.scratch)
-        except transcode.CannotConvert as exc:
+        except (transcode.CannotConvert, CoreError) as exc:  # CoreError: beyond the limits
             log.warning("%s: %s", item.sop_uid, exc)
             raise ValueError(str(exc)) from None
         try:
