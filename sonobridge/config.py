@@ -54,6 +54,11 @@ ENV_NAMES: dict[str, str] = {
     "hl7_senders": "SONOBRIDGE_HL7_SENDERS",
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
     "hl7_time_zone": "SONOBRIDGE_HL7_TIME_ZONE",
+    "hl7_idle_timeout": "SONOBRIDGE_HL7_IDLE_TIMEOUT",
+    "hl7_message_timeout": "SONOBRIDGE_HL7_MESSAGE_TIMEOUT",
+    "hl7_max_connections_per_peer": "SONOBRIDGE_HL7_MAX_CONNECTIONS_PER_PEER",
+    "hl7_max_field_size": "SONOBRIDGE_HL7_MAX_FIELD_SIZE",
+    "hl7_max_segments": "SONOBRIDGE_HL7_MAX_SEGMENTS",
     "hl7_destinations": "SONOBRIDGE_HL7_DESTINATIONS",
     "hl7_destinations_file": "SONOBRIDGE_HL7_DESTINATIONS_FILE",
     "hl7_sending_application": "SONOBRIDGE_HL7_SENDING_APPLICATION",
@@ -81,7 +86,7 @@ def _parse_size(text: str) -> int:
     raw = text.strip().lower()
     digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
     unit = raw[len(digits):].strip()
-    if not digits.isdigit() or unit not in units:
+    if not digits.isdecimal() or unit not in units:
         raise ConfigError(f"not a size: {text!r} (examples: 1048576, 64MB, 1GiB)")
     return int(digits) * units[unit]
 
@@ -125,6 +130,11 @@ class Settings:
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
     hl7_senders: str = ""  # MSH-3 values to accept, comma-separated (empty: any); others AR
     hl7_max_message_size: int = 32 * 1024 * 1024
+    hl7_idle_timeout: int = 600  # seconds a connection may wait between messages
+    hl7_message_timeout: int = 60  # seconds from a message's <VT> to its <FS><CR>
+    hl7_max_connections_per_peer: int = 16  # open MLLP connections from one address
+    hl7_max_field_size: int = 8 * 1024 * 1024  # bytes of one field (an ED report PDF fits)
+    hl7_max_segments: int = 20_000  # segments of one message
     hl7_destinations: str = ""  # where results (ORU^R01) go: name@host:port, comma-separated
     hl7_destinations_file: str = ""  # more destinations, one name@host:port per line
     hl7_sending_application: str = "SONOBRIDGE"  # MSH-3 of what we send
@@ -270,7 +280,7 @@ class Settings:
 
 
 _SIZES = {"max_body_size", "dicom_max_object_size", "dicom_cache_size",
-          "hl7_max_message_size", "limit_decoded_bytes"}
+          "hl7_max_message_size", "limit_decoded_bytes", "hl7_max_field_size"}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:

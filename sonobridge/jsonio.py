@@ -45,6 +45,65 @@ def loads(data: bytes | str) -> Any:
         raise JSONError(str(exc)) from None
 
 
+MAX_DEPTH = 64  # nested objects and arrays: FHIR resources need a fraction of this
+MAX_NUMBER = 40  # characters of one number literal (FHIR decimals have at most 18 digits)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JSONError(f"the key {key!r} appears twice in one object")
+            seen.add(key)
+    return out
+
+
+def _number(text: str) -> int | Decimal:
+    if len(text) > MAX_NUMBER:
+        raise JSONError(f"a number of {len(text)} characters ({text[:20]}…)")
+    value = Decimal(text)
+    if not value.is_finite() or abs(value.adjusted()) > 308:
+        raise JSONError(f"the number {text[:40]} is out of range")
+    if "." not in text and "e" not in text.lower() and len(text) < 19:
+        return int(text)
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise JSONError(f"{name} is not a JSON number")
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """Parse untrusted JSON (request bodies): as ``loads``, and refuse what a lenient parser
+    lets through: a key twice in one object (which one is meant?), ``NaN`` and infinities,
+    numbers of absurd length or range (``1e999999``, 100,000 digits), nesting deeper than
+    ``MAX_DEPTH``."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        value = json.loads(raw, object_pairs_hook=_pairs, parse_float=_number,
+                           parse_int=_number, parse_constant=_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JSONError(str(exc)) from None
+    except RecursionError:
+        raise JSONError(f"nested more than {MAX_DEPTH} levels deep") from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise JSONError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+
+
 def dumps(obj: Any, *, pretty: bool = False, sort_keys: bool = False) -> bytes:
     """Serialise to compact (or indented) UTF-8 JSON, writing ``Decimal`` values as literals;
     ``sort_keys``: object keys in code point order at every level (a canonical form)."""

@@ -61,7 +61,7 @@ def totp_step(secret: str, code: str, last_step: int | None, now: float | None =
     refused, even though it is still inside its validity window.
     """
     code = code.strip().replace(" ", "")
-    if not code.isdigit() or len(code) != 6:
+    if not code.isdecimal() or len(code) != 6:
         return None
     totp = pyotp.TOTP(secret)
     now = time.time() if now is None else now

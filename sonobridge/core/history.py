@@ -31,7 +31,7 @@ def history(resources: Resources, caller: Caller, res_type: str | None, res_id: 
         elif name == "_at":
             at = parse_period(value, "_at")
         elif name == "_count":
-            if not value.isdigit() or len(value) > 9:
+            if not value.isdecimal() or len(value) > 9:
                 raise CoreError(400, "invalid", "_count must be a non-negative integer",
                                 expression=["_count"])
             count = int(value)

@@ -170,7 +170,7 @@ class Resources:
     def vread(self, caller: Caller, res_type: str, res_id: str, version_id: str,
               writer: Writer | None = None) -> StoredResource:
         self._target(res_type, res_id)
-        if not version_id.isdigit() or len(version_id) > 18:
+        if not version_id.isdecimal() or len(version_id) > 18:
             raise CoreError(400, "invalid", f"invalid version id {version_id!r}")
         stored = self.store.vread(res_type, res_id, int(version_id))
         self._may(caller, writer, "r", res_type, res_id)

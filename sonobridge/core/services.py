@@ -94,7 +94,8 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     resources = Resources(store, search, access, events,
                           history_page_max=settings.history_page_max)
     patients = Patients(resources, settings.dicom_patient_id_system)
-    studies = Studies(resources, patients, f"{settings.public_root}/dicomweb")
+    studies = Studies(resources, patients, f"{settings.public_root}/dicomweb",
+                      settings.hl7_time_zone)
     orders = Orders(resources, patients, studies)
     archive = Archive(store, blobs, studies, settings.dicom_cache_size, limits_of(settings))
     ingest = Ingest(store, blobs, studies, events, settings.dicom_max_object_size)

@@ -4,6 +4,8 @@ The rendering itself is the core's (``core/imaging/render.py``)."""
 
 from __future__ import annotations
 
+import math
+
 from sonobridge.core.imaging.render import CINE_TYPES
 from sonobridge.dicomweb.accept import parse_accept
 from sonobridge.dicomweb.errors import DicomwebError
@@ -45,6 +47,8 @@ def parse_window(value: str | None) -> tuple[float, float] | None:
         center, width = float(parts[0]), float(parts[1])
     except (ValueError, IndexError):
         raise DicomwebError(400, "window is center,width[,function]") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise DicomwebError(400, "window center and width must be finite numbers")
     if width <= 0:
         raise DicomwebError(400, "window width must be positive")
     return center, width
@@ -53,6 +57,6 @@ def parse_window(value: str | None) -> tuple[float, float] | None:
 def parse_quality(value: str | None) -> int:
     if not value:
         return 90
-    if not value.isdigit() or not 1 <= int(value) <= 100:
+    if not value.isdecimal() or not 1 <= int(value) <= 100:
         raise DicomwebError(400, "quality is an integer from 1 to 100")
     return int(value)

@@ -59,8 +59,8 @@ async def _serve(app: DicomWebApp, request: Request) -> Response:
                 raise DicomwebError(404, f"frame {frame} does not exist (1 to {count})")
             quality = rendering.parse_quality(query.get("imageQuality"))
             columns, rows = query.get("columns"), query.get("rows")
-            viewport = (int(columns), int(rows or columns)) if columns and columns.isdigit() \
-                and (not rows or rows.isdigit()) else None
+            viewport = (int(columns), int(rows or columns)) if columns and columns.isdecimal() \
+                and (not rows or rows.isdecimal()) else None
             window = None
             if query.get("windowCenter") and query.get("windowWidth"):
                 window = rendering.parse_window(f"{query['windowCenter']},{query['windowWidth']}")

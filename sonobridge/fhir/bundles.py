@@ -102,8 +102,16 @@ def parse_entries(bundle: dict[str, Any], base: str, headers: dict[str, str],
         raise CoreError(413, "too-costly", f"a bundle may hold at most {max_entries} entries",
                         expression=["Bundle.entry"])
     out = []
+    full_urls: dict[str, int] = {}
     for index, entry in enumerate(entries):
         where = f"Bundle.entry[{index}]"
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(full_url, str):
+            if full_url in full_urls:  # which of the two would a reference to it mean?
+                raise CoreError(400, "invalid", f"{where}: fullUrl {full_url!r} is the "
+                                f"fullUrl of Bundle.entry[{full_urls[full_url]}] too",
+                                expression=[f"{where}.fullUrl"])
+            full_urls[full_url] = index
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
             raise CoreError(400, "required", f"{where}: every entry needs a request",
                             expression=[f"{where}.request"])

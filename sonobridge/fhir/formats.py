@@ -130,7 +130,7 @@ def parse_body(body: bytes, kind: str) -> Any:
 
         return xml_to_resource(body)
     try:
-        return jsonio.loads(body)
+        return jsonio.loads_strict(body)
     except jsonio.JSONError as exc:
         raise CoreError(400, "structure", f"malformed JSON: {exc}") from None
 

@@ -202,7 +202,7 @@ class FhirApp:
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
+        if declared and declared.isdecimal() and int(declared) > self.max_body:
             raise _too_large(self.max_body)
         chunks, size = [], 0
         async for chunk in request.stream():

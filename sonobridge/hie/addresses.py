@@ -30,8 +30,10 @@ def parse_address(text: str, what: str, form: str) -> Address:
     name, at, rest = text.strip().partition("@")
     address, *options = _OPTION.split(rest)
     host, colon, port = address.rpartition(":")
-    if not (at and colon and name and host and port.isdigit()):
+    if not (at and colon and name and host and port.isdecimal()):
         raise ConfigError(f"{what} is {form}, not {text.strip()!r}")
+    if len(port) > 5 or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: port {port} of {text.strip()!r} is not from 1 to 65535")
     settings = {}
     for option in options:
         key, _, value = option.partition("=")

@@ -211,7 +211,7 @@ def message_type(message: hl7.Message) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------- patients
 
 def hl7_date(text: str) -> str | None:
-    digits = "".join(c for c in text if c.isdigit())
+    digits = "".join(c for c in text if c.isdecimal())
     if len(digits) >= 8:
         return f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}"
     if len(digits) == 6:
@@ -228,7 +228,7 @@ def hl7_datetime(text: str, offset: str = "+08:00") -> str | None:
     if not plus:
         main, minus, zone = text.partition("-")
         plus = minus
-    digits = "".join(c for c in main.split(".")[0] if c.isdigit())
+    digits = "".join(c for c in main.split(".")[0] if c.isdecimal())
     if len(digits) < 12:
         return hl7_date(digits)
     out = f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}T{digits[8:10]}:{digits[10:12]}:" \

@@ -33,21 +33,32 @@ def _value(data: dict[str, Any], tag: str) -> Any:
     return values[0] if values else None
 
 
-def _datetime(date: str | None, time: str | None) -> str | None:
-    """DICOM DA + TM -> FHIR dateTime (no zone known: date only unless a time is there)."""
-    if not date or len(date) != 8 or not date.isdigit():
+def _zone(offset: Any, default: str) -> str:
+    """Timezone Offset From UTC (0008,0201) ``+0800`` as ``+08:00``; else ``default``."""
+    text = str(offset or "")
+    if len(text) == 5 and text[0] in "+-" and text[1:].isdecimal():
+        return f"{text[:3]}:{text[3:]}"
+    return default
+
+
+def _datetime(date: str | None, time: str | None, zone: str = "Z") -> str | None:
+    """DICOM DA + TM (local times) -> FHIR dateTime in ``zone`` (date only without a time)."""
+    if not date or len(date) != 8 or not date.isdecimal():
         return None
     out = f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    if time and len(time) >= 4 and time[:4].isdigit():
-        seconds = time[4:6] if len(time) >= 6 and time[4:6].isdigit() else "00"
-        return f"{out}T{time[:2]}:{time[2:4]}:{seconds}Z"
+    if time and len(time) >= 4 and time[:4].isdecimal():
+        seconds = time[4:6] if len(time) >= 6 and time[4:6].isdecimal() else "00"
+        return f"{out}T{time[:2]}:{time[2:4]}:{seconds}{zone}"
     return out
 
 
 def imaging_study(study_uid: str, study: dict[str, Any], series: list[SeriesSummary], *,
                   patient_ref: str | None, endpoint_ref: str | None,
-                  based_on: list[str] | None = None) -> dict[str, Any]:
-    """The ImagingStudy for a DICOM study. Its id is the Study Instance UID (a valid FHIR id)."""
+                  based_on: list[str] | None = None, zone: str = "Z") -> dict[str, Any]:
+    """The ImagingStudy for a DICOM study. Its id is the Study Instance UID (a valid FHIR id).
+    DICOM times are local: in the study's Timezone Offset From UTC when it has one, else in
+    ``zone`` (the site's)."""
+    zone = _zone(_value(study, "00080201"), zone)
     resource: dict[str, Any] = {
         "resourceType": "ImagingStudy",
         "id": study_uid,
@@ -65,7 +76,7 @@ def imaging_study(study_uid: str, study: dict[str, Any], series: list[SeriesSumm
         resource["modality"] = [{"system": DCM, "code": m} for m in modalities]
     resource["subject"] = {"reference": patient_ref} if patient_ref else {
         "display": "unknown patient"}
-    started = _datetime(_value(study, "00080020"), _value(study, "00080030"))
+    started = _datetime(_value(study, "00080020"), _value(study, "00080030"), zone)
     if started:
         resource["started"] = started
     if based_on:
@@ -77,11 +88,11 @@ def imaging_study(study_uid: str, study: dict[str, Any], series: list[SeriesSumm
     description = _value(study, "00081030")
     if description:
         resource["description"] = description
-    resource["series"] = [_series(s) for s in series]
+    resource["series"] = [_series(s, zone) for s in series]
     return resource
 
 
-def _series(summary: SeriesSummary) -> dict[str, Any]:
+def _series(summary: SeriesSummary, zone: str = "Z") -> dict[str, Any]:
     attrs = summary.attrs
     out: dict[str, Any] = {"uid": summary.uid}
     number = _value(attrs, "00200011")
@@ -95,7 +106,8 @@ def _series(summary: SeriesSummary) -> dict[str, Any]:
     body_part = _value(attrs, "00180015")
     if body_part:
         out["bodySite"] = {"display": str(body_part)}  # DICOM body part, not yet coded
-    started = _datetime(_value(attrs, "00080021"), _value(attrs, "00080031"))
+    started = _datetime(_value(attrs, "00080021"), _value(attrs, "00080031"),
+                        _zone(_value(attrs, "00080201"), zone))
     if started:
         out["started"] = started
     out["instance"] = [_instance(i) for i in summary.instances]
@@ -154,6 +166,6 @@ def patient_from_dicom(study: dict[str, Any], system: str) -> dict[str, Any]:
     if sex:
         patient["gender"] = sex
     birth = _value(study, "00100030")
-    if isinstance(birth, str) and len(birth) == 8 and birth.isdigit():
+    if isinstance(birth, str) and len(birth) == 8 and birth.isdecimal():
         patient["birthDate"] = f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"
     return patient

@@ -28,10 +28,10 @@ def when(ds: Dataset, date_key: str, time_key: str, zone: str) -> str | None:
     """A DICOM date and time (in the modality's zone ``zone``, e.g. +08:00) as a FHIR
     dateTime; ``None`` without a full date."""
     date = str(ds.get(date_key, "") or "")
-    if len(date) != 8 or not date.isdigit():
+    if len(date) != 8 or not date.isdecimal():
         return None
     clock = str(ds.get(time_key, "") or "").split(".")[0].ljust(6, "0")[:6]
-    if not clock.isdigit():
+    if not clock.isdecimal():
         clock = "000000"
     return f"{date[:4]}-{date[4:6]}-{date[6:]}T{clock[:2]}:{clock[2:4]}:{clock[4:]}{zone}"
 

@@ -302,8 +302,9 @@ class HistoryKey:
     @classmethod
     def decode(cls, text: str) -> HistoryKey:
         parts = text.split(".")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"not a history page key: {text!r}")
+        if len(parts) != 3 or not all(p.isascii() and p.isdecimal() and len(p) <= 18
+                                      for p in parts):
+            raise ValueError(f"not a history page key: {text[:60]!r}")
         return cls(int(parts[0]), int(parts[1]), int(parts[2]))
 
 

@@ -142,8 +142,6 @@ def test_started(date, time, started):
     assert resource.get("started") == started
 
 
-@pytest.mark.xfail(reason="DICOM times are local; the mapping labels them UTC (Z) even when "
-                          "Timezone Offset From UTC (0008,0201) says otherwise", strict=True)
 def test_started_uses_the_timezone_offset_from_utc():
     study = {"00080020": attr("DA", "20240105"), "00080030": attr("TM", "093015"),
              "00080201": attr("SH", "+0800")}

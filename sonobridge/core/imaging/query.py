@@ -32,6 +32,7 @@ from sonobridge.store.tables import dicom_studies as ST
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000  # an offset scans what it skips: deeper paging asks for narrower keys
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
 
 # A row of the index at a query's level: the study, series or instance columns, by name (the
@@ -78,6 +79,8 @@ class Query:
 
 def tag_of(key: str) -> str | None:
     """``PatientName`` or ``00100010`` -> ``00100010`` (``None`` when neither)."""
+    if not key:
+        return None  # pydicom's dictionary has entries without a keyword
     if len(key) == 8 and all(c in "0123456789abcdefABCDEF" for c in key):
         return key.upper()
     tag = tag_for_keyword(key)
@@ -91,11 +94,14 @@ def parse_query(level: str, params: Sequence[tuple[str, str]]) -> Query:
         known.update(keys)
     for name, value in params:
         if name == "limit" or name == "offset":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdecimal()):
                 raise bad_request(f"{name} must be a non-negative integer")
-            number = int(value)
+            number = int(value) if len(value) <= 10 else MAX_OFFSET + 1
             if name == "limit" and number > MAX_LIMIT:
                 raise bad_request(f"limit may be at most {MAX_LIMIT}")
+            if name == "offset" and number > MAX_OFFSET:
+                raise bad_request(f"offset may be at most {MAX_OFFSET:,}: page by narrower "
+                                  "matching instead")
             setattr(query, name, number)
         elif name == "fuzzymatching":
             if value.lower() not in ("true", "false"):
@@ -140,7 +146,7 @@ def _like(value: str) -> str:
 def _range(column: ColumnElement[Any], value: str, width: int, tag: str) -> ColumnElement[bool]:
     low, dash, high = value.partition("-")
     for part in (low, high):
-        if part and not part.replace(".", "").isdigit():
+        if part and not part.replace(".", "").isdecimal():
             raise bad_request(f"{keyword_for_tag(int(tag, 16))}: malformed value "
                                 f"{value!r} (expected {'YYYYMMDD' if width == 8 else 'HHMMSS'}"
                                 " or a range a-b)")
@@ -171,7 +177,7 @@ def _match(table: Table, column_name: str, kind: str, value: str, fuzzy: bool, t
         return _range(column, value, 6, tag)
     if kind == "int":
         numbers = [v for v in value.replace("\\", ",").split(",") if v.strip()]
-        if not all(v.strip().lstrip("-").isdigit() for v in numbers):
+        if not all(v.strip().lstrip("-").isdecimal() for v in numbers):
             raise bad_request(f"{keyword_for_tag(int(tag, 16))}: expected an integer")
         return column.in_([int(v) for v in numbers])
     if kind == "modalities":
@@ -277,7 +283,7 @@ def study_result(row: IndexRow, query: Query) -> dict[str, Any]:
 
 
 def series_result(row: IndexRow, query: Query) -> dict[str, Any]:
-    data = orjson.loads(row.study_attrs) if query.include else {}
+    data = orjson.loads(row.study_attrs) if query.include or query.include_all else {}
     data.update(orjson.loads(row.attrs))
     data["0020000D"] = {"vr": "UI", "Value": [row.study_uid]}
     data["0020000E"] = {"vr": "UI", "Value": [row.series_uid]}

@@ -47,10 +47,12 @@ def issuer_systems(attrs: dict[str, Any]) -> list[str]:
 
 
 class Studies:
-    def __init__(self, resources: Resources, patients: Patients, dicomweb_root: str) -> None:
+    def __init__(self, resources: Resources, patients: Patients, dicomweb_root: str,
+                 zone: str = "Z") -> None:
         self.resources = resources
         self.patients = patients
         self.dicomweb_root = dicomweb_root  # for the DICOMweb Endpoint's address
+        self.zone = zone  # the site's zone, for DICOM times without an offset
 
     def sync(self, writer: Writer, caller: Caller, study_uid: str) -> None:
         """Create, update or delete the ImagingStudy of a study, from the index rows (as the
@@ -72,7 +74,8 @@ class Studies:
         based_on = self._orders(writer, caller, study_uid, attrs)
         self._endpoint(writer, caller)
         resource = imaging_study(study_uid, attrs, series, patient_ref=patient_ref,
-                                 endpoint_ref=f"Endpoint/{ENDPOINT_ID}", based_on=based_on)
+                                 endpoint_ref=f"Endpoint/{ENDPOINT_ID}", based_on=based_on,
+                                 zone=self.zone)
         self.resources.update(caller, "ImagingStudy", study_uid, resource, writer=writer)
 
     def _orders(self, writer: Writer, caller: Caller, study_uid: str, attrs: dict[str, Any]

@@ -54,7 +54,7 @@ def parse_period(value: str, name: str, *, require_tz: bool = True) -> tuple[int
             else:
                 step = timedelta(seconds=1 if g["S"] else 60)
             end = start + step
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # 9999-12-31T23:59:59Z has no end in Python
         raise CoreError(400, "invalid", f"{name}: {value!r}: {exc}", expression=[name]) from None
     return _us(start), _us(end)
 

@@ -152,7 +152,7 @@ class QueryParser:
 
     def _result_param(self, sq: SearchQuery, name: str, value: str) -> None:
         if name == "_count":
-            if not value.isdigit():
+            if not value.isdecimal():
                 raise _bad("_count must be a non-negative integer", "_count")
             count = int(value)
             if count > self.max_count:

@@ -80,7 +80,7 @@ class Proxy:
             found = []
             for ds in scu.find(self.aet, self.peer(aet), identifier):
                 found.append(ds.to_json_dict())
-                if limit and limit.isdigit() and len(found) >= int(limit):
+                if limit and limit.isdecimal() and len(found) >= int(limit):
                     break
         except scu.ScuError as exc:
             raise CoreError(502, "transient", str(exc)) from None

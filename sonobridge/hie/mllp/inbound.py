@@ -64,6 +64,7 @@ class Inbound:
         caller = self._caller(sender, peer)
         try:
             hl7v2.check_header(header)
+            self._check_size(raw)
             text, codec = hl7v2.decode(raw)
             message = hl7v2.parse(text)
             receiving = field[5] if len(field) > 5 else ""
@@ -121,6 +122,24 @@ class Inbound:
         self.core.events.emit(self._event(caller, kind, control,
                                           "4" if error.reject else "8", f"{code}: {text_error}"))
         return data
+
+    def _check_size(self, raw: bytes) -> None:
+        """Segments and fields within the limits, counted on the bytes before anything is
+        decoded (a 25 MB field must be refused in milliseconds, not parsed)."""
+        settings = self.core.settings
+        segments = raw.replace(b"\n", b"\r").split(b"\r")
+        if len(segments) > settings.hl7_max_segments:
+            raise HL7Error(f"the message has {len(segments):,} segments; at most "
+                           f"{settings.hl7_max_segments:,} are taken", "207", reject=True)
+        limit = settings.hl7_max_field_size
+        for number, segment in enumerate(segments, 1):
+            if len(segment) > limit:
+                longest = max(segment.split(b"|"), key=len)
+                if len(longest) > limit:
+                    name = segment[:3].decode("ascii", "replace")
+                    raise HL7Error(f"a field of segment {number} ({name}) holds "
+                                   f"{len(longest):,} bytes; at most {limit:,} are taken",
+                                   "207", (name, 1, 1), reject=True)
 
     @staticmethod
     def _resend(ack: bytes, kind: str, control: str, peer: str) -> bytes:

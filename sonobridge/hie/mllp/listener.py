@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 import anyio.to_thread
+from prometheus_client import Counter
 
 from sonobridge.core.services import Core
 from sonobridge.hie.mllp.inbound import Inbound
@@ -19,19 +20,31 @@ from sonobridge.mappings import hl7v2
 from sonobridge.mappings.hl7v2 import HL7Error
 
 log = logging.getLogger("sonobridge.mllp")
+CLOSED = Counter("sonobridge_mllp_connections_closed_total",
+                 "MLLP connections closed by the listener, by reason", ["reason"])
 
 START, END = b"\x0b", b"\x1c\x0d"
 _READ = 64 * 1024
 
 
 class MllpListener:
+    """Bounded per connection: a connection idle longer than ``hl7_idle_timeout`` between
+    messages, or slower than ``hl7_message_timeout`` from a message's ``<VT>`` to its end, is
+    closed; one address may hold ``hl7_max_connections_per_peer`` connections (more are
+    closed at once, and logged)."""
+
     def __init__(self, core: Core, host: str, port: int, max_size: int) -> None:
+        settings = core.settings
         self.inbound = Inbound(core)
         self.host = host
         self.port = port
         self.max_size = max_size
+        self.idle_timeout = float(settings.hl7_idle_timeout)
+        self.message_timeout = float(settings.hl7_message_timeout)
+        self.per_peer = settings.hl7_max_connections_per_peer
         self.server: asyncio.Server | None = None
         self._limiter = anyio.CapacityLimiter(4)
+        self._open: dict[str, int] = {}
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, self.host, self.port)
@@ -48,6 +61,14 @@ class MllpListener:
                       ) -> None:
         peer_info = writer.get_extra_info("peername")
         peer = f"{peer_info[0]}:{peer_info[1]}" if peer_info else ""
+        address = str(peer_info[0]) if peer_info else ""
+        if self._open.get(address, 0) >= self.per_peer:
+            log.warning("MLLP from %s refused: %d connections from that address already",
+                        peer, self._open[address])
+            CLOSED.labels("too-many").inc()
+            writer.close()
+            return
+        self._open[address] = self._open.get(address, 0) + 1
         buffer = bytearray()
         try:
             while True:
@@ -78,7 +99,15 @@ class MllpListener:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except TimeoutError:
+            log.info("MLLP from %s closed: %s", peer, "idle" if not buffer else
+                     "a message took too long to arrive")
+            CLOSED.labels("idle" if not buffer else "slow").inc()
+            return
         finally:
+            self._open[address] -= 1
+            if not self._open[address]:
+                del self._open[address]
             writer.close()
 
     async def _block(self, reader: asyncio.StreamReader, buffer: bytearray
@@ -88,19 +117,24 @@ class MllpListener:
         (enough for the MSH the AR needs) so memory stays bounded."""
         oversized = False
         head = b""
+        searched = 0  # where the search for <FS><CR> resumes: each byte looked at once
         while True:
-            end = buffer.find(END)
+            end = buffer.find(END, max(searched - 1, 0))
             if end >= 0:
                 block = bytes(buffer[:end])
                 del buffer[:end + len(END)]
                 return (head, True) if oversized else (block, False)
+            searched = len(buffer)
             if oversized or len(buffer) > self.max_size:
                 if not oversized:
                     head, oversized = bytes(buffer[:_READ]), True
                 last = bytes(buffer[-1:])  # <FS> may end this chunk and <CR> start the next
                 buffer.clear()
                 buffer.extend(last)
-            chunk = await reader.read(_READ)
+                searched = 1
+            timeout = self.message_timeout if buffer.strip(b"\r\n\x00 ") else \
+                self.idle_timeout
+            chunk = await asyncio.wait_for(reader.read(_READ), timeout)
             if not chunk:
                 return None, False
             buffer.extend(chunk)

@@ -102,9 +102,6 @@ def test_parse_peer_refused(text, message):
     assert str(err.value) == message
 
 
-@pytest.mark.xfail(reason="parse_address checks only that the port is digits: 70000 is taken "
-                          "and fails at the first association instead of at start",
-                   strict=True)
 def test_parse_peer_port_out_of_range():
     with pytest.raises(ConfigError):
         parse_peer("CART1@h:70000")
