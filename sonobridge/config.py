@@ -133,7 +133,7 @@ class Settings:
     hl7_idle_timeout: int = 600  # seconds a connection may wait between messages
     hl7_message_timeout: int = 60  # seconds from a message's <VT> to its <FS><CR>
     hl7_max_connections_per_peer: int = 16  # open MLLP connections from one address
-    hl7_max_field_size: int = 8 * 1024 * 1024  # bytes of one field (an ED report PDF fits)
+    hl7_max_field_size: int = 16 * 1024 * 1024  # bytes of one field (an ED report PDF fits)
     hl7_max_segments: int = 20_000  # segments of one message
     hl7_destinations: str = ""  # where results (ORU^R01) go: name@host:port, comma-separated
     hl7_destinations_file: str = ""  # more destinations, one name@host:port per line
