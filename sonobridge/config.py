@@ -42,6 +42,7 @@ ENV_NAMES: dict[str, str] = {
     "limit_decode_seconds": "SONOBRIDGE_LIMIT_DECODE_SECONDS",
     "limit_frame_list": "SONOBRIDGE_LIMIT_FRAME_LIST",
     "cors_origins": "SONOBRIDGE_CORS_ORIGINS",
+    "trusted_proxies": "SONOBRIDGE_TRUSTED_PROXIES",
     "auth": "SONOBRIDGE_AUTH",
     "token_lifetime": "SONOBRIDGE_TOKEN_LIFETIME",
     "refresh_lifetime": "SONOBRIDGE_REFRESH_LIFETIME",
@@ -120,6 +121,8 @@ class Settings:
     limit_decode_seconds: int = 120
     limit_frame_list: int = 1000
     cors_origins: str = ""  # comma-separated origins allowed to call the APIs from a browser
+    # Addresses (or networks) whose X-Forwarded-Proto/Host/Prefix/For are believed
+    trusted_proxies: str = "127.0.0.1,::1"
     load_sample: bool = True
     auth: str = "enabled"  # "disabled" opens the APIs: local development on loopback only
     token_lifetime: int = 3600  # seconds an access token is valid
@@ -183,6 +186,7 @@ class Settings:
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must be absolute http(s), got {self.base_url!r}")
         _ = self.worklist_stations  # refused at start, not at the first worklist query
+        _ = self.trusted_networks
 
     @property
     def sends_results(self) -> bool:
@@ -220,6 +224,18 @@ class Settings:
                                   f"(AE titles up to 16 characters), not {entry!r}")
             stations[modality] = (*stations.get(modality, ()), aet)
         return stations
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` as networks (a bare address is a network of one)."""
+        out = []
+        for item in (i.strip() for i in self.trusted_proxies.split(",") if i.strip()):
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"SONOBRIDGE_TRUSTED_PROXIES: {item!r} is not an address "
+                                  "or a network (10.0.0.0/8, ::1)") from None
+        return tuple(out)
 
     @property
     def public_root(self) -> str:

@@ -166,5 +166,7 @@ def client(settings: Settings, core: Core) -> Iterator[object]:
 
     from sonobridge.app.server import create_app
 
-    with TestClient(create_app(settings, core), base_url="http://sono.test") as test_client:
+    # From loopback, as a local reverse proxy would call (SONOBRIDGE_TRUSTED_PROXIES).
+    with TestClient(create_app(settings, core), base_url="http://sono.test",
+                    client=("127.0.0.1", 50000)) as test_client:
         yield test_client

@@ -8,6 +8,7 @@ DICOM object imported from the command line is forwarded like one received by C-
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from sonobridge.auth.service import AuthService
@@ -40,8 +41,29 @@ def attach_listeners(core: Core) -> Core:
     return core
 
 
+def protect_data_dir(settings: Settings) -> None:
+    """The data directory holds patient data, password hashes and the keys: readable by this
+    user only. New files are made so (umask 077); the directory, the SQLite files and the key
+    folder are set so at every start, in case they were made before or copied in."""
+    os.umask(0o077)
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    for path in (data, data / "keys", data / "blobs"):
+        if path.is_dir():
+            path.chmod(0o700)
+    for path in data.glob("*.db*"):
+        if path.is_file():
+            path.chmod(0o600)
+    keys = data / "keys"
+    if keys.is_dir():
+        for path in keys.iterdir():
+            if path.is_file():
+                path.chmod(0o600)
+
+
 def open_app_core(settings: Settings, *, run_migrations: bool = True) -> Core:
-    """The core with the edges' listeners attached."""
+    """The core with the edges' listeners attached (and the data directory protected)."""
+    protect_data_dir(settings)
     return attach_listeners(open_core(settings, run_migrations=run_migrations))
 
 

@@ -35,7 +35,12 @@ from sonobridge.fhir.routes import FhirApp, served_interactions
 from sonobridge.hie.dimse.proxy import Proxy
 from sonobridge.store import migrate
 from sonobridge.store.timeutil import now_us, to_instant
-from sonobridge.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from sonobridge.web.middleware import (
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+    TrustedProxyMiddleware,
+)
 
 log = logging.getLogger("sonobridge.app.server")
 
@@ -127,7 +132,9 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                        patient_exists=lambda user, pid: may_pick(user) and
                        core.resources.exists("Patient", pid),
                        audit=lambda *args: _audit_auth(core, *args))
-    middleware = [Middleware(RequestContextMiddleware)]
+    middleware = [Middleware(RequestContextMiddleware),
+                  Middleware(SecurityHeadersMiddleware),
+                  Middleware(TrustedProxyMiddleware, trusted=settings.trusted_networks)]
     if settings.cors_origins:
         # Outside the guard, so that a 401 reaches a browser app with its CORS headers.
         middleware.append(Middleware(

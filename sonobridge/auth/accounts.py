@@ -24,6 +24,8 @@ from sonobridge.auth.passwords import (
     totp_step,
     verify_password,
 )
+from sonobridge.auth.secrets import SecretBox
+from sonobridge.auth.throttle import Throttle
 from sonobridge.core.roles import ROLES, TWO_FACTOR_ROLES
 from sonobridge.core.scopes import ScopeError, parse_scope, split
 from sonobridge.store.tables import auth_clients as C
@@ -32,8 +34,6 @@ from sonobridge.store.tables import auth_sessions as S
 from sonobridge.store.tables import auth_tokens as T
 from sonobridge.store.tables import auth_users as U
 
-MAX_FAILURES = 5
-LOCKOUT_SECONDS = 15 * 60
 CLIENT_TYPES = ("public", "confidential-symmetric", "confidential-asymmetric")
 LAUNCH_SECONDS = 300
 
@@ -97,9 +97,18 @@ class Client:
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str:
+        """The requested scopes this client may have; unknown ones are dropped here and
+        refused by name in ``CodeGrant.validate_authorization_request`` (invalid_scope)."""
         from sonobridge.core.scopes import is_within
 
-        return " ".join(s for s in split(scope) if is_within(s, self.scope))
+        allowed = []
+        for token in split(scope):
+            try:
+                if is_within(token, self.scope):
+                    allowed.append(token)
+            except ScopeError:
+                continue
+        return " ".join(allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris  # exact match, as OAuth 2.1 requires
@@ -146,15 +155,19 @@ def _client(row: Any) -> Client:
 @dataclass(frozen=True)
 class LoginResult:
     user: User | None
-    error: str | None = None  # "credentials", "locked", "otp", "otp-required", "disabled"
+    error: str | None = None  # "credentials", "wait", "otp", "otp-required", "disabled"
+    wait: int = 0  # seconds, for "wait"
 
 
 class Accounts:
     """Everything about users, clients, sessions and launches, over one engine."""
 
-    def __init__(self, engine: Engine, *, session_idle: int = 900) -> None:
+    def __init__(self, engine: Engine, *, session_idle: int = 900,
+                 secrets: SecretBox | None = None) -> None:
         self.engine = engine
         self.session_idle = session_idle
+        self.throttle = Throttle()
+        self.secrets = secrets or SecretBox(None)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -213,7 +226,8 @@ class Accounts:
     def set_totp(self, username: str, secret: str | None) -> None:
         with self._tx() as conn:
             row = self._need(conn, username)
-            conn.execute(update(U).where(U.c.id == row.id).values(totp_secret=secret,
+            sealed = self.secrets.seal(secret) if secret is not None else None
+            conn.execute(update(U).where(U.c.id == row.id).values(totp_secret=sealed,
                                                                   totp_last_step=None))
 
     def set_disabled(self, username: str, disabled: bool) -> None:
@@ -226,24 +240,30 @@ class Accounts:
                 conn.execute(update(T).where(T.c.user_id == row.id, T.c.revoked.is_(False))
                              .values(revoked=True, revoked_at=int(time.time() * 1000)))
 
-    def login(self, username: str, password: str, otp: str | None, now: float | None = None
-              ) -> LoginResult:
-        """Check a login. Five failures lock the account for fifteen minutes; a locked account
-        fails even with the right password, so guessing gains nothing."""
+    def login(self, username: str, password: str, otp: str | None, now: float | None = None,
+              source: str = "") -> LoginResult:
+        """Check a login. Failures slow the next tries from the same address down (and, past
+        many, from anywhere: ``throttle.py``) instead of locking the account; while a name
+        must wait, every answer is the same, whether it exists or not."""
         now = time.time() if now is None else now
+        wait = self.throttle.wait(username, source)
+        if wait > 0:
+            return LoginResult(None, "wait", int(wait) + 1)
+        result = self._check(username, password, otp, now)
+        if result.error in ("credentials", "otp"):
+            self.throttle.failed(username, source)
+        elif result.user is not None:
+            self.throttle.succeeded(username, source)
+        return result
+
+    def _check(self, username: str, password: str, otp: str | None, now: float) -> LoginResult:
         with self._tx() as conn:
             row = conn.execute(select(U).where(U.c.username == username[:64])).first()
             if row is None:
                 verify_password(None, password)  # same time as a real check
                 return LoginResult(None, "credentials")
-            if row.locked_until and row.locked_until > now:
-                return LoginResult(None, "locked")
             if not verify_password(row.password_hash, password):
-                failures = row.failed_logins + 1
-                locked = int(now) + LOCKOUT_SECONDS if failures >= MAX_FAILURES else None
-                conn.execute(update(U).where(U.c.id == row.id).values(
-                    failed_logins=0 if locked else failures, locked_until=locked))
-                return LoginResult(None, "locked" if locked else "credentials")
+                return LoginResult(None, "credentials")
             if row.disabled:
                 return LoginResult(None, "disabled")
             user = _user(row)
@@ -252,16 +272,11 @@ class Accounts:
             if row.totp_secret is not None:
                 if not otp:
                     return LoginResult(None, "otp-required")
-                step = totp_step(row.totp_secret, otp, row.totp_last_step, now)
+                step = totp_step(self.secrets.reveal(row.totp_secret), otp,
+                                 row.totp_last_step, now)
                 if step is None:
-                    failures = row.failed_logins + 1
-                    locked = int(now) + LOCKOUT_SECONDS if failures >= MAX_FAILURES else None
-                    conn.execute(update(U).where(U.c.id == row.id).values(
-                        failed_logins=0 if locked else failures, locked_until=locked))
                     return LoginResult(None, "otp")
                 conn.execute(update(U).where(U.c.id == row.id).values(totp_last_step=step))
-            conn.execute(update(U).where(U.c.id == row.id).values(failed_logins=0,
-                                                                  locked_until=None))
         return LoginResult(user)
 
     # ------------------------------------------------------------------ sessions

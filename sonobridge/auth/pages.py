@@ -14,7 +14,9 @@ TEXT = {
         "patient_id": "or type a patient id", "allow": "Allow", "deny": "Deny",
         "signed_in_as": "Signed in as", "error": "The request cannot be completed",
         "credentials": "The user name or password is not right.",
-        "locked": "Too many failed attempts: the account is locked for 15 minutes.",
+        "wait": "Too many failed attempts: wait a moment, then try again.",
+        "stale": "The sign-in form had expired: please sign in again.",
+        "sign_out": "Sign out",
         "otp": "The authenticator code is not right (or was already used).",
         "otp-required": "Enter the code from your authenticator app.",
         "otp-setup": "Your role needs a second factor: ask the security administrator to "
@@ -31,7 +33,9 @@ TEXT = {
         "patient_id": "或输入患者 ID", "allow": "允许", "deny": "拒绝",
         "signed_in_as": "当前用户", "error": "无法完成该请求",
         "credentials": "用户名或密码不正确。",
-        "locked": "失败次数过多，账户已锁定 15 分钟。",
+        "wait": "失败次数过多，请稍候再试。",
+        "stale": "登录页面已过期，请重新登录。",
+        "sign_out": "退出登录",
         "otp": "动态验证码不正确（或已被使用）。",
         "otp-required": "请输入身份验证器中的动态验证码。",
         "otp-setup": "您的角色需要双因素认证，请联系安全管理员绑定身份验证器。",
@@ -72,12 +76,13 @@ def _hidden(params: list[tuple[str, str]]) -> str:
 
 
 def login_page(lang: str, action: str, params: list[tuple[str, str]], error: str | None,
-               username: str = "") -> str:
+               username: str = "", csrf: str = "") -> str:
     t = TEXT[lang]
     message = f'<p class="error" role="alert">{escape(t[error])}</p>' if error else ""
     body = (f"<h1>{escape(t['title'])}</h1>{message}"
             f'<form method="post" action="{escape(action)}">{_hidden(params)}'
             '<input type="hidden" name="_action" value="login">'
+            f'<input type="hidden" name="_login" value="{escape(csrf)}">'
             f'<label for="username">{escape(t["username"])}</label>'
             f'<input type="text" id="username" name="username" value="{escape(username)}" '
             'autocomplete="username" required maxlength="64">'
@@ -115,6 +120,15 @@ def consent_page(lang: str, action: str, params: list[tuple[str, str]], csrf: st
             f'<button type="submit" name="_action" value="deny">{escape(t["deny"])}</button>'
             f"</form><p>{escape(t['signed_in_as'])} {escape(username)}</p>")
     return _page(lang, t["consent_title"], body)
+
+
+def logout_page(lang: str) -> str:
+    """Signing out is a POST (a link or an image elsewhere cannot sign anyone out)."""
+    t = TEXT[lang]
+    body = (f"<h1>{escape(t['sign_out'])}</h1>"
+            '<form method="post" action="/auth/logout">'
+            f'<button type="submit">{escape(t["sign_out"])}</button></form>')
+    return _page(lang, t["sign_out"], body)
 
 
 def error_page(lang: str, error: str, description: str) -> str:

@@ -114,6 +114,7 @@ class FormRequest(OAuth2Request):
         self.launch_context: dict[str, Any] = {}
         self.amr: list[str] = []
         self.session: str | None = None
+        self.login_cookie = ""  # the login form's CSRF cookie (auth/web.py)
 
     @property
     def args(self) -> dict[str, str]:
@@ -413,8 +414,10 @@ class PrivateKeyJwt:
 
 
 class Introspection(IntrospectionEndpoint):
-    """RFC 7662, with the SMART context fields. Confidential clients may introspect any
-    token (resource servers do); a public client only its own."""
+    """RFC 7662, with the SMART context fields. A client may introspect its own tokens; only
+    a confidential client registered with the ``introspection`` scope (a resource server, by
+    an administrator: ``sonobridge client add … --scope introspection``) may introspect
+    others'. Anyone else learns ``{"active": false}``, as for an unknown token."""
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt",
                            "none"]
@@ -432,7 +435,8 @@ class Introspection(IntrospectionEndpoint):
 
     def check_permission(self, token: Any, client: Client, request: Any) -> bool:
         record = token[0]
-        return client.client_type != "public" or record.client_id == client.client_id
+        return record.client_id == client.client_id or (
+            client.client_type != "public" and "introspection" in split(client.scope))
 
     def create_introspection_payload(self, token: Any) -> dict[str, Any]:
         if token is None:
@@ -493,6 +497,13 @@ class Registration(ClientRegistrationEndpoint):
                 "private_key_jwt": "confidential-asymmetric"}.get(method)
         if kind is None:
             raise InvalidRequestError(f"token_endpoint_auth_method {method} is not supported")
+        asked = split(str(metadata.get("scope") or ""))
+        if kind == "public" and any(s.startswith("system/") for s in asked):
+            raise InvalidRequestError("a public client cannot hold system/ scopes: it has no "
+                                      "secret to prove it is the backend service it claims")
+        if "introspection" in asked:
+            raise InvalidRequestError("the introspection scope is given by an administrator, "
+                                      "not registered")
         from sonobridge.auth.accounts import AccountError
 
         try:

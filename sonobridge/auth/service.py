@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from sonobridge.auth.accounts import Accounts
 from sonobridge.auth.keys import KeyStore
+from sonobridge.auth.secrets import SecretBox
 from sonobridge.auth.server import ASSERTION_ALGORITHMS, Site, SmartServer
 from sonobridge.auth.tokens import InvalidToken, Tokens
 from sonobridge.config import Settings
@@ -30,7 +31,8 @@ class AuthService:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.enabled = settings.auth_enabled
         self.keys = KeyStore(settings.data_dir / "keys", settings.token_lifetime)
-        self.accounts = Accounts(engine, session_idle=settings.session_idle_timeout)
+        self.accounts = Accounts(engine, session_idle=settings.session_idle_timeout,
+                                 secrets=SecretBox(settings.data_dir / "keys"))
         self.tokens = Tokens(engine, self.keys, lifetime=settings.token_lifetime,
                              refresh_lifetime=settings.refresh_lifetime,
                              session_idle=settings.session_idle_timeout)

@@ -73,6 +73,9 @@ def _record(row: Any) -> TokenRecord:
                        bool(row.revoked), row.grant, row.session_hash)
 
 
+_LEEWAY = 30  # seconds of clock difference allowed on ``nbf``
+
+
 class Tokens:
     def __init__(self, engine: Engine, keys: KeyStore, *, lifetime: int, refresh_lifetime: int,
                  session_idle: int) -> None:
@@ -173,8 +176,15 @@ class Tokens:
             self._valid[token] = claims
             if len(self._valid) > _CACHE_SIZE:
                 self._valid.popitem(last=False)
-        if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
+        now = time.time()
+        if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
             raise InvalidToken("the access token has expired")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int | float) or nbf > now + _LEEWAY):
+            raise InvalidToken("the access token is not valid yet (nbf)")
+        for name in ("patient", "encounter", "sub", "client_id", "scope", "fhirUser", "role"):
+            if name in claims and not isinstance(claims[name], str):
+                raise InvalidToken(f"the access token's {name} claim is not a string")
         if claims.get("aud") != audience:
             raise InvalidToken(f"the access token is for another audience, not {audience}")
         if claims.get("jti") in self._revoked:

@@ -22,16 +22,20 @@ from starlette.routing import Route
 
 from sonobridge.auth.accounts import User
 from sonobridge.auth.guard import site_of
-from sonobridge.auth.pages import consent_page, error_page, language, login_page
+from sonobridge.auth.pages import consent_page, error_page, language, login_page, logout_page
 from sonobridge.auth.server import FormRequest, Site
 from sonobridge.auth.service import AuthService
 from sonobridge.core.scopes import split
 
 COOKIE = "sonobridge_session"
+# Login CSRF: the login form carries the value of this cookie, set with the form; a form posted
+# from another site has no way to know it (double-submit cookie, SameSite=Strict).
+LOGIN_COOKIE = "sonobridge_login"
 FORM = "application/x-www-form-urlencoded"
 MAX_FORM = 64 * 1024
 # Fields of our own forms, never passed on to the OAuth request.
-_OWN_FIELDS = {"_action", "_csrf", "username", "password", "otp", "patient", "patient_id"}
+_OWN_FIELDS = {"_action", "_csrf", "_login", "username", "password", "otp", "patient",
+               "patient_id"}
 _CORS = {"Access-Control-Allow-Origin": "*",
          "Access-Control-Allow-Headers": "Authorization, Content-Type",
          "Access-Control-Allow-Methods": "GET, POST, OPTIONS"}
@@ -205,6 +209,7 @@ class AuthWeb:
         site = self._site(request)
         oreq = FormRequest("GET", str(request.url), request.headers, oauth, [], site)
         session = request.cookies.get(COOKIE)
+        oreq.login_cookie = request.cookies.get(LOGIN_COOKIE) or ""
         result = await anyio.to_thread.run_sync(self._authorize, oreq, own, session, lang,
                                                 request.method == "POST")
         return result
@@ -223,9 +228,14 @@ class AuthWeb:
         action = own.get("_action") if posted else None
         new_session = None
         live = accounts.session(session)
+        if action == "login" and not (oreq.login_cookie and secrets.compare_digest(
+                own.get("_login", ""), oreq.login_cookie)):
+            # Posted without the form's own token: another site's form, or an expired one.
+            return self._login(oreq, lang, "stale", own.get("username", ""))
         if action == "login":
             username = own.get("username", "")
-            result = accounts.login(username, own.get("password", ""), own.get("otp"))
+            result = accounts.login(username, own.get("password", ""), own.get("otp"),
+                                    source=site.ip)
             self.audit("login", result.user is not None, result.user, client.client_id, site,
                        {"username": username[:64], "reason": result.error or ""})
             if result.user is None:
@@ -290,9 +300,13 @@ class AuthWeb:
 
     def _login(self, oreq: FormRequest, lang: str, error: str | None, username: str = ""
                ) -> Response:
+        token = oreq.login_cookie or secrets.token_urlsafe(24)
         page = login_page(lang, "/auth/authorize", list(oreq.payload.data.items()), error,
-                          username)
-        return HTMLResponse(page, 200, headers={**_NO_STORE, **_PAGE})
+                          username, token)
+        response = HTMLResponse(page, 200, headers={**_NO_STORE, **_PAGE})
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict",
+                            secure=oreq.site.root.startswith("https://"), path="/auth")
+        return response
 
     def _authorize_error(self, oreq: FormRequest, error: OAuth2Error, lang: str) -> Response:
         error.state = oreq.payload.state
@@ -318,6 +332,9 @@ class AuthWeb:
         return response
 
     async def logout(self, request: Request) -> Response:
+        if request.method == "GET":  # a page with the button; only the POST signs out
+            lang = language(None, request.headers.get("accept-language"))
+            return HTMLResponse(logout_page(lang), 200, headers={**_NO_STORE, **_PAGE})
         session = request.cookies.get(COOKIE)
         live = await anyio.to_thread.run_sync(self.auth.accounts.session, session)
         await anyio.to_thread.run_sync(self.auth.accounts.close_session, session)

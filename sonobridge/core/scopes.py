@@ -14,7 +14,9 @@ from urllib.parse import parse_qsl
 CONTEXTS = ("patient", "user", "system")
 PERMISSIONS = "cruds"
 OTHER_SCOPES = {"openid", "fhirUser", "profile", "launch", "launch/patient", "launch/encounter",
-                "offline_access", "online_access"}
+                "offline_access", "online_access",
+                # a resource server's right to introspect other clients' tokens (RFC 7662)
+                "introspection"}
 _RESOURCE_SCOPE = re.compile(
     r"^(?P<context>patient|user|system)/(?P<type>\*|[A-Z][A-Za-z]+)\."
     r"(?P<perms>read|write|\*|c?r?u?d?s?)(?:\?(?P<query>.+))?$")

@@ -412,7 +412,7 @@ class DicomWebApp:
 
 def _ranged(request: Request, data: bytes, media: str) -> Response:
     """Honour ``Range`` (browsers seek in videos this way): 206 with Content-Range."""
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    headers = {"Accept-Ranges": "bytes"}
     header = request.headers.get("range")
     if header and header.startswith("bytes="):
         start_text, _, end_text = header[6:].split(",")[0].partition("-")

@@ -6,15 +6,19 @@ read path pays for one small wrapper only.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 access_log = logging.getLogger("sonobridge.access")
 
@@ -124,3 +128,68 @@ async def _send_413(scope: Scope, send: Send, limit: int) -> None:
         (b"content-type", content_type), (b"content-length", str(len(payload)).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": payload})
+
+
+_FORWARDED = (b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
+              b"x-forwarded-for", b"x-forwarded-port", b"forwarded")
+
+
+class TrustedProxyMiddleware:
+    """``X-Forwarded-*`` headers are believed only from a configured proxy
+    (``SONOBRIDGE_TRUSTED_PROXIES``, loopback by default): from anyone else they are removed
+    before any edge reads them, so a client cannot make the server write links (token
+    audiences, Location headers, BulkDataURIs) to a host of its choosing."""
+
+    def __init__(self, app: ASGIApp, trusted: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted)
+
+    def _trusted(self, client: Any) -> bool:
+        if not client:
+            return False
+        try:
+            address = ipaddress.ip_address(str(client[0]))
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._trusted(scope.get("client")) and any(
+                name in _FORWARDED for name, _ in scope["headers"]):
+            scope = {**scope, "headers": [(name, value) for name, value in scope["headers"]
+                                          if name not in _FORWARDED]}
+        await self.app(scope, receive, send)
+
+
+_PHI = ("/fhir", "/dicomweb", "/wado")
+_PUBLIC = ("/fhir/metadata", "/fhir/.well-known/")
+
+
+class SecurityHeadersMiddleware:
+    """Every answer says ``X-Content-Type-Options: nosniff`` (a browser never guesses an
+    HTML page out of a resource); answers that may hold patient data (FHIR, DICOMweb,
+    WADO-URI, but not discovery) say ``Cache-Control: no-store``: no shared or browser cache
+    keeps them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        phi = path.startswith(_PHI) and not path.startswith(_PUBLIC)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if not (phi and k.lower() == b"cache-control")
+                           and k.lower() != b"x-content-type-options"]
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if phi:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -146,6 +146,9 @@ class Smart:
         if first.status_code != 200 or 'name="username"' not in first.text:
             return self.step(first)
         form = {**params, "_action": "login", "username": username, "password": password}
+        token = re.search(r'name="_login" value="([^"]*)"', first.text)
+        if token:  # the login form's CSRF token, as a browser posts it back
+            form["_login"] = token.group(1)
         if otp is not None:
             form["otp"] = otp
         return self.step(self.http.post("/auth/authorize", data=form, follow_redirects=False))

@@ -142,7 +142,7 @@ def test_consent_needs_the_session_csrf_token(smart, app_and_user):
 
 # ---------------------------------------------------------------------- login
 
-def test_wrong_password_and_lockout(smart, app_and_user):
+def test_wrong_password_then_a_wait(smart, app_and_user):
     _, challenge = pkce()
     params = smart.authorize_params(app_and_user, SCOPE, challenge)
     bad = smart.login(params, "sono1", password="Wrong-Password-1")
@@ -150,8 +150,8 @@ def test_wrong_password_and_lockout(smart, app_and_user):
     assert "sonobridge_session" not in smart.http.cookies
     for _ in range(4):
         smart.login(params, "sono1", password="Wrong-Password-1")
-    locked = smart.login(params, "sono1")  # the right password, but locked
-    assert "locked" in locked.page and "_csrf" not in locked.page
+    waiting = smart.login(params, "sono1")  # the right password, but too soon
+    assert "wait a moment" in waiting.page and "_csrf" not in waiting.page
     assert "sonobridge_session" not in smart.http.cookies
 
 
@@ -228,9 +228,9 @@ def test_online_access_ends_with_the_session(smart):
     data = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"],
             "client_id": client.client_id}
     assert smart.http.post("/auth/token", data=data).status_code == 200
-    smart.http.get("/auth/logout")
+    smart.http.post("/auth/logout")
     fresh = smart.user_token(client.client_id, "sono2", scope, patient="p1")
-    smart.http.get("/auth/logout")
+    smart.http.post("/auth/logout")
     data["refresh_token"] = fresh["refresh_token"]
     assert smart.http.post("/auth/token", data=data).json()["error"] == "invalid_grant"
 

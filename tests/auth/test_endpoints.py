@@ -69,7 +69,8 @@ def _introspect(smart, token: str, auth: tuple[str, str]):
 
 
 def test_introspection_and_revocation(smart):
-    resource_server = smart.symmetric("system/*.rs")
+    resource_server = smart.symmetric("system/*.rs introspection")
+    bystander = smart.symmetric("system/*.rs")  # confidential, but no resource server
     client, _ = smart.app(SCOPE)
     smart.user("sono1", "sonographer", fhir_user="Practitioner/pr1")
     body = smart.user_token(client.client_id, "sono1", SCOPE, patient="p1")
@@ -80,6 +81,7 @@ def test_introspection_and_revocation(smart):
     assert info["patient"] == "p1" and info["scope"] == SCOPE
     assert info["fhirUser"] == "Practitioner/pr1" and info["exp"] > 0
     assert _introspect(smart, "garbage", resource_server).json() == {"active": False}
+    assert _introspect(smart, body["access_token"], bystander).json() == {"active": False}
     unauthenticated = smart.http.post("/auth/introspect", data={"token": body["access_token"]})
     assert unauthenticated.status_code in (400, 401)
     # RFC 7009: a public client revokes its own token

@@ -98,3 +98,36 @@ def test_sloppy_json_is_refused(client, body):
     r = client.post(f"/fhir/{'Patient' if b'Patient' in body else 'Observation'}",
                     content=body, headers={"Content-Type": "application/fhir+json"})
     _outcome(r)
+
+
+def test_the_data_directory_is_the_servers_alone(tmp_path):
+    """Item 6: data files 0600, directories 0700; TOTP seeds sealed with a key kept apart."""
+    import os
+    import stat
+
+    from sonobridge.app.compose import open_gateway
+    from sonobridge.config import Settings
+    from sonobridge.core.policy import Caller, Policy
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    gateway = open_gateway(Settings(data_dir=data, audit=False))
+    try:
+        gateway.auth.accounts.add_user("expert1", "remote-expert", "Ultra-Sound-2026")
+        gateway.auth.accounts.set_totp("expert1", "JBSWY3DPEHPK3PXP")
+        gateway.core.resources.update(Caller(Policy.open()), "Patient", "x",  # the WAL too
+                                      {"resourceType": "Patient", "id": "x"})
+        import sqlite3
+
+        with sqlite3.connect(data / "sonobridge.db") as conn:
+            (stored,) = conn.execute("SELECT totp_secret FROM auth_users").fetchone()
+    finally:
+        gateway.close()
+    assert stored.startswith("enc1:") and "JBSWY3DPEHPK3PXP" not in stored
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    for name in os.listdir(data):
+        path = data / name
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode & 0o077 == 0, (name, oct(mode))
+    key = data / "keys" / "secrets.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600

@@ -6,6 +6,8 @@ own compartment. Each test is named after the finding it guards."""
 
 from __future__ import annotations
 
+import re
+
 import pyotp
 
 from sonobridge.auth.accounts import Client, User
@@ -236,3 +238,100 @@ def test_history_by_each_versions_own_compartment(smart):
     assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2"]
     typed = get(smart, t, "/fhir/Observation/_history").json()
     assert "B's" not in str(typed)
+
+
+# ---------------------------------------------------------------- 10. login CSRF, logout by GET
+
+def test_a_login_posted_from_another_site_opens_no_session(smart):
+    scope = "launch/patient patient/*.rs"
+    client, _ = smart.app(scope)
+    smart.user("sono10", "sonographer")
+    _, challenge = pkce()
+    params = smart.authorize_params(client.client_id, scope, challenge)
+    smart.http.cookies.clear()
+    forged = smart.http.post("/auth/authorize", data={  # no form, no cookie: a forged post
+        **params, "_action": "login", "username": "sono10", "password": "Ultra-Sound-2026"},
+        follow_redirects=False)
+    assert forged.status_code == 200 and "expired" in forged.text
+    assert "sonobridge_session" not in smart.http.cookies
+    assert "sonobridge_session" in str(smart.login(params, "sono10").status) or \
+        "sonobridge_session" in smart.http.cookies  # the real form works
+
+
+def test_logout_by_get_only_shows_a_button(smart):
+    scope = "launch/patient patient/*.rs"
+    client, _ = smart.app(scope)
+    smart.user("sono11", "sonographer")
+    _, challenge = pkce()
+    params = smart.authorize_params(client.client_id, scope, challenge)
+    smart.login(params, "sono11")
+    session = smart.http.cookies.get("sonobridge_session")
+    assert session
+    page = smart.http.get("/auth/logout")
+    assert page.status_code == 200 and 'method="post"' in page.text
+    again = smart.http.get("/auth/authorize", params=params)
+    assert "_csrf" in again.text  # still signed in: a GET signs nobody out
+    out = smart.http.post("/auth/logout")
+    assert out.status_code == 200
+    assert 'name="username"' in smart.http.get("/auth/authorize", params=params).text
+
+
+# ---------------------------------------------------------------- 7, 13. the authorization server
+
+def test_an_unknown_scope_at_authorize_is_an_oauth_error_not_a_500(smart):
+    client, _ = smart.app("launch/patient patient/*.rs")
+    _, challenge = pkce()
+    params = smart.authorize_params(client.client_id, "patient/*.xyz", challenge)
+    r = smart.http.get("/auth/authorize", params=params, follow_redirects=False)
+    assert r.status_code in (302, 400), r.text[:300]
+    if r.status_code == 302:
+        assert "error=invalid_scope" in r.headers["location"]
+
+
+def test_a_public_client_may_not_register_system_scopes(smart):
+    r = smart.http.post("/auth/register", json={
+        "client_name": "Rogue", "token_endpoint_auth_method": "none",
+        "redirect_uris": ["https://rogue.example.org/cb"], "scope": "system/*.cruds"})
+    assert r.status_code == 400 and "public client" in r.text
+
+
+def test_tokens_with_odd_claims_are_401_not_500(smart):
+    from joserfc import jwt
+
+    signing = smart.auth.keys.current()
+    now = int(__import__("time").time())
+    base = {"iss": ROOT, "aud": FHIR, "exp": now + 300, "iat": now, "jti": "j-odd",
+            "sub": "u", "client_id": "c", "scope": "patient/*.rs"}
+    for claims in ({**base, "patient": ["p1", "p2"]}, {**base, "nbf": now + 3600}):
+        token = jwt.encode({"alg": "RS256", "kid": signing.kid, "typ": "at+jwt"}, claims,
+                           signing.key)
+        r = smart.http.get("/fhir/Observation/o1", headers=bearer(token))
+        assert r.status_code == 401, (claims, r.text)
+
+
+def test_passwords_need_length_and_must_not_be_common(smart):
+    from sonobridge.auth.passwords import PasswordPolicyError, check_policy
+
+    for weak in ("Password123", "Password123!", "Qwerty123456!", "Sonobridge2026!"):
+        try:
+            check_policy(weak, "someone")
+        except PasswordPolicyError:
+            continue
+        raise AssertionError(f"{weak!r} was accepted")
+    check_policy("Ultra-Sound-2026", "someone")
+
+
+def test_failed_logins_answer_alike_for_known_and_unknown_names(smart):
+    scope = "launch/patient patient/*.rs"
+    client, _ = smart.app(scope)
+    smart.user("sono12", "sonographer")
+    _, challenge = pkce()
+    params = smart.authorize_params(client.client_id, scope, challenge)
+    pages = {}
+    for name in ("sono12", "nobody-here"):
+        for _ in range(6):
+            last = smart.login(params, name, password="Wrong-Password-9")
+        # The login form carries a fresh random CSRF value; everything else must match.
+        pages[name] = re.sub(r'name="_login" value="[^"]*"', "", last.page.replace(name, "NAME"))
+    assert pages["sono12"] == pages["nobody-here"]
+    assert "wait a moment" in pages["sono12"]

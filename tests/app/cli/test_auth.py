@@ -29,7 +29,7 @@ def test_user_commands(tmp):
     assert ok.returncode == 0, ok.stderr
     weak = run(tmp, "user", "add", "qc2", "--role", "qc-officer", "--password-stdin",
                stdin="short\n")
-    assert weak.returncode == 1 and "at least 10" in weak.stderr
+    assert weak.returncode == 1 and "at least 12" in weak.stderr
     role = run(tmp, "user", "add", "qc3", "--role", "admin", "--password-stdin",
                stdin="Quality-Control-7\n")
     assert role.returncode == 1 and "unknown role" in role.stderr
@@ -77,6 +77,18 @@ def test_keys_launch_and_audit_commands(tmp):
     assert run(tmp, "keys", "list").stdout.count("retired") == 1
     run(tmp, "user", "add", "sono9", "--role", "sonographer", "--password-stdin",
         stdin="Ultra-Sound-2026\n")
+    unknown = run(tmp, "launch", "--user", "sono9", "--patient", "p1", "--app",
+                  "https://app.example.org/launch")
+    assert unknown.returncode == 1 and "no Patient/p1" in unknown.stderr
+    from sonobridge.app.compose import open_app_core
+    from sonobridge.config import Settings
+    from sonobridge.core.policy import Caller, Policy
+
+    core = open_app_core(Settings(data_dir=tmp / "data", database_url=f"sqlite:///{tmp / 'cli.db'}",
+                                  audit=False))
+    core.resources.update(Caller(Policy.open()), "Patient", "p1",
+                          {"resourceType": "Patient", "id": "p1"})
+    core.close()
     launch = run(tmp, "launch", "--user", "sono9", "--patient", "p1", "--app",
                  "https://app.example.org/launch")
     assert launch.returncode == 0, launch.stderr
