@@ -431,8 +431,6 @@ class Resources:
             if spec.res_type != "Patient":
                 raise CoreError(400, "not-supported", "$everything is defined on Patient")
             patient = spec.patient or ""
-            if not self.exists("Patient", patient, writer):
-                raise not_found(f"Patient/{patient} is not known")
             compartment = Compartment("Patient", patient)
             types, query, since = self._everything_params(query)
             path = f"Patient/{patient}/$everything"
@@ -456,6 +454,10 @@ class Resources:
             types = self.access.search_types(policy, types)
             compartment, extra = self.access.search_terms(policy, types, compartment)
             query += extra
+        # Existence only after the policy: a token confined to another patient is told the
+        # same for a patient that exists and one that does not.
+        if spec.everything and not self.exists("Patient", spec.patient or "", writer):
+            raise not_found(f"Patient/{spec.patient} is not known")
         if writer is not None:
             writer.flush()
             return self._search(caller, spec, types, query, path, compartment, since,
