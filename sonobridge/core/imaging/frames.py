@@ -73,7 +73,19 @@ def pixel_options(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode(transfer_syntax: str, raw: bytes, metadata: dict[str, Any]) -> np.ndarray:
-    """One frame as an array (rows, columns[, samples]); YBR colour converted to RGB."""
+    """One frame as an array (rows, columns[, samples]); YBR colour converted to RGB.
+
+    A frame its decoder cannot read (a damaged codestream, attributes stored before ingest
+    checked them) is refused with 406, as an encoding that cannot be decoded is: the stored
+    bytes stay available with ``transfer-syntax=*``."""
+    try:
+        return _decode(transfer_syntax, raw, metadata)
+    except (ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        raise not_acceptable(f"this frame cannot be decoded ({exc}); ask for the stored "
+                             "encoding (transfer-syntax=*)") from None
+
+
+def _decode(transfer_syntax: str, raw: bytes, metadata: dict[str, Any]) -> np.ndarray:
     options = pixel_options(metadata)
     if transfer_syntax in NATIVE:
         return _native_array(transfer_syntax, raw, options)

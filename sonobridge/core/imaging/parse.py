@@ -111,7 +111,7 @@ def _pixel_layout(fp: BinaryIO, position: int, size: int, ts: str, ds: Dataset
         else:
             (length,) = struct.unpack(order + "H", _read(fp, 2))
     start = fp.tell()
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _check_pixel_module(ds)
     if length != UNDEFINED:
         if start + length > size:
             raise DicomParseError("the file is truncated: pixel data is shorter than declared")
@@ -124,6 +124,48 @@ def _pixel_layout(fp: BinaryIO, position: int, size: int, ts: str, ds: Dataset
     eot = _extended_offsets(ds)
     layout.frames = _frames_from_fragments(fp, fragments, bot, eot, frames)
     return layout
+
+
+# PS3.3 C.7.6.3: the photometric interpretations and the samples per pixel each implies.
+_PHOTOMETRIC_SAMPLES = {
+    "MONOCHROME1": 1, "MONOCHROME2": 1, "PALETTE COLOR": 1, "RGB": 3, "YBR_FULL": 3,
+    "YBR_FULL_422": 3, "YBR_PARTIAL_420": 3, "YBR_ICT": 3, "YBR_RCT": 3, "XYB": 3}
+
+
+def _check_pixel_module(ds: Dataset) -> int:
+    """The Image Pixel module must describe pixels a decoder can be asked for; an object
+    that says 4 samples, 7 bits allocated or a made-up colour model is refused at the door
+    rather than failing in every viewer that opens it. Returns the number of frames."""
+    def number(keyword: str, default: int | None = None) -> int:
+        value = ds.get(keyword, default)
+        try:
+            return int(value if value not in (None, "") else default)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DicomParseError(f"{keyword} {value!r} is not a number") from None
+
+    rows, columns = number("Rows", 0), number("Columns", 0)
+    if rows < 1 or columns < 1:
+        raise DicomParseError(f"Rows and Columns ({rows} x {columns}) must both be at least 1")
+    frames = number("NumberOfFrames", 1)
+    if frames < 1:
+        raise DicomParseError(f"Number of Frames ({frames}) must be at least 1")
+    samples, bits = number("SamplesPerPixel", 1), number("BitsAllocated", 8)
+    if bits not in (1, 8, 16, 32):
+        raise DicomParseError(f"Bits Allocated {bits} is not 1, 8, 16 or 32")
+    stored = number("BitsStored", bits)
+    if not 1 <= stored <= bits:
+        raise DicomParseError(f"Bits Stored {stored} does not fit in Bits Allocated {bits}")
+    if number("PixelRepresentation", 0) not in (0, 1):
+        raise DicomParseError("Pixel Representation must be 0 or 1")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    implied = _PHOTOMETRIC_SAMPLES.get(photometric)
+    if implied is None:
+        raise DicomParseError(f"Photometric Interpretation {photometric!r} is not one of "
+                              f"{', '.join(_PHOTOMETRIC_SAMPLES)}")
+    if samples != implied:
+        raise DicomParseError(f"{photometric} has {implied} sample(s) per pixel, the object "
+                              f"says {samples}")
+    return frames
 
 
 def _native_frames(ds: Dataset, start: int, length: int, frames: int
