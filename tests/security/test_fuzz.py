@@ -227,37 +227,36 @@ def damaged(rng: random.Random) -> bytes:
 
 
 def damage(ds: Any, rng: random.Random) -> None:
-    if True:  # one kind of damage per call
-        choice = rng.randrange(12)
-        if choice == 0:
-            ds.Rows = rng.choice([0, 1, 47, 65535])
-        elif choice == 1:
-            ds.NumberOfFrames = rng.choice(["0", "-1", "abc", "99999999", "2.5", ""])
-        elif choice == 2:
-            ds.BitsAllocated = rng.choice([0, 1, 7, 12, 64])
-        elif choice == 3:
-            ds.PhotometricInterpretation = rng.choice(["", "PALETTE COLOR", "XYZ", "YBR_RCT"])
-        elif choice == 4:
-            ds.SamplesPerPixel = rng.choice([0, 2, 4])
-        elif choice == 5:
-            ds.PatientName = rng.choice(["张^伟" * 30, "\x00\x01", "^^^^^^", "a" * 70])
-        elif choice == 6:
-            ds.StudyDate = rng.choice(["99999999", "20261340", "abc", "2026-01-01"])
-        elif choice == 7:
-            ds.SpecificCharacterSet = rng.choice(["ISO_IR 999", "GB18030", "\\ISO 2022 IR 58",
-                                                  ""])
-        elif choice == 8:
-            for keyword in rng.sample(["SOPInstanceUID", "SeriesInstanceUID",
-                                       "StudyInstanceUID", "SOPClassUID", "PixelData"], 1):
-                if keyword in ds:
-                    delattr(ds, keyword)
-        elif choice == 9:
-            ds.SeriesInstanceUID = rng.choice(["1.2..3", "abc", "1." * 40, "0.01"])
-        elif choice == 10:
-            ds.file_meta.TransferSyntaxUID = rng.choice(
-                ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90", "1.2.3.4", "1.2.840.10008.1.2.5"])
-        else:
-            ds.FrameTime = rng.choice(["0", "-5", "abc", "1e300"])
+    choice = rng.randrange(12)
+    if choice == 0:
+        ds.Rows = rng.choice([0, 1, 47, 65535])
+    elif choice == 1:
+        ds.NumberOfFrames = rng.choice(["0", "-1", "abc", "99999999", "2.5", ""])
+    elif choice == 2:
+        ds.BitsAllocated = rng.choice([0, 1, 7, 12, 64])
+    elif choice == 3:
+        ds.PhotometricInterpretation = rng.choice(["", "PALETTE COLOR", "XYZ", "YBR_RCT"])
+    elif choice == 4:
+        ds.SamplesPerPixel = rng.choice([0, 2, 4])
+    elif choice == 5:
+        ds.PatientName = rng.choice(["张^伟" * 30, "\x00\x01", "^^^^^^", "a" * 70])
+    elif choice == 6:
+        ds.StudyDate = rng.choice(["99999999", "20261340", "abc", "2026-01-01"])
+    elif choice == 7:
+        ds.SpecificCharacterSet = rng.choice(["ISO_IR 999", "GB18030", "\\ISO 2022 IR 58",
+                                              ""])
+    elif choice == 8:
+        for keyword in rng.sample(["SOPInstanceUID", "SeriesInstanceUID",
+                                   "StudyInstanceUID", "SOPClassUID", "PixelData"], 1):
+            if keyword in ds:
+                delattr(ds, keyword)
+    elif choice == 9:
+        ds.SeriesInstanceUID = rng.choice(["1.2..3", "abc", "1." * 40, "0.01"])
+    elif choice == 10:
+        ds.file_meta.TransferSyntaxUID = rng.choice(
+            ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90", "1.2.3.4", "1.2.840.10008.1.2.5"])
+    else:
+        ds.FrameTime = rng.choice(["0", "-5", "abc", "1e300"])
 
 
 def test_damaged_dicom_gets_a_failure_status_and_renders_or_refuses(client, bounded_memory):
