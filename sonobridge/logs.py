@@ -58,3 +58,26 @@ def configure(log_format: str = "text", level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    quiet_pydicom()
+
+
+class _Demote(logging.Filter):
+    """pydicom's complaints about a file are the file's problem, reported where it is
+    refused: kept in the log at debug level, not printed as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(record.levelno)
+
+
+def quiet_pydicom() -> None:
+    """pydicom both warns (``UserWarning``) and logs each oddity it reads past (a VR that
+    does not fit, a value too long); with thousands of files that drowns the console. The
+    warnings are silenced and its log records demoted to debug."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
+    logger = logging.getLogger("pydicom")
+    if not any(isinstance(f, _Demote) for f in logger.filters):
+        logger.addFilter(_Demote())

@@ -242,4 +242,21 @@ def _response(root: str, outcomes: list[StoreOutcome]) -> Response:
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
     status = 200 if not failed else (409 if not referenced else 202)
-    return Response(orjson.dumps(body), status, media_type="application/dicom+json")
+    response = Response(orjson.dumps(body), status, media_type="application/dicom+json")
+    # PS3.18 8.10.3: why each instance failed, in Warning headers (the Failed SOP Sequence
+    # carries only a code); bounded, so a thousand failures do not make a huge header block.
+    reasons = [o for o in outcomes if not o.ok and o.message]
+    for outcome in reasons[:_MAX_WARNINGS]:
+        response.headers.append("Warning", _warning(outcome))
+    return response
+
+
+_MAX_WARNINGS = 20
+
+
+def _warning(outcome: StoreOutcome) -> str:
+    text = f"{outcome.sop_instance_uid or 'an instance'}: {outcome.message}"
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)  # no CR/LF, ASCII only
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 SonoBridge "{text[:400]}"'
+

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sonobridge import __version__
@@ -201,14 +202,23 @@ def import_command(
                                                      "recursively).", exists=True)],
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="List every failed file, not the first 20.")
+                       ] = False,
 ) -> None:
     """Store DICOM files through the same path as STOW-RS and C-STORE (progress bar shown).
 
-    Files that are not DICOM are reported and skipped; nothing is half-stored.
+    A file that cannot be stored (not DICOM, truncated, attributes no viewer could use) is
+    reported with its reason and skipped; the others are stored. Nothing is half-stored and
+    no temporary file is left behind. Ends with "N imported, M failed"; the exit status is 1
+    when any file failed.
     """
     from sonobridge.app.compose import open_app_core as open_core
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
+    from sonobridge import logs
+
+    logs.quiet_pydicom()
     core = open_core(settings)
     ingest = core.ingest
     caller = core.caller(Policy.system("import", "sonobridge import"), "local")
@@ -216,21 +226,33 @@ def import_command(
              if f.is_file()]
     counts: dict[str, int] = {}
     failures: list[str] = []
-    with _progress() as progress:
-        task = progress.add_task("importing", total=len(files))
-        for path in files:
-            outcome = ingest.ingest(ingest.receiver.from_file(path), caller,
-                                    source=f"import {path}")
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if not outcome.ok:
-                failures.append(f"{path}: {outcome.message}")
-            progress.advance(task)
-    for failure in failures[:20]:
-        console.print(f"[yellow]skipped[/yellow] {failure}")
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    console.print(f"imported {len(files)} files: {summary or 'nothing'}")
-    core.close()
-    if failures and len(failures) == len(files):
+    try:
+        with _progress() as progress:
+            task = progress.add_task("importing", total=len(files))
+            for path in files:
+                try:
+                    outcome = ingest.ingest(ingest.receiver.from_file(path), caller,
+                                            source=f"import {path}")
+                except OSError as exc:  # unreadable file, full disk: say so and go on
+                    failures.append(f"{path}: {exc.strerror or exc}")
+                else:
+                    counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                    if not outcome.ok:
+                        failures.append(f"{path}: {outcome.message}")
+                progress.advance(task)
+    finally:
+        core.close()
+    shown = failures if verbose else failures[:20]
+    for failure in shown:
+        console.print(f"[red]failed[/red] {escape(failure)}", soft_wrap=True)  # grep-able
+    if len(failures) > len(shown):
+        console.print(f"… and {len(failures) - len(shown)} more (--verbose lists them all)")
+    imported = sum(n for status, n in counts.items() if status != "failed")
+    detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())
+                       if status != "failed")
+    console.print(f"{imported} imported{f' ({detail})' if detail else ''}, "
+                  f"{len(failures)} failed")
+    if failures:
         raise typer.Exit(1)
 
 

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 ITEM = 0xFFFEE000
@@ -72,6 +75,22 @@ def read_header(fp: BinaryIO) -> Dataset:
         raise DicomParseError(f"the DICOM header cannot be read: {exc}") from None
 
 
+def _check_complete(dataset: Dataset, position: int, size: int) -> None:
+    """pydicom reads a file cut inside its header without a word: the cut element keeps the
+    bytes there were, a cut tag is dropped. An element shorter than its length, or a header
+    that stops short of the file's end, is a truncated file, refused as one."""
+    for element in dataset._dict.values():  # the raw elements, as read (not converted)
+        if isinstance(element, RawDataElement) and element.length != UNDEFINED and \
+                isinstance(element.value, bytes) and len(element.value) < element.length:
+            raise DicomParseError(f"the file is truncated inside element {element.tag}")
+    if position < size or not dataset._dict:
+        return
+    last = dataset._dict[max(dataset._dict)]  # the last element read (sequences are parsed)
+    if isinstance(last, RawDataElement) and last.length != UNDEFINED and \
+            last.value_tell + last.length < size:
+        raise DicomParseError("the file is truncated inside the header")
+
+
 def parse(fp: BinaryIO, size: int) -> Parsed:
     """Header and frame table of the Part 10 file in ``fp`` (``size`` bytes)."""
     dataset = read_header(fp)
@@ -79,6 +98,8 @@ def parse(fp: BinaryIO, size: int) -> Parsed:
     ts = str(getattr(meta, "TransferSyntaxUID", "") or "")
     if not ts:
         raise DicomParseError("the file meta information has no Transfer Syntax UID")
+    if ts != DEFLATED:  # a deflated dataset's positions are in the inflated stream
+        _check_complete(dataset, fp.tell(), size)
     position = fp.tell()
     pixels = None
     if position < size and ts != DEFLATED:
@@ -96,21 +117,23 @@ def _read(fp: BinaryIO, count: int) -> bytes:
 def _pixel_layout(fp: BinaryIO, position: int, size: int, ts: str, ds: Dataset
                   ) -> PixelLayout | None:
     fp.seek(position)
-    little = ts != EXPLICIT_BE
-    order = "<" if little else ">"
+    order = "<" if ts != EXPLICIT_BE else ">"
     group, element = struct.unpack(order + "HH", _read(fp, 4))
     if (group << 16 | element) != PIXEL_DATA:
         return None  # something else follows the header (e.g. Float Pixel Data): no frames
-    if ts == IMPLICIT_LE:
-        (length,) = struct.unpack("<I", _read(fp, 4))
+    head = _read(fp, 4)
+    # Some writers encode the dataset in implicit VR under an explicit transfer syntax;
+    # pydicom reads such headers (with a warning), so the pixel data element is read the
+    # same way: a VR is two upper-case letters, anything else is the implicit length.
+    if ts == IMPLICIT_LE or not (head[:2].isalpha() and head[:2].isupper()):
+        (length,) = struct.unpack(order + "I", head)
+    elif head[:2] in _LONG_VRS:
+        (length,) = struct.unpack(order + "I", _read(fp, 4))
     else:
-        vr = _read(fp, 2)
-        if vr in _LONG_VRS:
-            _read(fp, 2)
-            (length,) = struct.unpack(order + "I", _read(fp, 4))
-        else:
-            (length,) = struct.unpack(order + "H", _read(fp, 2))
+        (length,) = struct.unpack(order + "H", head[2:])
     start = fp.tell()
+    if length == 0:
+        return PixelLayout(False, [], start, 0)  # an empty element: no frames to serve
     frames = _check_pixel_module(ds)
     if length != UNDEFINED:
         if start + length > size:
@@ -170,48 +193,54 @@ def _check_pixel_module(ds: Dataset) -> int:
 
 def _native_frames(ds: Dataset, start: int, length: int, frames: int
                    ) -> list[list[tuple[int, int]]]:
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    bits = int(ds.get("BitsAllocated", 8) or 8)
-    pixels = rows * cols * samples
-    # 1-bit frames are packed: exact only when each frame fills whole bytes
-    frame_size = (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
-    if frame_size == 0:
+    """One byte range per frame. The size comes from pydicom's ``get_expected_length``,
+    which knows every photometric interpretation (``YBR_FULL_422`` holds two samples per
+    pixel, not three) and packs 1-bit pixels across frames."""
+    try:
+        total = get_expected_length(ds, "bytes")
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise DicomParseError(f"the Image Pixel module is incomplete: {exc}") from None
+    if total > length:
+        raise DicomParseError(f"pixel data holds {length} bytes, fewer than the {total} bytes "
+                              f"of {frames} frame(s) its attributes describe")
+    if int(ds.get("BitsAllocated", 8)) == 1 and frames > 1 and \
+            (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))) % 8:
+        # 1-bit frames that do not fill whole bytes share bytes with their neighbours:
+        # stored whole, served as the object, not as byte ranges per frame.
         return []
-    if frame_size * frames > length:
-        raise DicomParseError(f"pixel data holds {length} bytes, fewer than {frames} frames of "
-                              f"{frame_size} bytes")
+    frame_size = total // frames
     return [[(start + i * frame_size, frame_size)] for i in range(frames)]
 
 
 def _fragments(fp: BinaryIO, start: int, size: int
                ) -> tuple[list[Fragment], list[int], int]:
-    """Item headers of encapsulated pixel data: the Basic Offset Table and each fragment."""
+    """The Basic Offset Table and each fragment of encapsulated pixel data, by pydicom's
+    ``parse_basic_offsets`` and ``parse_fragments`` (which seek past fragments instead of
+    reading them); what they do not check, that the items and the sequence end lie inside
+    the file, is checked here."""
     fp.seek(start)
-    tag, length = struct.unpack("<II", _read(fp, 8))
-    if _swap(tag) != ITEM:
-        raise DicomParseError("encapsulated pixel data does not start with an item")
-    bot_bytes = _read(fp, length) if length else b""
-    if len(bot_bytes) % 4:
-        raise DicomParseError("the Basic Offset Table length is not a multiple of 4")
-    bot = list(struct.unpack(f"<{len(bot_bytes) // 4}I", bot_bytes))
-    fragments: list[Fragment] = []
-    first_item = fp.tell()
-    position = first_item
-    while True:
-        if position + 8 > size:
-            raise DicomParseError("the file is truncated: encapsulated pixel data has no end")
-        fp.seek(position)
-        tag, length = struct.unpack("<II", _read(fp, 8))
-        tag = _swap(tag)
-        if tag == SEQUENCE_END:
-            return fragments, bot, position + 8
-        if tag != ITEM or length == UNDEFINED:
-            raise DicomParseError("malformed encapsulated pixel data (expected an item)")
-        if position + 8 + length > size:
-            raise DicomParseError("the file is truncated inside a pixel data fragment")
-        fragments.append(Fragment(position + 8, length, position - first_item))
-        position += 8 + length
+    try:
+        bot = parse_basic_offsets(fp)
+        first_item = fp.tell()
+        _, offsets = parse_fragments(fp)
+    except (ValueError, struct.error) as exc:
+        raise DicomParseError(f"malformed encapsulated pixel data: {exc}") from None
+    if first_item > size:
+        raise DicomParseError("the file is truncated inside the Basic Offset Table")
+    ends = [*offsets[1:]]
+    if offsets:
+        fp.seek(offsets[-1] + 4)
+        (last_length,) = struct.unpack("<I", _read(fp, 4))
+        ends.append(offsets[-1] + 8 + last_length)
+    end = ends[-1] if ends else first_item
+    if end > size:
+        raise DicomParseError("the file is truncated inside a pixel data fragment")
+    fp.seek(end)
+    if end + 8 > size or _swap(struct.unpack("<I", fp.read(4))[0]) != SEQUENCE_END:
+        raise DicomParseError("the file is truncated: encapsulated pixel data has no end")
+    fragments = [Fragment(offset + 8, stop - offset - 8, offset - first_item)
+                 for offset, stop in zip(offsets, ends, strict=True)]
+    return fragments, bot, end + 8
 
 
 def _swap(tag: int) -> int:
@@ -232,6 +261,9 @@ def _frames_from_fragments(fp: BinaryIO, fragments: list[Fragment], bot: list[in
     if not fragments:
         return []
     starts = eot or bot
+    if starts and len(starts) != frames:
+        raise DicomParseError(f"the offset table lists {len(starts)} frames, Number of Frames "
+                              f"says {frames}")
     if starts:
         by_item = {f.item: i for i, f in enumerate(fragments)}
         indexes = [by_item.get(offset) for offset in starts]
