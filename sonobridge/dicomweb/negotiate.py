@@ -19,7 +19,8 @@ OCTET = "application/octet-stream"
 
 @dataclass(frozen=True)
 class Choice:
-    """``mode``: stored (as received), decode (to native pixels), or a transfer syntax UID to
+    """``mode``: stored (as received), decode (to native pixels), native (stored native pixels,
+    decoded when they need it: YBR, unused bits, planes), or a transfer syntax UID to
     transcode to. ``multipart``: answer multipart/related (else a single body)."""
 
     mode: str
@@ -56,11 +57,11 @@ def _frame_choice(part: str, ts: str | None, stored_ts: str, stored_media: str
     if part in ("*/*", "*"):
         return "stored", stored_media, stored_ts
     if part == OCTET:
+        if stored_ts in (EXPLICIT_LE, IMPLICIT_LE) and ts in (None, EXPLICIT_LE, IMPLICIT_LE):
+            return "native", OCTET, stored_ts  # the stored bytes when decoded already
         if ts == "*" or ts == stored_ts:
             return "stored", stored_media if stored_ts not in NATIVE else OCTET, stored_ts
         if ts in (None, EXPLICIT_LE, IMPLICIT_LE):
-            if stored_ts in (EXPLICIT_LE, IMPLICIT_LE):
-                return "stored", OCTET, stored_ts
             return "decode", OCTET, EXPLICIT_LE
         return None
     if part == stored_media and ts in (None, "*", stored_ts):

@@ -111,7 +111,8 @@ class DicomWebApp:
             except CoreError as exc:
                 self._audit(request, search, exc.status, exc.message)
                 warning = warning_of(exc)
-                headers = {"Warning": f'299 SonoBridge "{warning}"'} if warning else {}
+                headers = {"Warning": f'299 SonoBridge "{warning}"'} if warning else \
+                    {k: v for k, v in exc.headers.items() if k == "Warning"}
                 return Response(orjson.dumps(error_body(exc)), exc.status, headers,
                                 media_type="application/json")
 
@@ -320,6 +321,8 @@ class DicomWebApp:
         choice = negotiate.choose_frames(accept, row.transfer_syntax, len(numbers))
         if choice.mode == "stored":
             data = await self._run(self.service.frame_bytes, row, numbers)
+        elif choice.mode == "native":
+            data = await self._run(self.service.native_frames, row, numbers)
         elif choice.mode == "decode":
             data = [await self._run(self.service.decoded_frame, row, n) for n in numbers]
         else:

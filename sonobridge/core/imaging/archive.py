@@ -33,6 +33,8 @@ from sonobridge.store.dicom import index
 from sonobridge.store.dicom.index import StoredInstance
 from sonobridge.store.resources import ResourceStore
 
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
 
 def _what(study: str, series: str | None, sop: str | None) -> str:
     return f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
@@ -194,12 +196,18 @@ class Archive:
 
     def decoded_frame(self, row: StoredInstance, number: int) -> bytes:
         def compute() -> bytes:
-            raw = self.frame_bytes(row, [number])[0]
-            self.frame_size(row, raw)
-            metadata = orjson.loads(row.metadata)
-            return F.decoded_bytes(F.decode(row.transfer_syntax, raw, metadata))
+            return F.decoded_bytes(self._decoded(row, number, orjson.loads(row.metadata)))
 
         return self.cache.single_flight(("decoded", row.sop_uid, row.sha256, number), compute)
+
+    def native_frames(self, row: StoredInstance, numbers: Sequence[int]) -> list[bytes]:
+        """Frames of a natively stored instance as decoded pixels: the stored bytes when they
+        already are (RGB or grey, every allocated bit stored), else decoded (YBR as RGB,
+        unused bits masked, signed values sign-extended, colour by pixel)."""
+        if F.stored_as_decoded(orjson.loads(row.metadata)):
+            return self.frame_bytes(row, numbers)
+        F.check_numbers(numbers, self.frame_count(row))
+        return [self.decoded_frame(row, n) for n in numbers]
 
     def jpeg_frame(self, row: StoredInstance, number: int, quality: int = 90) -> bytes:
         def compute() -> bytes:
@@ -209,12 +217,26 @@ class Archive:
         return self.cache.single_flight(("jpeg", row.sop_uid, row.sha256, number, quality),
                                         compute)
 
+    def _decoded(self, row: StoredInstance, number: int, metadata: dict[str, Any]
+                 ) -> np.ndarray:
+        """Frame ``number`` decoded (within the limits), as pydicom's ``pixel_array``."""
+        table = F.frame_table(row.frames)
+        F.check_numbers([number], len(table))
+        raw = self._frame(row, table, number)
+        self.frame_size(row, raw)
+        if row.transfer_syntax == BIG_ENDIAN and table[0] and table[0][0][0] >= 8:
+            # 8-bit pixels in an OW value are byte-swapped in big endian: the decoder needs
+            # the VR the file has, which the metadata (OB for 8 bits) does not say. Explicit
+            # VR: it is the two bytes 8 before the value.
+            vr = self.blobs.read_ranges(row.blob_key, [[table[0][0][0] - 8, 2]])
+            if vr in (b"OB", b"OW"):
+                metadata = {**metadata, "7FE00010": {"vr": vr.decode()}}
+        return F.decode(row.transfer_syntax, raw, metadata)
+
     def _display(self, row: StoredInstance, number: int, window: tuple[float, float] | None
                  ) -> np.ndarray:
-        raw = self.frame_bytes(row, [number])[0]
-        self.frame_size(row, raw)
         metadata = orjson.loads(row.metadata)
-        array = F.decode(row.transfer_syntax, raw, metadata)
+        array = self._decoded(row, number, metadata)
         return rendered.to_display(array, metadata, window, self._palette(row, metadata))
 
     def _palette(self, row: StoredInstance, metadata: dict[str, Any]) -> Any:

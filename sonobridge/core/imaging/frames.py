@@ -1,8 +1,9 @@
 """Frames: read in their stored encoding through the frame table, decode one, describe one.
 
 Reading frame N is one or a few ranged reads at offsets found at ingest: no parse of the
-file, the same cost for the last frame as for the first. Decoding touches that frame only
-(pydicom's decoders with pylibjpeg, Pillow for JPEG), and YBR colour comes out as RGB.
+file, the same cost for the last frame as for the first. Decoding touches that frame only,
+native or compressed, through pydicom's decoders (pylibjpeg, Pillow for JPEG): the array is the
+one ``Dataset.pixel_array`` gives for that frame, YBR colour out as RGB.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import orjson
 from pydicom.encaps import encapsulate
 from pydicom.pixels.decoders.base import get_decoder
 
-from sonobridge.core.errors import not_acceptable, not_found
+from sonobridge.core.errors import CoreError, not_acceptable, not_found
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
           "1.2.840.10008.1.2.1.99"}
@@ -56,68 +57,79 @@ def check_numbers(numbers: Sequence[int], count: int) -> None:
                                 f"1 to {count}")
 
 
-def pixel_options(metadata: dict[str, Any]) -> dict[str, Any]:
+def pixel_options(metadata: dict[str, Any], transfer_syntax: str | None = None
+                  ) -> dict[str, Any]:
+    """pydicom's decoding options for one frame of an object described by ``metadata``."""
     def value(tag: str, default: Any = None) -> Any:
         values = (metadata.get(tag) or {}).get("Value") or []
         return values[0] if values else default
 
-    return {
+    bits_allocated = int(value("00280100", 8))
+    options = {
         "rows": int(value("00280010", 0)), "columns": int(value("00280011", 0)),
         "samples_per_pixel": int(value("00280002", 1)),
-        "bits_allocated": int(value("00280100", 8)), "bits_stored": int(value("00280101", 8)),
+        "bits_allocated": bits_allocated,
+        "bits_stored": int(value("00280101", bits_allocated)),
         "pixel_representation": int(value("00280103", 0)),
         "photometric_interpretation": str(value("00280004", "MONOCHROME2")),
         "planar_configuration": int(value("00280006", 0) or 0),
-        "number_of_frames": 1,
+        "number_of_frames": 1, "pixel_keyword": "PixelData",
+        "as_rgb": True,  # YBR colour as RGB, as ``pixel_array`` gives it
     }
+    if transfer_syntax in NATIVE:
+        # Big endian OW holds 8-bit pixels byte-swapped in 16-bit words: pydicom swaps them
+        # back when it knows the VR.
+        options["pixel_vr"] = str((metadata.get("7FE00010") or {}).get("vr") or
+                                  ("OB" if bits_allocated <= 8 else "OW"))
+    return options
+
+
+def stored_as_decoded(metadata: dict[str, Any]) -> bool:
+    """Whether a native frame's stored bytes are already what :func:`decode` gives: colour
+    by pixel in RGB, every allocated bit a stored bit (nothing to mask, nothing to
+    sign-extend). Then a decoded frame is served from the stored bytes, without decoding."""
+    options = pixel_options(metadata)
+    return (options["photometric_interpretation"] in ("MONOCHROME1", "MONOCHROME2", "RGB",
+                                                      "PALETTE COLOR")
+            and options["bits_allocated"] in (8, 16, 32)
+            and options["bits_stored"] == options["bits_allocated"]
+            and (options["samples_per_pixel"] == 1 or options["planar_configuration"] == 0))
 
 
 def decode(transfer_syntax: str, raw: bytes, metadata: dict[str, Any]) -> np.ndarray:
-    """One frame as an array (rows, columns[, samples]); YBR colour converted to RGB.
+    """One frame as an array (rows, columns[, samples]), as pydicom's ``pixel_array`` gives
+    it: native or compressed, through pydicom's decoders (unused high bits masked, signed
+    values sign-extended, 4:2:2 upsampled, YBR colour converted to RGB, planar
+    configuration undone; palette colour stays indices).
 
     A frame its decoder cannot read (a damaged codestream, attributes stored before ingest
     checked them) is refused with 406, as an encoding that cannot be decoded is: the stored
     bytes stay available with ``transfer-syntax=*``."""
     try:
-        return _decode(transfer_syntax, raw, metadata)
-    except (ValueError, RuntimeError, KeyError, AttributeError) as exc:
-        raise not_acceptable(f"this frame cannot be decoded ({exc}); ask for the stored "
-                             "encoding (transfer-syntax=*)") from None
-
-
-def _decode(transfer_syntax: str, raw: bytes, metadata: dict[str, Any]) -> np.ndarray:
-    options = pixel_options(metadata)
-    if transfer_syntax in NATIVE:
-        return _native_array(transfer_syntax, raw, options)
-    try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError:
         raise not_acceptable(f"frames in transfer syntax {transfer_syntax} cannot be "
-                            "decoded here; ask for the stored encoding (transfer-syntax=*)"
-                            ) from None
+                             "decoded here; ask for the stored encoding (transfer-syntax=*)"
+                             ) from None
     if not decoder.is_available:
         raise not_acceptable(f"no decoder installed for transfer syntax {transfer_syntax}")
-    # pydicom annotates ``**kwargs: DecodeOptions`` where it means ``Unpack[DecodeOptions]``.
-    array, _ = decoder.as_array(encapsulate([raw]), index=0,
-                                as_rgb=True, **options)  # type: ignore[arg-type]
+    source = raw if transfer_syntax in NATIVE else encapsulate([raw])
+    try:
+        options = pixel_options(metadata, transfer_syntax)
+        # pydicom annotates ``**kwargs: DecodeOptions`` where it means ``Unpack[...]``.
+        array, _ = decoder.as_array(source, index=0, **options)
+    except Exception as exc:  # each decoder plugin fails in its own way
+        message = f"this frame cannot be decoded ({exc})"
+        raise CoreError(406, "not-supported", f"{message}; ask for the stored encoding "
+                        "(transfer-syntax=*)",
+                        headers={"Warning": f'299 SonoBridge "{_quoted(message)}"'}) from None
     return array
 
 
-def _native_array(transfer_syntax: str, raw: bytes, options: dict[str, Any]) -> np.ndarray:
-    bits = options["bits_allocated"]
-    dtype = {8: "u1", 16: "u2", 32: "u4"}.get(bits)
-    if dtype is None:
-        raise not_acceptable(f"{bits}-bit native pixels cannot be rendered")
-    if options["pixel_representation"] and bits > 8:
-        dtype = dtype.replace("u", "i")
-    order = ">" if transfer_syntax == "1.2.840.10008.1.2.2" else "<"
-    array = np.frombuffer(raw, dtype=order + dtype if bits > 8 else dtype)
-    rows, cols, samples = options["rows"], options["columns"], options["samples_per_pixel"]
-    if samples > 1:
-        if options["planar_configuration"] == 1:
-            return array.reshape(samples, rows, cols).transpose(1, 2, 0)
-        return array.reshape(rows, cols, samples)
-    return array.reshape(rows, cols)
+def _quoted(text: str) -> str:
+    """Text for a quoted-string in a header: one line, no quote or backslash."""
+    text = " ".join(text.split()).replace("\\", "/").replace('"', "'")[:200]
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def decoded_bytes(array: np.ndarray) -> bytes:
