@@ -35,6 +35,7 @@ ENV_NAMES: dict[str, str] = {
     "db_threads": "SONOBRIDGE_DB_THREADS",
     "dicom_max_object_size": "SONOBRIDGE_DICOM_MAX_OBJECT_SIZE",
     "dicom_patient_id_system": "SONOBRIDGE_DICOM_PATIENT_ID_SYSTEM",
+    "patient_id_issuer": "SONOBRIDGE_PATIENT_ID_ISSUER",
     "dicom_cache_size": "SONOBRIDGE_DICOM_CACHE_SIZE",
     "limit_frame_pixels": "SONOBRIDGE_LIMIT_FRAME_PIXELS",
     "limit_decoded_bytes": "SONOBRIDGE_LIMIT_DECODED_BYTES",
@@ -113,6 +114,9 @@ class Settings:
     db_threads: int = 0  # 0: as many as CPUs for SQLite, four times that for PostgreSQL
     dicom_max_object_size: int = 4 * 1024**3
     dicom_patient_id_system: str = "urn:sonobridge:dicom:patient-id"
+    # The issuer of DICOM Patient IDs that name none (and whose sending AE has no issuer=):
+    # unset, they are unqualified (core/patients.py)
+    patient_id_issuer: str = ""
     dicom_cache_size: int = 256 * 1024 * 1024  # decoded frames and renderings kept in memory
     # Bounded work per request (core/limits.py, docs/security.md)
     limit_frame_pixels: int = 8192 * 8192

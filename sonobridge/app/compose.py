@@ -26,8 +26,13 @@ class Gateway:
 
 
 def attach_listeners(core: Core) -> Core:
-    """The edges' listeners of core events, as the settings ask for them."""
+    """The edges' listeners of core events, as the settings ask for them, and what the
+    edges' settings tell the core (the issuer of each DICOM peer's Patient IDs)."""
     settings = core.settings
+    if settings.dicom_peers or settings.dicom_peers_file:
+        from sonobridge.hie.dimse.peers import issuers, load_peers
+
+        core.patients.sender_issuers = issuers(load_peers(settings))
     if settings.dicom_forward:
         from sonobridge.hie.dimse.forward import Forwarder
         from sonobridge.store import queues

@@ -93,7 +93,8 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     access = Access(search, store)
     resources = Resources(store, search, access, events,
                           history_page_max=settings.history_page_max)
-    patients = Patients(resources, settings.dicom_patient_id_system)
+    patients = Patients(resources, settings.dicom_patient_id_system,
+                        settings.patient_id_issuer)
     studies = Studies(resources, patients, f"{settings.public_root}/dicomweb",
                       settings.hl7_time_zone)
     orders = Orders(resources, patients, studies)

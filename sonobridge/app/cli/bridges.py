@@ -114,23 +114,35 @@ def move(peer: Peer, destination: Annotated[str | None, typer.Option(
 @dicom_app.command("status")
 def status(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """The DICOM queues: objects waiting to be forwarded (routing rules) and Storage
-    Commitment reports waiting to be delivered, by state, and the latest problems."""
+    Commitment reports waiting to be delivered, by state, and the latest problems; and the
+    patient identity conflicts (a new Patient made because a Patient ID matched several)."""
     import time
 
     from sonobridge.app.cli.main import _settings
+    from sonobridge.core.patients import CONFLICT_SYSTEM
+    from sonobridge.core.services import open_core
     from sonobridge.store import queues
-    from sonobridge.store.db import make_engine
 
-    engine = make_engine(_settings(data_dir=data_dir,
-                                   database_url=database_url).resolved_database_url)
+    core = open_core(_settings(data_dir=data_dir, database_url=database_url),
+                     run_migrations=False)
     try:
+        engine = core.engine
         forwards = queues.dicom_forwards(engine).report(["destination"],
                                                         ["destination", "sop_uid"])
         commitments = queues.dicom_commitments(engine).report(
             ["requester"], ["requester", "transaction_uid"])
+        conflicts, latest_conflicts = core.patients.conflicts()
     finally:
-        engine.dispose()
+        core.close()
     console = Console()
+    print(f"patient identity conflicts: {conflicts} (Patients made new because a Patient ID "
+          f"matched more than one; FHIR: Patient?_tag={CONFLICT_SYSTEM}|conflict)")
+    if latest_conflicts:
+        table = Table("patient", "identifiers", "last updated",
+                      title="patient identity conflicts: the newest")
+        for conflict in latest_conflicts:
+            table.add_row(conflict.patient, conflict.identifiers, conflict.updated)
+        console.print(table)
     for title, peer, (counts, problems), key in (
             ("forwarding", "destination", forwards, "sop_uid"),
             ("storage commitment", "requester", commitments, "transaction_uid")):

@@ -2,8 +2,9 @@
 
 Made from the index (``mappings/imaging_study.py``) whenever the study's instances change, and
 written through the one FHIR write path (validated, indexed, audited) by the server on behalf
-of whoever stored the images. Its subject is the Patient matched (or created) from the DICOM
-patient module (``core/patients.py``); its ``basedOn`` the orders it was performed for: the
+of whoever stored the images. Its subject is the Patient matched, adopted or created from the
+DICOM patient module (``core/patients.py``: one patient whether the HIS or the modality spoke
+first); its ``basedOn`` the orders it was performed for: the
 one its accession number names, and those of the procedure steps (MPPS Tasks) that say they
 performed it. Both are looked up at every sync, so the links hold whichever came first.
 """
@@ -67,16 +68,31 @@ class Studies:
         series = [SeriesSummary(uid, orjson.loads(series_attrs),
                                 [InstanceSummary(*instance) for instance in instances])
                   for uid, series_attrs, instances in summary.series]
-        patient_id = first(attrs, "PatientID")
-        patient_ref = self.patients.for_dicom(
-            writer, caller, str(patient_id) if patient_id else None, issuer_systems(attrs),
-            patient_from_dicom(attrs, self.patients.dicom_system)) if patient_id else None
+        patient_ref = self._patient(writer, caller, study_uid, attrs)
         based_on = self._orders(writer, caller, study_uid, attrs)
         self._endpoint(writer, caller)
         resource = imaging_study(study_uid, attrs, series, patient_ref=patient_ref,
                                  endpoint_ref=f"Endpoint/{ENDPOINT_ID}", based_on=based_on,
                                  zone=self.zone)
         self.resources.update(caller, "ImagingStudy", study_uid, resource, writer=writer)
+
+    def _patient(self, writer: Writer, caller: Caller, study_uid: str, attrs: dict[str, Any]
+                 ) -> str | None:
+        """The study's Patient (``core/patients.py``): its Patient ID qualified by the header's
+        issuer, else by the sending AE's (a C-STORE caller is ``dicom:<AE title>``), else by
+        the site's; the Patient the study is linked to already is kept while it holds the ID."""
+        patient_id = first(attrs, "PatientID")
+        if not patient_id:
+            return None
+        policy = caller.policy
+        sender = policy.client_id if policy.subject.startswith("dicom:") else None
+        current = self.resources.current(writer, "ImagingStudy", study_uid) or {}
+        linked = (current.get("subject") or {}).get("reference")
+        return self.patients.for_dicom(
+            writer, caller, str(patient_id),
+            self.patients.dicom_issuers(issuer_systems(attrs), sender),
+            patient_from_dicom(attrs, self.patients.dicom_system),
+            linked if isinstance(linked, str) else None)
 
     def _orders(self, writer: Writer, caller: Caller, study_uid: str, attrs: dict[str, Any]
                 ) -> list[str]:

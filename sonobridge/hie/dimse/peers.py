@@ -11,7 +11,11 @@ Options (after the port, each ``:key=value``):
   separated, from ``echo store find move get worklist mpps commit`` (or ``all``, the default
   for a listed peer). A calling AE title that is not listed gets
   SONOBRIDGE_DICOM_UNLISTED_RIGHTS (default ``echo+store``, as Orthanc's defaults): it may
-  store images but not query or retrieve them.
+  store images but not query or retrieve them;
+- ``issuer=HOSP``: the issuer of the Patient IDs the peer sends when its objects name none
+  (no Issuer of Patient ID): an assigning authority's namespace, or an HD with its ISO OID
+  (``issuer=HOSP&1.2.840.1&ISO``). Its IDs then match the HIS's identifiers of that
+  authority (``core/patients.py``); without it, SONOBRIDGE_PATIENT_ID_ISSUER, else unqualified.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Peer:
     port: int
     retrieve: str = "get"  # how the proxy fetches from it: C-GET, or C-MOVE to us
     rights: frozenset[str] = field(default=ALL)
+    issuer: str = ""  # of the Patient IDs it sends without one (core/patients.py)
 
 
 def parse_peer(text: str) -> Peer:
@@ -54,22 +59,30 @@ def parse_peer(text: str) -> Peer:
     if len(entry.name) > 16:
         raise ConfigError(f"a DICOM peer is AET@host:port (AET up to 16 characters), not "
                           f"{text.strip()!r}")
-    retrieve, rights = "get", ALL
+    retrieve, rights, issuer = "get", ALL, ""
     for key, value in entry.options.items():
         if key == "retrieve" and value in RETRIEVE:
             retrieve = value
         elif key == "rights":
             rights = parse_rights(value, f"DICOM peer {entry.name}")
+        elif key == "issuer" and value.strip() and len(value) <= 64:
+            issuer = value.strip()
         else:
             raise ConfigError(f"DICOM peer {entry.name}: unknown option {key}={value!r} "
-                              f"(known: retrieve={'|'.join(RETRIEVE)}, rights=find+move+…)")
-    return Peer(entry.name, entry.host, entry.port, retrieve, rights)
+                              f"(known: retrieve={'|'.join(RETRIEVE)}, rights=find+move+…, "
+                              f"issuer=NAMESPACE)")
+    return Peer(entry.name, entry.host, entry.port, retrieve, rights, issuer)
 
 
 def load_peers(settings: Settings) -> dict[str, Peer]:
     peers = [parse_peer(entry) for entry in
              entries(settings.dicom_peers, settings.dicom_peers_file, "DICOM peers")]
     return {peer.aet: peer for peer in peers}
+
+
+def issuers(peers: dict[str, Peer]) -> dict[str, str]:
+    """Calling AE title -> the issuer of the Patient IDs it sends, for the peers that say."""
+    return {aet: peer.issuer for aet, peer in peers.items() if peer.issuer}
 
 
 class Callers:

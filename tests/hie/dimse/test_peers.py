@@ -14,7 +14,15 @@ import pytest
 
 from sonobridge.config import ConfigError, Settings
 from sonobridge.core.policy import DIMSE_SERVICES, Policy
-from sonobridge.hie.dimse.peers import ALL, Callers, Peer, load_peers, parse_peer, parse_rights
+from sonobridge.hie.dimse.peers import (
+    ALL,
+    Callers,
+    Peer,
+    issuers,
+    load_peers,
+    parse_peer,
+    parse_rights,
+)
 
 KNOWN = ("known: echo store find move get worklist mpps commit, or all, or none; joined by +")
 
@@ -71,6 +79,9 @@ def test_parse_rights_unknown(text, unknown):
     ("X@h:1:rights=all", Peer("X", "h", 1, "get", ALL)),
     ("X@h:1:rights=find:rights=store", Peer("X", "h", 1, "get", frozenset({"store"}))),
     ("ABCDEFGHIJKLMNOP@h:1", Peer("ABCDEFGHIJKLMNOP", "h", 1, "get", ALL)),  # 16 characters
+    ("CART1@h:1:issuer=HOSP", Peer("CART1", "h", 1, "get", ALL, "HOSP")),
+    ("CART1@h:1:rights=store:issuer=HOSP&1.2.3&ISO",
+     Peer("CART1", "h", 1, "get", frozenset({"store"}), "HOSP&1.2.3&ISO")),
 ])
 def test_parse_peer(text, peer):
     assert parse_peer(text) == peer
@@ -90,10 +101,13 @@ FORM = "a DICOM peer is AET@host:port (AET up to 16 characters), not "
     ("CART1@h:1:Rights=all", FORM + "'CART1@h:1:Rights=all'"),  # options are lower case
     ("CART1@h:1:retrieve=store",
      "DICOM peer CART1: unknown option retrieve='store' (known: retrieve=get|move, "
-     "rights=find+move+…)"),
+     "rights=find+move+…, issuer=NAMESPACE)"),
+    ("CART1@h:1:issuer=",
+     "DICOM peer CART1: unknown option issuer='' (known: retrieve=get|move, "
+     "rights=find+move+…, issuer=NAMESPACE)"),
     ("CART1@h:1:timeout=5",
      "DICOM peer CART1: unknown option timeout='5' (known: retrieve=get|move, "
-     "rights=find+move+…)"),
+     "rights=find+move+…, issuer=NAMESPACE)"),
     ("CART1@h:1:rights=find+bogus", f"DICOM peer CART1: unknown DIMSE rights bogus ({KNOWN})"),
 ])
 def test_parse_peer_refused(text, message):
@@ -119,6 +133,15 @@ def test_load_peers_from_the_setting_and_the_file(tmp_path: Path):
         "CART2": Peer("CART2", "10.0.0.6", 104, "get", frozenset()),
         "PACS": Peer("PACS", "10.0.0.9", 104, "move", ALL),
     }
+
+
+def test_issuers_of_the_peers_that_name_one(tmp_path: Path):
+    peers_file = tmp_path / "peers.txt"
+    peers_file.write_text("CART1@10.0.0.7:104:rights=echo+store:issuer=HOSP\n"
+                          "PACS@10.0.0.9:104:retrieve=move\n", "utf-8")
+    settings = Settings(dicom_peers="CART2@10.0.0.6:104:issuer=TOWN&2.16.156.1&ISO",
+                        dicom_peers_file=str(peers_file))
+    assert issuers(load_peers(settings)) == {"CART1": "HOSP", "CART2": "TOWN&2.16.156.1&ISO"}
 
 
 def test_load_peers_none_and_errors(tmp_path: Path):
