@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from sonobridge.core.errors import CoreError, bad_request, not_acceptable, not_found
 from sonobridge.core.imaging import codecs, transcode
@@ -233,31 +234,20 @@ class Archive:
                 metadata = {**metadata, "7FE00010": {"vr": vr.decode()}}
         return F.decode(row.transfer_syntax, raw, metadata)
 
-    def _display(self, row: StoredInstance, number: int, window: tuple[float, float] | None
-                 ) -> np.ndarray:
+    def _display(self, row: StoredInstance, number: int, window: tuple[float, float] | None,
+                 attrs: Dataset | None = None) -> np.ndarray:
         metadata = orjson.loads(row.metadata)
         array = self._decoded(row, number, metadata)
-        return rendered.to_display(array, metadata, window, self._palette(row, metadata))
+        return rendered.to_display(array, attrs or self._display_attributes(row, metadata),
+                                   window)
 
-    def _palette(self, row: StoredInstance, metadata: dict[str, Any]) -> Any:
-        if str((metadata.get("00280004") or {}).get("Value", [""])[0]) != "PALETTE COLOR":
-            return None
-        from pydicom.pixels.processing import apply_color_lut
-
-        with self.blobs.open(row.blob_key) as f:
-            header = dcmread(f, stop_before_pixels=True)
-        descriptor = header.get("RedPaletteColorLookupTableDescriptor") or [0, 0, 16]
-        entry_bits = int(descriptor[2]) or 16
-
-        def palette(values: np.ndarray) -> np.ndarray:
-            rgb = apply_color_lut(values, header)
-            # 16-bit entries keep their top 8 bits; some files declare 16 bits but hold
-            # 8-bit values (seen in real ultrasound files): those are used as they are.
-            if entry_bits > 8 and int(rgb.max()) > 255:
-                return (rgb >> (entry_bits - 8)).astype(np.uint8)
-            return rgb.astype(np.uint8)
-
-        return palette
+    def _display_attributes(self, row: StoredInstance, metadata: dict[str, Any]) -> Dataset:
+        """What rendering follows: the metadata's numbers, the stored header's LUTs."""
+        header = None
+        if rendered.needs_header(metadata):
+            with self.blobs.open(row.blob_key) as f:
+                header = dcmread(f, stop_before_pixels=True)
+        return rendered.display_attributes(metadata, header)
 
     # ------------------------------------------------------------------------ rendered
 
@@ -291,10 +281,11 @@ class Archive:
                 raise not_acceptable("this is a video: it is rendered as video/mp4")
             budget.check()
             return rendered.video_to_mp4(b"".join(self.frames_stream(row)), fps)
+        attrs = self._display_attributes(row, metadata)
         displays = []
         for n in range(1, count + 1):
             budget.check()
-            displays.append(self._display(row, n, window))
+            displays.append(self._display(row, n, window, attrs))
         budget.check()
         if media == "image/gif":
             return rendered.encode_gif(displays, fps, viewport)
@@ -345,8 +336,10 @@ class Archive:
         if row.transfer_syntax not in transcode.UNCOMPRESSED:
             self.frame_size(row, self.frame_bytes(row, [1])[0] if row.frames else None)
 
+        attrs = self._display_attributes(row, metadata)
+
         def display(array: np.ndarray) -> np.ndarray:
-            return array if array.dtype == np.uint8 else rendered.to_display(array, metadata)
+            return array if array.dtype == np.uint8 else rendered.to_display(array, attrs)
 
         def chunks() -> Iterator[bytes]:
             with self.blobs.open(row.blob_key) as f:

@@ -1,7 +1,9 @@
 """Rendered images and cine videos (PS3.18 8.3.5, 9.x /rendered and /thumbnail).
 
-Pixels become 8-bit display values (window from the request, else from the object, else the
-range of the data; palette colour through its LUT; MONOCHROME1 inverted), then JPEG or PNG
+Pixels become 8-bit display values (PS3.4 N.2, with pydicom's Modality LUT, VOI LUT, windowing
+and palette functions: window from the request, else the object's VOI LUT or window with its
+VOI LUT Function, else the stored range; palette colour through its LUT; MONOCHROME1
+inverted), then JPEG or PNG
 (Pillow), an animated GIF, or an H.264 MP4 (PyAV) at the cine's own frame rate.
 """
 
@@ -10,15 +12,26 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.pixels.processing import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+)
+from pydicom.uid import UID
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
 CINE_TYPES = ("video/mp4", "image/gif")
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def _value(metadata: dict[str, Any], tag: str, default: Any = None) -> Any:
@@ -38,35 +51,152 @@ def frame_rate(metadata: dict[str, Any]) -> float:
     return 25.0
 
 
-def to_display(array: np.ndarray, metadata: dict[str, Any],
-               window: tuple[float, float] | None = None,
-               palette: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """8-bit greyscale (rows, cols) or RGB (rows, cols, 3) display values."""
-    photometric = str(_value(metadata, "00280004", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR" and palette is not None:
-        array = palette(array)
+# What rendering reads from the stored metadata (numbers): Image Pixel, Modality LUT and VOI
+# LUT attributes. Look-up tables are read from the stored header instead: their data are
+# bulk data the metadata only links to, and DICOM JSON loses the byte order of big endian
+# OW values.
+_NUMBERS = ("00280002", "00280004", "00280006", "00280100", "00280101", "00280102",
+            "00280103", "00281050", "00281051", "00281052", "00281053", "00281054",
+            "00281056")
+_TABLES = ("ModalityLUTSequence", "VOILUTSequence",
+           *(f"{c}PaletteColorLookupTable{p}" for c in ("Red", "Green", "Blue", "Alpha")
+             for p in ("Descriptor", "Data")),
+           *(f"Segmented{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue",
+                                                                   "Alpha")))
+_PALETTE_DATA = tuple(f"{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue",
+                                                                 "Alpha"))
+_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+def needs_header(metadata: dict[str, Any]) -> bool:
+    """Whether rendering needs look-up tables from the stored header."""
+    return _value(metadata, "00280004") == "PALETTE COLOR" or \
+        "00283000" in metadata or "00283010" in metadata
+
+
+def display_attributes(metadata: dict[str, Any], header: Dataset | None = None) -> Dataset:
+    """The attributes :func:`to_display` follows, as a pydicom data set: numbers from the
+    metadata, look-up tables from ``header`` (the stored header, when
+    :func:`needs_header`)."""
+    try:
+        ds = Dataset.from_json({tag: metadata[tag] for tag in _NUMBERS if tag in metadata})
+    except (ValueError, TypeError, KeyError, AttributeError):
+        ds = Dataset()  # damaged values: rendered as if absent
+    if header is None:
+        return ds
+    little = header.file_meta.get("TransferSyntaxUID", EXPLICIT_LE) != BIG_ENDIAN
+    for keyword in _TABLES:
+        if keyword in header:
+            ds[keyword] = header[keyword]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+    if not little:
+        # pydicom reads segmented palettes and LUT sequences in the file's byte order, but
+        # plain palette data in the machine's: swap it to little endian like the rest.
+        for keyword in ("ModalityLUTSequence", "VOILUTSequence"):
+            for item in ds.get(keyword) or []:
+                if "LUTData" in item and item["LUTData"].VR == "OW":
+                    item.LUTData = _swapped(item.LUTData)
+        for keyword in (*_PALETTE_DATA, *(f"Segmented{k}" for k in _PALETTE_DATA)):
+            if keyword in ds:
+                ds[keyword].value = _swapped(ds[keyword].value)
+    return ds
+
+
+def _swapped(data: bytes) -> bytes:
+    return np.frombuffer(data[:len(data) // 2 * 2], ">u2").astype("<u2").tobytes()
+
+
+def to_display(array: np.ndarray, attrs: Dataset,
+               window: tuple[float, float] | None = None) -> np.ndarray:
+    """8-bit greyscale (rows, cols) or RGB (rows, cols, 3) display values of a decoded frame
+    (PS3.4 N.2): palette colour through its LUT; grey through the Modality LUT (rescale or
+    LUT), then the window asked for, else the VOI LUT, else the object's window with its
+    VOI LUT Function (LINEAR, LINEAR_EXACT, SIGMOID; PS3.3 C.11.2.1.2), else the stored
+    range; MONOCHROME1 inverted. pydicom's ``apply_*`` functions do the work."""
+    photometric = str(attrs.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR" and any(k in attrs for k in (
+            "RedPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData")):
+        rgb = apply_color_lut(array, attrs)[..., :3]
+        # 16-bit entries keep their top 8 bits; tables that declare 16 bits but hold 8-bit
+        # values (seen in real files) are used as they are.
+        if rgb.dtype != np.uint8 and int(rgb.max()) > 255:
+            rgb = rgb >> 8
+        return rgb.astype(np.uint8)
+    bits = _int(attrs, "BitsStored", array.dtype.itemsize * 8)
     if array.ndim == 3:
         if array.dtype == np.uint8:
             return array
-        top = float(array.max()) or 1.0
-        return np.clip(array / top * 255, 0, 255).astype(np.uint8)
-    values = array.astype(np.float32)
-    slope = float(_value(metadata, "00281053", 1) or 1)
-    intercept = float(_value(metadata, "00281052", 0) or 0)
-    values = values * slope + intercept
-    if window is None:
-        center, width = _value(metadata, "00281050"), _value(metadata, "00281051")
-        if center is not None and width is not None:
-            window = (float(center), float(width))
-    if window is not None:
-        center, width = window
-        low, high = center - width / 2, center + width / 2
+        return _to_8_bits(array.astype(np.float64), 0, 2.0 ** bits - 1)
+    values = apply_modality_lut(array, attrs)
+    center_width = window or _object_window(attrs)
+    lut = _voi_lut(attrs)
+    if window is None and lut is not None:
+        depth = int(lut[2])
+        display = _to_8_bits(apply_voi(values, attrs).astype(np.float64), 0, 2.0 ** depth - 1)
+    elif center_width is not None and (windowing := _windowing(
+            *center_width, "LINEAR" if window else str(attrs.get("VOILUTFunction", "")))):
+        # The output range of the window is set to 0..255 (an 8-bit unsigned "image" in the
+        # data set given to pydicom): the display values themselves.
+        display = apply_windowing(values.astype(np.float64), windowing)
     else:
-        low, high = float(values.min()), float(values.max())
-    scaled: np.ndarray = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
-    if photometric == "MONOCHROME1":
-        scaled = 255 - scaled
-    return scaled.astype(np.uint8)
+        rescaled = "ModalityLUTSequence" in attrs or \
+            float(attrs.get("RescaleSlope", 1) or 1) != 1 or \
+            float(attrs.get("RescaleIntercept", 0) or 0) != 0
+        if bits <= 8 and not rescaled:
+            # No VOI: 8-bit values are shown as they are, not stretched.
+            signed = _int(attrs, "PixelRepresentation", 0) == 1
+            low = -(2.0 ** (bits - 1)) if signed else 0.0
+            display = _to_8_bits(values.astype(np.float64), low, low + 2.0 ** bits - 1)
+        else:
+            display = _to_8_bits(values.astype(np.float64), float(values.min()),
+                                 float(values.max()))
+    out: np.ndarray = np.clip(np.rint(display), 0, 255).astype(np.uint8)
+    return 255 - out if photometric == "MONOCHROME1" else out
+
+
+def _int(attrs: Dataset, keyword: str, default: int) -> int:
+    try:
+        return int(attrs.get(keyword, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _to_8_bits(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    # A linear map of [low, high] onto 0..255: the last step of every path above (pydicom
+    # leaves its results in the range of the input or of the LUT).
+    return np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
+
+
+def _voi_lut(attrs: Dataset) -> Any:
+    items = attrs.get("VOILUTSequence") or []
+    if items and "LUTDescriptor" in items[0] and "LUTData" in items[0]:
+        return items[0].LUTDescriptor
+    return None
+
+
+def _object_window(attrs: Dataset) -> tuple[float, float] | None:
+    """The object's first window (center, width), if it has one."""
+    values = [attrs.get(k) for k in ("WindowCenter", "WindowWidth")]
+    try:
+        center, width = (float(v[0] if isinstance(v, MultiValue) else v) for v in values)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return center, width
+
+
+def _windowing(center: float, width: float, function: str) -> Dataset | None:
+    """A data set for pydicom's ``apply_windowing`` whose output range is 0..255."""
+    function = function.upper() if function.upper() in _FUNCTIONS else "LINEAR"
+    if function == "LINEAR":
+        width = max(width, 1.0)  # PS3.3 C.11.2.1.2.1: at least 1 (below, a threshold)
+    elif width <= 0:
+        return None
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsStored, ds.PixelRepresentation = 8, 0
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = center, width, function
+    return ds
 
 
 def _image(display: np.ndarray, viewport: tuple[int, int] | None) -> Image.Image:
