@@ -49,6 +49,7 @@ ENV_NAMES: dict[str, str] = {
     "refresh_lifetime": "SONOBRIDGE_REFRESH_LIFETIME",
     "session_idle_timeout": "SONOBRIDGE_SESSION_IDLE_TIMEOUT",
     "audit_syslog": "SONOBRIDGE_AUDIT_SYSLOG",
+    "audit_read_window": "SONOBRIDGE_AUDIT_READ_WINDOW",
     "audit": "SONOBRIDGE_AUDIT",
     "mllp_host": "SONOBRIDGE_MLLP_HOST",
     "mllp_port": "SONOBRIDGE_MLLP_PORT",
@@ -161,6 +162,7 @@ class Settings:
     dicom_worklist_stations: str = ""
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
+    audit_read_window: int = 60  # seconds DICOM reads of a study by a caller make one event
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -58,6 +58,7 @@ KINDS = {
     "hl7-in": (DCM, "110107", "Import"),
     "hl7-out": (DCM, "110106", "Export"),
 }
+MAX_INSTANCES = 1000  # listed in one aggregated event; the count says how many retrievals
 _SUBTYPE = {"login": (DCM, "110122", "Login"), "logout": (DCM, "110123", "Logout")}
 _OUTCOME = {"0": "success", "4": "minor failure", "8": "serious failure"}
 
@@ -81,11 +82,14 @@ class Record:
     query: str | None = None
     detail: str = ""
     recorded: float = field(default_factory=time.time)
+    instances: tuple[str, ...] = ()  # SOP Instance UIDs (DICOM Instances Accessed)
+    count: int = 1  # the retrievals this record stands for (aggregated DICOM reads)
 
 
 def record_of(caller: Caller, kind: str, action: str, subtype: str, *, outcome: str = "0",
               resource: str | None = None, patient: str | None = None,
-              study: str | None = None, query: str | None = None, detail: str = "") -> Record:
+              study: str | None = None, query: str | None = None, detail: str = "",
+              instances: tuple[str, ...] = ()) -> Record:
     """The one place a caller becomes the agents of an audit record: who (the token's
     subject, ``dicom:AET``, ``hl7:APP``), the client, the FHIR user, the address, and the
     patient in context when the record names no other."""
@@ -94,7 +98,7 @@ def record_of(caller: Caller, kind: str, action: str, subtype: str, *, outcome: 
                   client_id=policy.client_id, fhir_user=policy.fhir_user,
                   username=caller.username, ip=caller.address, resource=resource,
                   patient=patient or caller.patient_reference, study=study, query=query,
-                  detail=detail)
+                  detail=detail, instances=instances)
 
 
 def to_audit_event(record: Record) -> dict[str, Any]:
@@ -129,11 +133,21 @@ def to_audit_event(record: Record) -> dict[str, Any]:
                          "type": {"system": ENTITY_TYPE, "code": "2",
                                   "display": "System Object"}})
     if record.study:
-        entities.append({"what": {"identifier": {"system": "urn:dicom:uid",
-                                                 "value": f"urn:oid:{record.study}"}},
-                         "type": {"system": ENTITY_TYPE, "code": "2",
-                                  "display": "System Object"},
-                         "role": {"system": OBJECT_ROLE, "code": "3", "display": "Report"}})
+        study: dict[str, Any] = {
+            "what": {"identifier": {"system": "urn:dicom:uid",
+                                    "value": f"urn:oid:{record.study}"}},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "3", "display": "Report"}}
+        details = []
+        if record.count > 1:
+            details.append({"type": "retrievals", "valueString": str(record.count)})
+        if record.instances:
+            # As DICOM's "Instances Accessed" message lists them (ParticipantObjectDescription)
+            details.append({"type": "SOP Instance UIDs",
+                            "valueString": "\\".join(record.instances[:MAX_INSTANCES])})
+        if details:
+            study["detail"] = details
+        entities.append(study)
     if record.query is not None:
         entities.append({"type": {"system": ENTITY_TYPE, "code": "2",
                                   "display": "System Object"},
@@ -159,13 +173,40 @@ def to_audit_event(record: Record) -> dict[str, Any]:
     return event
 
 
+@dataclass
+class _Window:
+    """DICOM reads of one study by one caller, gathered since ``opened``."""
+
+    record: Record
+    opened: float
+    count: int = 0
+    instances: dict[str, None] = field(default_factory=dict)  # ordered, unique
+
+
 class AuditTrail:
-    def __init__(self, store: ResourceStore, *, syslog: str = "", batch: int = 100) -> None:
+    """Writes the trail. Reads are queued and written by one background thread in batches
+    (at most ``BATCH_SECONDS`` after they happen); changes are written in their own
+    transaction.
+
+    DICOM retrievals come in bursts (a viewer fetches a cine frame by frame, a C-MOVE sends a
+    series): the first retrieval of a study by a caller is recorded at once, the ones that
+    follow within ``read_window`` seconds become one more event at the window's end, with
+    their count and the SOP instances they touched, as DICOM's "Instances Accessed" message
+    does. A clean shutdown writes every open window; a killed process loses at most what
+    was gathered in open windows and the last batch (``docs/security.md``)."""
+
+    BATCH_SECONDS = 0.05
+
+    def __init__(self, store: ResourceStore, *, syslog: str = "", batch: int = 100,
+                 read_window: float = 60.0) -> None:
         self.store = store
         self.batch = batch
+        self.read_window = read_window
         self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=50_000)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._windows: dict[tuple[str, ...], _Window] = {}
+        self._windows_lock = threading.Lock()
         self._syslog = _Syslog(syslog) if syslog else None
         store.before_commit.append(self._append_pending)
 
@@ -189,10 +230,10 @@ class AuditTrail:
         record = record_of(event.caller, event.kind, event.action, event.subtype,
                            outcome=event.outcome, resource=event.resource,
                            patient=event.patient, study=event.study, query=event.query,
-                           detail=event.detail)
+                           detail=event.detail, instances=event.instances)
         if event.writer is not None:
             self.in_transaction(event.writer, record)
-        else:
+        elif not self._gathered(record):
             self.later(record)
 
     # ------------------------------------------------------------------ recording
@@ -200,6 +241,43 @@ class AuditTrail:
     def in_transaction(self, writer: Writer, record: Record) -> None:
         """Audit a change with the transaction that makes it."""
         writer.pending_audit.append(record)
+
+    def _gathered(self, record: Record) -> bool:
+        """True when ``record`` joins an open window of DICOM reads (written later)."""
+        if self.read_window <= 0 or record.kind != "dicom-access" or record.action != "R" \
+                or record.outcome != "0" or not record.study:
+            return False
+        key = (record.who, record.client_id, record.ip, record.study, record.fhir_user or "")
+        with self._windows_lock:
+            window = self._windows.get(key)
+            if window is None:  # the first: written now, and a window opens
+                self._windows[key] = _Window(record, time.monotonic())
+                return False
+            window.count += 1
+            for uid in record.instances:
+                window.instances[uid] = None
+        self._start()
+        return True
+
+    def _closed_windows(self, everything: bool = False) -> list[Record]:
+        """The windows whose time is up (or all of them), as one record each."""
+        now = time.monotonic()
+        out = []
+        with self._windows_lock:
+            for key, window in list(self._windows.items()):
+                if everything or now - window.opened >= self.read_window:
+                    del self._windows[key]
+                    if window.count:
+                        first = window.record
+                        out.append(Record(
+                            first.kind, first.action, "retrieve", who=first.who,
+                            client_id=first.client_id, fhir_user=first.fhir_user,
+                            username=first.username, ip=first.ip, patient=first.patient,
+                            study=first.study, instances=tuple(window.instances),
+                            count=window.count,
+                            detail=f"{window.count} more retrievals of the study within "
+                                   f"{self.read_window:g} s of the first"))
+        return out
 
     def later(self, record: Record) -> None:
         """Audit a read (or a refused request): written within a moment, in a batch."""
@@ -220,22 +298,28 @@ class AuditTrail:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:  # wake at least once a second to close the windows whose time is up
+                first = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                first = _TICK
             if first is None:
+                self._write(self._closed_windows(everything=True))
                 return
-            batch = [first]
+            batch = [] if first is _TICK else [first]
             while len(batch) < self.batch:
                 try:
-                    item = self._queue.get(timeout=0.05)
+                    item = self._queue.get(timeout=self.BATCH_SECONDS)
                 except queue.Empty:
                     break
                 if item is None:
-                    self._write(batch)
+                    self._write(batch + self._closed_windows(everything=True))
                     return
                 batch.append(item)
-            self._write(batch)
+            self._write(batch + self._closed_windows())
 
     def _write(self, batch: list[Record]) -> None:
+        if not batch:
+            return
         for attempt in range(5):
             try:
                 with self.store.write() as writer:
@@ -268,8 +352,8 @@ class AuditTrail:
         previous = head or GENESIS
         rows = []
         events = []
-        for record in records:
-            stored = writer.create("AuditEvent", to_audit_event(record))
+        created = writer.create_many("AuditEvent", [to_audit_event(r) for r in records])
+        for record, stored in zip(records, created, strict=True):
             assert stored.content is not None
             digest = chain_hash(previous, stored.content)
             rows.append({"recorded": int(record.recorded * 1_000_000),
@@ -281,6 +365,9 @@ class AuditTrail:
         if self._syslog is not None:
             for content in events:
                 self._syslog.send(content)
+
+
+_TICK = Record("rest", "R", "tick")  # the writer's wake-up: no event
 
 
 def chain_hash(previous: str, content: bytes) -> str:

@@ -74,6 +74,7 @@ class Answered:
     query: str | None = None
     detail: str = ""
     writer: Writer | None = None
+    instances: tuple[str, ...] = ()  # SOP Instance UIDs a DICOM retrieval touched
 
 
 class Events:

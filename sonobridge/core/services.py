@@ -103,7 +103,8 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     messages = Messages(store, events)
     audit = None
     if settings.audit:
-        audit = AuditTrail(store, syslog=settings.audit_syslog)
+        audit = AuditTrail(store, syslog=settings.audit_syslog,
+                           read_window=settings.audit_read_window)
         audit.listen(events)
     core = Core(settings, engine, store, blobs, registry, search, access, events, resources,
                 patients, studies, orders, archive, ingest, messages, audit, checkpointer)

@@ -165,7 +165,9 @@ class DicomWebApp:
         events.emit(Answered(caller, kind, action, request.url.path.rsplit("/", 1)[-1][:40],
                              outcome=outcome, study=request.path_params.get("study"),
                              query=request.url.query if search else None,
-                             detail=f"{status}: {message[:200]}" if message else ""))
+                             detail=f"{status}: {message[:200]}" if message else "",
+                             instances=(sop,) if (sop := request.path_params.get("sop"))
+                             else ()))
 
     async def _watched(self, request: Request, fn: Callable[..., Any], *args: Any) -> Any:
         """Long work (a rendered cine) with a budget (``core/limits.py``): stopped between

@@ -60,6 +60,16 @@ def _from_resource(resource: dict[str, Any], custom: bool) -> SearchParam | None
         custom=custom, description=(resource.get("description") or "")[:300])
 
 
+# AuditEvent is written for every request, so every parameter indexed costs on every request.
+# Only what the audit trail's readers search by is kept: IHE RESTful ATNA [ITI-81] and BALP
+# (date, agent, patient, entity, type, subtype, action, outcome, source, address and the
+# entity's type and role). The others (agent-role, entity-name, policy, site) are not
+# searchable on AuditEvent here; the CapabilityStatement lists what is.
+AUDIT_EVENT_PARAMS = frozenset({
+    "_id", "_lastUpdated", "date", "agent", "agent-name", "altid", "address", "patient",
+    "entity", "entity-type", "entity-role", "type", "subtype", "action", "outcome", "source"})
+
+
 @dataclass
 class _TypeParams:
     params: dict[str, SearchParam] = field(default_factory=dict)
@@ -120,6 +130,9 @@ class Registry:
                 for param in [*self.standard, *self._custom.values()]:
                     if bases & set(param.base):
                         found.params[param.code] = param
+                if res_type == "AuditEvent":
+                    found.params = {code: param for code, param in found.params.items()
+                                    if code in AUDIT_EVENT_PARAMS or param.custom}
                 self._types[res_type] = found
         return found
 

@@ -388,8 +388,9 @@ class DimseServer:
     def _send(self, event: Any, caller: Caller, instances: list[retrieve.Stored],
               operation: str) -> Iterator[tuple[int, Any]]:
         for study in sorted({i.study_uid for i in instances})[:20]:
-            self.core.events.emit(Answered(caller, "dicom-access", "R", operation,
-                                           study=study))
+            self.core.events.emit(Answered(
+                caller, "dicom-access", "R", operation, study=study,
+                instances=tuple(i.sop_uid for i in instances if i.study_uid == study)))
         for item in instances:
             if event.is_cancelled:
                 yield 0xFE00, None
