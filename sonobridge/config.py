@@ -42,6 +42,7 @@ ENV_NAMES: dict[str, str] = {
     "limit_video_frames": "SONOBRIDGE_LIMIT_VIDEO_FRAMES",
     "limit_decode_seconds": "SONOBRIDGE_LIMIT_DECODE_SECONDS",
     "limit_frame_list": "SONOBRIDGE_LIMIT_FRAME_LIST",
+    "limit_video_pixels": "SONOBRIDGE_LIMIT_VIDEO_PIXELS",
     "cors_origins": "SONOBRIDGE_CORS_ORIGINS",
     "trusted_proxies": "SONOBRIDGE_TRUSTED_PROXIES",
     "auth": "SONOBRIDGE_AUTH",
@@ -125,6 +126,7 @@ class Settings:
     limit_video_frames: int = 3600
     limit_decode_seconds: int = 120
     limit_frame_list: int = 1000
+    limit_video_pixels: int = 2_500_000_000
     cors_origins: str = ""  # comma-separated origins allowed to call the APIs from a browser
     # Addresses (or networks) whose X-Forwarded-Proto/Host/Prefix/For are believed
     trusted_proxies: str = "127.0.0.1,::1"

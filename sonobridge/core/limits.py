@@ -26,6 +26,8 @@ class Limits:
     video_frames: int = 3600  # frames of one rendered video (two minutes at 30 fps)
     decode_seconds: float = 120.0  # decoding and encoding time of one request
     frame_list: int = 1000  # frame numbers in one URL (frames/1,2,3…)
+    # pixels decoded for one rendered video, frame by frame (1,800 frames of 1280 x 1080)
+    video_pixels: int = 2_500_000_000
 
     def frame(self, rows: int, columns: int, samples: int = 1, bits: int = 8,
               what: str = "a frame") -> int:
@@ -52,6 +54,16 @@ class Limits:
             raise too_costly(f"{what} needs {frame_bytes * frames:,} decoded bytes at once, "
                              f"more than the {self.decoded_bytes:,} a request may hold")
 
+    def streamed(self, frame_pixels: int, frames: int, what: str = "the rendering") -> None:
+        """413 unless a video of ``frames`` frames, decoded one at a time, stays within the
+        frame count and the pixels a rendered video may decode (its time is the budget's)."""
+        if frames > self.video_frames:
+            raise too_costly(f"{what} would have {frames:,} frames; at most "
+                             f"{self.video_frames:,} are rendered")
+        if frame_pixels * frames > self.video_pixels:
+            raise too_costly(f"{what} would decode {frame_pixels * frames:,} pixels; at most "
+                             f"{self.video_pixels:,} are decoded for one video")
+
     def frame_numbers(self, count: int) -> None:
         if count > self.frame_list:
             raise CoreError(400, "too-costly", f"{count} frame numbers in one request; at "
@@ -65,7 +77,7 @@ def limits_of(settings: Settings) -> Limits:
     """The limits the settings ask for (``SONOBRIDGE_LIMIT_*``)."""
     return Limits(settings.limit_frame_pixels, settings.limit_decoded_bytes,
                   settings.limit_video_frames, float(settings.limit_decode_seconds),
-                  settings.limit_frame_list)
+                  settings.limit_frame_list, settings.limit_video_pixels)
 
 
 def too_costly(message: str) -> CoreError:

@@ -98,7 +98,8 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     studies = Studies(resources, patients, f"{settings.public_root}/dicomweb",
                       settings.hl7_time_zone)
     orders = Orders(resources, patients, studies)
-    archive = Archive(store, blobs, studies, settings.dicom_cache_size, limits_of(settings))
+    archive = Archive(store, blobs, studies, settings.dicom_cache_size, limits_of(settings),
+                      rendered_dir=settings.data_dir / "cache" / "rendered")
     ingest = Ingest(store, blobs, studies, events, settings.dicom_max_object_size)
     messages = Messages(store, events)
     audit = None

@@ -13,12 +13,12 @@ import anyio
 import anyio.to_thread
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from sonobridge.core.errors import CoreError
 from sonobridge.core.events import Answered
-from sonobridge.core.imaging.archive import with_base
+from sonobridge.core.imaging.archive import is_video, with_base
 from sonobridge.core.imaging.frames import EXPLICIT_LE, NATIVE
 from sonobridge.core.imaging.remote import RemoteArchive
 from sonobridge.core.limits import Limits
@@ -410,6 +410,10 @@ class DicomWebApp:
         else:
             if media.startswith("image/") and not multiframe and frame is None:
                 frame = 1
+            if is_video(row, media, frame):  # made on disk a frame at a time; Range served
+                path = await self._watched(request, self.service.render_video, row, media,
+                                           viewport, window)
+                return FileResponse(path, media_type=media, content_disposition_type="inline")
             data = await self._watched(request, self.service.render, row, media, frame,
                                        quality, viewport, window)
         return _ranged(request, data, media)

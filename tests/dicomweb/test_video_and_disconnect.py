@@ -101,3 +101,69 @@ def test_client_disconnect_leaves_nothing(client, core):
         if (core.blobs.root / "dicom").exists() else []
     assert len(files) == count
     assert generate_uid()  # uids still generate: the server is fine
+
+
+def test_a_rendered_cine_is_a_file_served_in_ranges(client, core):
+    ds = cine("jpeg", frames=6)
+    assert stow(client, [ds]).status_code == 200
+    url = f"{instance_url(ds)}/rendered"
+    whole = client.get(url, headers={"Accept": "video/mp4"})
+    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
+    assert whole.headers["accept-ranges"] == "bytes"
+    with av.open(io.BytesIO(whole.content)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+    made = core.archive.cache.computed
+    part = client.get(url, headers={"Accept": "video/mp4", "Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == whole.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+    assert core.archive.cache.computed == made  # the browser's next pieces: not encoded again
+
+
+LONG_CINE = """
+import resource, sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, "tests/fixtures")
+from make_us_cine import build_dataset
+from pydicom.uid import generate_uid
+from sonobridge.config import Settings
+from sonobridge.core.services import open_core
+from sonobridge.core.policy import Policy
+from tests.dicom_data import to_bytes
+
+work, phase = Path(sys.argv[1]), sys.argv[2]
+core = open_core(Settings(data_dir=work, database_url=f"sqlite:///{work}/c.db", audit=False))
+if phase == "store":  # in a process of its own: holding the cine here must not count below
+    frames, rows, cols = 150, 480, 640
+    pixels = np.random.default_rng(1).integers(0, 255, (frames, rows, cols, 3), dtype=np.uint8)
+    data = to_bytes(build_dataset(rows, cols, frames, raw_rgb=pixels, sop_uid=generate_uid()))
+    outcome = core.ingest.ingest(core.ingest.receiver.receive([data]),
+                                 core.caller(Policy.system("t", "t")))
+    assert outcome.ok, outcome.message
+    print(outcome.study_uid, outcome.series_uid, outcome.sop_instance_uid)
+else:
+    row = core.archive.instance(*sys.argv[3:6])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    path = core.archive.render_video(row, "video/mp4", None, None)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(before, after, path.stat().st_size)
+core.close()
+"""
+
+
+def test_a_long_cine_is_encoded_a_frame_at_a_time(tmp_path):
+    """150 frames of 640 x 480 RGB are 138 MB decoded; encoded one at a time, the peak
+    grows by a small part of that (measured in a process that did nothing else before)."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", LONG_CINE, str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-3:]
+
+    uids = run("store")
+    before, after, size = map(int, run("render", *uids))
+    assert size > 0
+    assert after - before < 60, (before, after)

@@ -9,9 +9,14 @@ Everything here is blocking work the edges run in threads.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,14 +46,39 @@ def _what(study: str, series: str | None, sop: str | None) -> str:
     return f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
 
 
+# Rendered videos are kept on disk for the Range requests that follow (a browser's <video>
+# asks for the file in pieces, and seeks); the oldest go beyond this size.
+RENDERED_BYTES = 1 << 30
+
+
+def is_video(row: StoredInstance, media: str, frame: int | None) -> bool:
+    """Whether a rendering of ``row`` is a video (every frame of a cine, or a video)."""
+    return (media in ("video/mp4", "image/gif") and frame is None
+            and (row.number_of_frames or 1) > 1) or row.transfer_syntax in VIDEO_SYNTAXES
+
+
+def _samples_bytes(metadata: dict[str, Any]) -> int:
+    """Bytes per pixel of a decoded frame (samples x bytes per sample)."""
+    def value(tag: str, default: int) -> int:
+        values = (metadata.get(tag) or {}).get("Value") or [default]
+        try:
+            return int(values[0])
+        except (TypeError, ValueError):
+            return default
+
+    return value("00280002", 1) * ((value("00280100", 8) + 7) // 8)
+
+
 class Archive:
     def __init__(self, store: ResourceStore, blobs: BlobStore, studies: Studies,
-                 cache_size: int, limits: Limits | None = None) -> None:
+                 cache_size: int, limits: Limits | None = None,
+                 rendered_dir: Path | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.studies = studies
         self.cache = FrameCache(cache_size)
         self.limits = limits or Limits()
+        self.rendered_dir = rendered_dir or Path(tempfile.mkdtemp(prefix="sonobridge-"))
 
     # ------------------------------------------------------------------------ limits
 
@@ -258,38 +288,85 @@ class Archive:
         budget = budget or self.limits.budget()
 
         def compute() -> bytes:
-            metadata = orjson.loads(row.metadata)
-            count = row.number_of_frames or 1
-            if (media in ("video/mp4", "image/gif") and frame is None and count > 1) or \
-                    row.transfer_syntax in VIDEO_SYNTAXES:
-                return self._cine(row, media, metadata, viewport, window, budget)
+            if is_video(row, media, frame):
+                return self.render_video(row, media, viewport, window, budget).read_bytes()
             display = self._display(row, frame or 1, window)
             return rendered.encode_image(display, media, quality=quality, viewport=viewport)
 
         return self.cache.single_flight(key, compute)
 
-    def _cine(self, row: StoredInstance, media: str, metadata: dict[str, Any],
-              viewport: tuple[int, int] | None, window: tuple[float, float] | None,
-              budget: Budget) -> bytes:
+    def render_video(self, row: StoredInstance, media: str,
+                     viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+                     budget: Budget | None = None) -> Path:
+        """A cine or a video instance as MP4 (or GIF), in a file: decoded and encoded one
+        frame at a time, so memory does not grow with the length of the cine; a video
+        transfer syntax is copied into MP4 without decoding. The file is kept (bounded,
+        ``RENDERED_BYTES``) for the Range requests a browser's player sends next."""
+        key = ("video", row.sop_uid, row.sha256, media, viewport, window)
+        budget = budget or self.limits.budget()
+        for _ in range(2):
+            path = Path(self.cache.single_flight(key, lambda: str(self._video_file(
+                key, row, media, viewport, window, budget)).encode()).decode())
+            if path.exists():
+                return path
+            self.cache.discard(key)  # evicted from the disk since: made again
+        raise CoreError(503, "transient", "the rendering was evicted while in use; try again")
+
+    def _video_file(self, key: tuple[Any, ...], row: StoredInstance, media: str,
+                    viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+                    budget: Budget) -> Path:
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
+        target = self.rendered_dir / f"{name}{'.gif' if media == 'image/gif' else '.mp4'}"
+        if target.exists():
+            return target
+        self.rendered_dir.mkdir(parents=True, exist_ok=True)
+        metadata = orjson.loads(row.metadata)
         fps = rendered.frame_rate(metadata)
         count = row.number_of_frames or 1
-        # Every frame is held decoded until the video is encoded: bounded before any decoding.
-        self.limits.held(self.frame_size(row, display=True), count,
-                         f"the rendering of instance {row.sop_uid}")
-        if row.transfer_syntax in VIDEO_SYNTAXES:
-            if media != "video/mp4":
-                raise not_acceptable("this is a video: it is rendered as video/mp4")
+        pixels = self.frame_size(row) // max(1, _samples_bytes(metadata))
+        what = f"the rendering of instance {row.sop_uid}"
+        work = Path(tempfile.mkdtemp(dir=self.rendered_dir, prefix=".work-"))
+        try:
+            partial = work / target.name
+            if row.transfer_syntax in VIDEO_SYNTAXES:
+                if media != "video/mp4":
+                    raise not_acceptable("this is a video: it is rendered as video/mp4")
+                self.limits.streamed(pixels, count, what)
+                source = work / "stream"
+                with source.open("wb") as out:  # the elementary stream, a fragment at a time
+                    for chunk in self.frames_stream(row):
+                        out.write(chunk)
+                rendered.video_to_mp4(str(source), str(partial), fps, budget.check)
+            else:
+                if media == "image/gif":  # Pillow keeps the palette images: one byte a pixel
+                    self.limits.held(pixels, count, what)
+                else:
+                    self.limits.streamed(pixels, count, what)
+                attrs = self._display_attributes(row, metadata)
+
+                def displays() -> Iterator[np.ndarray]:
+                    for n in range(1, count + 1):
+                        budget.check()
+                        yield self._display(row, n, window, attrs)
+
+                write = rendered.write_gif if media == "image/gif" else rendered.write_mp4
+                write(str(partial), displays(), fps, viewport)
             budget.check()
-            return rendered.video_to_mp4(b"".join(self.frames_stream(row)), fps)
-        attrs = self._display_attributes(row, metadata)
-        displays = []
-        for n in range(1, count + 1):
-            budget.check()
-            displays.append(self._display(row, n, window, attrs))
-        budget.check()
-        if media == "image/gif":
-            return rendered.encode_gif(displays, fps, viewport)
-        return rendered.encode_mp4(displays, fps, viewport)
+            os.replace(partial, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self._evict_rendered()
+        return target
+
+    def _evict_rendered(self) -> None:
+        files = sorted((p for p in self.rendered_dir.iterdir() if p.is_file()),
+                       key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for path in files[:-1]:  # never the one just made
+            if total <= RENDERED_BYTES:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
 
     def thumbnail(self, row: StoredInstance, media: str, viewport: tuple[int, int] | None
                   ) -> bytes:

@@ -40,6 +40,12 @@ class FrameCache:
                 _, evicted = self._items.popitem(last=False)
                 self._size -= len(evicted)
 
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+
     def single_flight(self, key: Hashable, compute: Callable[[], bytes]) -> bytes:
         """The cached value, or compute it once however many threads ask at the same time."""
         while True:

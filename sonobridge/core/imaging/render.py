@@ -10,9 +10,7 @@ inverted), then JPEG or PNG
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -219,80 +217,89 @@ def encode_image(display: np.ndarray, media: str, *, quality: int = 90,
     return out.getvalue()
 
 
-def encode_gif(frames: Sequence[np.ndarray], fps: float,
-               viewport: tuple[int, int] | None = None) -> bytes:
-    images = [_image(f, viewport).convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]
-    out = io.BytesIO()
-    images[0].save(out, "GIF", save_all=True, append_images=images[1:], loop=0,
-                   duration=max(round(1000 / fps), 20))
-    return out.getvalue()
+def write_gif(target: str, frames: Iterable[np.ndarray], fps: float,
+              viewport: tuple[int, int] | None = None) -> None:
+    """An animated GIF. Pillow's GIF writer keeps every frame until the end (to compare
+    neighbours); each is kept only as its palette image, one byte per pixel."""
+    images = (_image(f, viewport).convert("P", palette=Image.Palette.ADAPTIVE) for f in frames)
+    first = next(images, None)
+    if first is None:
+        raise ValueError("no frame to show")
+    first.save(target, "GIF", save_all=True, append_images=images, loop=0,
+               duration=max(round(1000 / fps), 20))
 
 
-def encode_mp4(frames: Sequence[np.ndarray], fps: float,
-               viewport: tuple[int, int] | None = None) -> bytes:
-    """H.264 in MP4 (yuv420p, even dimensions), playable in every browser."""
-
-    first = _image(frames[0], viewport)
-    width, height = first.size[0] - first.size[0] % 2, first.size[1] - first.size[1] % 2
-    # faststart (index first, so playback starts before the end arrives) rewrites the file:
-    # FFmpeg needs a real file for that, not a memory buffer.
-    with tempfile.TemporaryDirectory() as tmp:
-        target = os.path.join(tmp, "cine.mp4")
-        _write_mp4(target, frames, fps, viewport, width, height)
-        with open(target, "rb") as f:
-            return f.read()
-
-
-def _write_mp4(target: str, frames: Sequence[np.ndarray], fps: float,
-               viewport: tuple[int, int] | None, width: int, height: int) -> None:
+def write_mp4(target: str, frames: Iterable[np.ndarray], fps: float,
+              viewport: tuple[int, int] | None = None) -> None:
+    """H.264 in MP4 (yuv420p, even dimensions), playable in every browser, encoded as the
+    frames come: one decoded frame in memory at a time, whatever the length of the cine.
+    ``faststart`` puts the index first (playback starts before the end arrives); FFmpeg
+    rewrites the file for that, so ``target`` is a real file."""
     import av
 
     with av.open(target, mode="w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "20", "preset": "veryfast"}
+        stream = None
+        width = height = 0
         for display in frames:
-            image = _image(display, viewport).convert("RGB").crop((0, 0, width, height))
-            frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
+            image = _image(display, viewport).convert("RGB")
+            if stream is None:
+                width, height = image.size[0] - image.size[0] % 2, image.size[1] - image.size[1] % 2
+                stream = container.add_stream("libx264",
+                                              rate=Fraction(fps).limit_denominator(1000))
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.options = {"crf": "20", "preset": "veryfast"}
+            frame = av.VideoFrame.from_ndarray(np.asarray(image.crop((0, 0, width, height))),
+                                               format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
+        if stream is None:
+            raise ValueError("no frame to show")
         for packet in stream.encode():
             container.mux(packet)
 
 
-def video_to_mp4(stream_bytes: bytes, fps: float) -> bytes:
-    """A DICOM video (an H.264/HEVC/MPEG-2 elementary stream) as MP4.
+def video_to_mp4(source: str, target: str, fps: float,
+                 check: Callable[[], None] = lambda: None) -> None:
+    """A DICOM video (an H.264/HEVC/MPEG-2 elementary stream, in the file ``source``) as MP4.
 
     Elementary streams carry no timestamps. Without frame reordering (no B-frames) the
-    packets are copied as they are, numbered at the cine's frame rate: no re-encoding, no
-    quality loss. With reordering the presentation order cannot be known without decoding, so
-    the frames are decoded and encoded again.
+    packets are copied as they are, numbered at the cine's frame rate: no decoding, no
+    quality loss. Whether the stream reorders is known from its parameter sets after the
+    first few frames; only a stream that does is decoded and encoded again, frame by frame.
     """
     import av
 
     rate = Fraction(fps).limit_denominator(1000)
-    with av.open(io.BytesIO(stream_bytes), mode="r") as source:
-        video = source.streams.video[0]
-        packets = [p for p in source.demux(video) if p.size]
-    with av.open(io.BytesIO(stream_bytes), mode="r") as source:
-        decoded = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
-        reorders = source.streams.video[0].codec_context.has_b_frames
-    if not packets or not decoded:
+    with av.open(source, mode="r") as probe:
+        codec = probe.streams.video[0].codec_context.name
+        reorders = False
+        for seen, _ in enumerate(probe.decode(video=0)):
+            reorders = bool(probe.streams.video[0].codec_context.has_b_frames)
+            if reorders or seen >= 4:
+                break
+    if reorders or codec not in ("h264", "hevc", "mpeg2video", "mpeg4"):
+        with av.open(source, mode="r") as decoded:
+            def pictures() -> Iterator[np.ndarray]:
+                for picture in decoded.decode(video=0):
+                    check()
+                    yield picture.to_ndarray(format="rgb24")
+
+            write_mp4(target, pictures(), fps)
+        return
+    copied = 0
+    with av.open(source, mode="r") as packets, \
+            av.open(target, mode="w", format="mp4", options={"movflags": "faststart"}) as out:
+        template = packets.streams.video[0]
+        stream = out.add_stream_from_template(template)
+        stream.time_base = Fraction(1, 1) / rate
+        for packet in packets.demux(template):
+            if not packet.size:
+                continue
+            check()
+            packet.pts = packet.dts = copied
+            packet.time_base = stream.time_base
+            packet.stream = stream
+            out.mux(packet)
+            copied += 1
+    if not copied:
         raise ValueError("the video stream holds no frames")
-    if reorders or len(decoded) != len(packets) or video.codec_context.name not in (
-            "h264", "hevc", "mpeg2video", "mpeg4"):
-        return encode_mp4(decoded, fps)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "video.mp4")
-        with av.open(io.BytesIO(stream_bytes), mode="r") as source, \
-                av.open(out, mode="w", format="mp4", options={"movflags": "faststart"}) as target:
-            template = source.streams.video[0]
-            stream = target.add_stream_from_template(template)
-            stream.time_base = Fraction(1, 1) / rate
-            for index, packet in enumerate(p for p in source.demux(template) if p.size):
-                packet.pts = packet.dts = index
-                packet.time_base = stream.time_base
-                packet.stream = stream
-                target.mux(packet)
-        with open(out, "rb") as f:
-            return f.read()
