@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -54,6 +55,7 @@ class DicomWebApp:
         self.threads = threads
         self.remote = remote  # the PACS proxy's DIMSE side, given by the app
         self._limiter: anyio.CapacityLimiter | None = None
+        self._decisions: dict[tuple[str, str, str], float] = {}
         self._peers: Any = None  # the PACS proxy (dicomweb/peers.py), made on first use
 
     def routes(self) -> list[BaseRoute]:
@@ -142,8 +144,19 @@ class DicomWebApp:
             permission = "d"
         else:
             permission = "s" if search else "r"
+        # A viewer reads a study in a burst (a cine frame by frame): a token's right to read
+        # one study is decided once and remembered for DECISION_SECONDS, without a thread hop.
+        key = (caller.policy.token_id, study, permission) \
+            if caller.policy.token_id and study and permission in "rs" else None
+        now = time.monotonic()
+        if key is not None and self._decisions.get(key, 0.0) > now:
+            return
         request.state.allowed_studies = await self._run(self.core.access.studies, caller,
                                                         permission, study)
+        if key is not None:
+            if len(self._decisions) > 10_000:
+                self._decisions.clear()
+            self._decisions[key] = now + DECISION_SECONDS
 
     def _audit(self, request: Request, search: bool, status: int, message: str = "") -> None:
         """DICOMweb retrievals, queries, stores and deletions, after the response."""
@@ -318,17 +331,23 @@ class DicomWebApp:
     async def frames(self, request: Request) -> Response:
         p = request.path_params
         numbers = _frame_list(p["frames"], self.service.limits)
-        row = await self._run(self.service.instance, p["study"], p["series"], p["sop"])
         accept = request.query_params.get("accept") or request.headers.get("accept")
-        choice = negotiate.choose_frames(accept, row.transfer_syntax, len(numbers))
-        if choice.mode == "stored":
-            data = await self._run(self.service.frame_bytes, row, numbers)
-        elif choice.mode == "native":
-            data = await self._run(self.service.native_frames, row, numbers)
-        elif choice.mode == "decode":
-            data = [await self._run(self.service.decoded_frame, row, n) for n in numbers]
-        else:
-            data = [await self._run(self.service.jpeg_frame, row, n) for n in numbers]
+        service = self.service
+
+        def work() -> tuple[Any, negotiate.Choice, list[bytes]]:
+            """The instance, the choice and the bytes in one thread hop: a viewer asks for
+            a cine's frames one request at a time, and each hop costs as much as the read."""
+            row = service.instance(p["study"], p["series"], p["sop"])
+            choice = negotiate.choose_frames(accept, row.transfer_syntax, len(numbers))
+            if choice.mode == "stored":
+                return row, choice, service.frame_bytes(row, numbers)
+            if choice.mode == "native":
+                return row, choice, service.native_frames(row, numbers)
+            if choice.mode == "decode":
+                return row, choice, [service.decoded_frame(row, n) for n in numbers]
+            return row, choice, [service.jpeg_frame(row, n) for n in numbers]
+
+        row, choice, data = await self._run(work)
         syntax = choice.transfer_syntax
         part_type = f"{choice.part_type}; transfer-syntax={syntax}"
         if not choice.multipart:
@@ -417,6 +436,11 @@ class DicomWebApp:
             data = await self._watched(request, self.service.render, row, media, frame,
                                        quality, viewport, window)
         return _ranged(request, data, media)
+
+
+# How long a token's right to read one study is remembered (``DicomWebApp.authorize``): a
+# change of the study's patient or of the token's grants takes effect within this time.
+DECISION_SECONDS = 10.0
 
 
 def _ranged(request: Request, data: bytes, media: str) -> Response:

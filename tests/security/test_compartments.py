@@ -335,3 +335,35 @@ def test_failed_logins_answer_alike_for_known_and_unknown_names(smart):
         pages[name] = re.sub(r'name="_login" value="[^"]*"', "", last.page.replace(name, "NAME"))
     assert pages["sono12"] == pages["nobody-here"]
     assert "wait a moment" in pages["sono12"]
+
+
+def test_a_remembered_study_decision_covers_that_study_only(smart, monkeypatch):
+    """The frame path remembers a token's right to read a study (one decision per burst of
+    frame requests), never another study's."""
+    system = token(smart, "system/*.cruds")
+    content_type = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+    mine, theirs = (cine(study="2.25.9101", patient_id="PID-P1", frames=3),
+                    cine(study="2.25.9102", patient_id="PID-P2", frames=1))
+    for ds in (mine, theirs):
+        assert smart.http.post("/dicomweb/studies", content=multipart([to_bytes(ds)]), headers={
+            **bearer(system), "Content-Type": content_type}).status_code == 200
+    for study, patient in (("2.25.9101", "p1"), ("2.25.9102", "p2")):
+        imaging = smart.http.get(f"/fhir/ImagingStudy/{study}", headers=bearer(system)).json()
+        imaging["subject"] = {"reference": f"Patient/{patient}"}
+        assert smart.http.put(f"/fhir/ImagingStudy/{study}", json=imaging,
+                              headers=bearer(system)).status_code in (200, 201)
+    calls = []
+    original = smart.core.access.studies
+    monkeypatch.setattr(smart.core.access, "studies",
+                        lambda *a, **k: calls.append(a) or original(*a, **k))
+    t = token(smart, "patient/*.rs", patient="p1")
+    accept = {"Accept": 'multipart/related; type="application/octet-stream"; '
+                        'transfer-syntax=*', **bearer(t)}
+    base = f"/dicomweb/studies/2.25.9101/series/{mine.SeriesInstanceUID}/instances/" \
+           f"{mine.SOPInstanceUID}/frames"
+    for n in (1, 2, 3, 1, 2, 3):
+        assert smart.http.get(f"{base}/{n}", headers=accept).status_code == 200
+    assert len(calls) == 1
+    other = f"/dicomweb/studies/2.25.9102/series/{theirs.SeriesInstanceUID}/instances/" \
+            f"{theirs.SOPInstanceUID}/frames/1"
+    assert smart.http.get(other, headers=accept).status_code in (403, 404)
