@@ -441,6 +441,9 @@ def _register_auth_commands() -> None:
     from sonobridge.app.cli.bridges import dicom_app
 
     app.add_typer(dicom_app, name="dicom")
+    from sonobridge.app.cli import conformance
+
+    conformance.register(app)
 
 
 _register_auth_commands()
