@@ -37,6 +37,7 @@ from sonobridge.store import migrate
 from sonobridge.store.timeutil import now_us, to_instant
 from sonobridge.web.middleware import (
     BodyLimitMiddleware,
+    FhirGZipMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
     TrustedProxyMiddleware,
@@ -134,7 +135,8 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
                        audit=lambda *args: _audit_auth(core, *args))
     middleware = [Middleware(RequestContextMiddleware),
                   Middleware(SecurityHeadersMiddleware),
-                  Middleware(TrustedProxyMiddleware, trusted=settings.trusted_networks)]
+                  Middleware(TrustedProxyMiddleware, trusted=settings.trusted_networks),
+                  Middleware(FhirGZipMiddleware)]
     if settings.cors_origins:
         # Outside the guard, so that a 401 reaches a browser app with its CORS headers.
         middleware.append(Middleware(

@@ -47,3 +47,14 @@ def test_clinical_answers_are_never_cached_nor_sniffed(client, path, no_store):
     assert r.status_code in (200, 204), r.text
     assert r.headers["x-content-type-options"] == "nosniff"
     assert (r.headers.get("cache-control") == "no-store") is no_store
+
+
+def test_large_fhir_answers_are_gzipped_when_accepted(client):
+    big = client.get("/fhir/metadata", headers={"Accept-Encoding": "gzip"})
+    assert big.status_code == 200 and big.headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in big.headers["vary"].lower()
+    assert big.json()["resourceType"] == "CapabilityStatement"  # decoded by the client
+    plain = client.get("/fhir/metadata", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    small = client.post("/fhir/Patient", json=PATIENT, headers={"Accept-Encoding": "gzip"})
+    assert small.status_code == 201 and "content-encoding" not in small.headers
