@@ -23,6 +23,13 @@ throughput / Orthanc throughput, so > 1 means SonoBridge is faster):
 * STOW of a ~1 GB native RGB cine, streamed from a file: time and the server's peak memory
   (VmHWM, reset just before the upload through /proc/PID/clear_refs where the kernel allows).
 
+Measured as a viewer meets the servers (the default): SonoBridge with its default settings
+(authorization on, a user's bearer token on every request, the audit trail on), every request
+with a browser's headers, and the two servers' requests interleaved one by one (the order
+alternating) after the same stores, so that drift and the other work on the machine hit both
+alike. ``--legacy`` measures as the first versions of this script did (authorization and audit
+off, bare headers, one server after the other) to show what that method leaves out.
+
 Binary retrieves send Accept-Encoding: identity; JSON requests send gzip, as a browser does.
 Every response is checked (status 200, JPEG SOI at the start of stored frames, frame size of
 decoded frames, result counts) so the numbers are real work.
@@ -62,6 +69,17 @@ FRAME_DECODED = 'multipart/related; type="application/octet-stream"'
 INSTANCE = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 BINARY = {"Accept-Encoding": "identity"}
 JSON_HEADERS = {"Accept": "application/dicom+json", "Accept-Encoding": "gzip"}
+# What a browser sends with each request of a web viewer (besides Accept and Authorization).
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                  "Chrome/131.0.0.0 Safari/537.36",
+    "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",
+    "Referer": "https://viewer.example.org/viewer?StudyInstanceUIDs=1.2.3",
+    "Origin": "https://viewer.example.org",
+    "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24"', "sec-ch-ua-mobile": "?0",
+    "sec-ch-ua-platform": '"Linux"', "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors",
+    "Sec-Fetch-Dest": "empty", "Cache-Control": "no-cache", "Pragma": "no-cache",
+}
 ROWS, COLS = 600, 800
 VIEWER_PARALLEL = 6
 
@@ -78,6 +96,11 @@ class Server:
     log: Path
     problems: list[str] = field(default_factory=list)
     dicom_port: int = 0
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+
+
+def client_for(server: Server) -> httpx.Client:
+    return httpx.Client(timeout=120, headers=server.headers)
 
 
 @dataclass
@@ -146,13 +169,43 @@ def start_orthanc(work: Path, extra: dict | None = None) -> Server:
     return Server(f"Orthanc {version}", f"{base}/dicom-web", proc, log, dicom_port=dicom_port)
 
 
-def start_sonobridge(work: Path) -> Server:
+def start_sonobridge(work: Path, legacy: bool = False) -> Server:
+    """SonoBridge on its default settings (authorization and audit on), with a remote
+    expert's token (``user/*.rs``, what a viewer holds) and a system token for the stores;
+    ``legacy``: authorization and audit off, as the first versions of this script ran it."""
     port = free_port()
-    env = {"SONOBRIDGE_DATA_DIR": str(work / "sonobridge"), "SONOBRIDGE_LOG_LEVEL": "warning"}
+    data_dir = work / "sonobridge"
+    env = {"SONOBRIDGE_DATA_DIR": str(data_dir), "SONOBRIDGE_LOG_LEVEL": "warning",
+           "SONOBRIDGE_AUTH": "disabled" if legacy else "enabled",
+           "SONOBRIDGE_AUDIT": "off" if legacy else "on"}
     log = work / "sonobridge.log"
     proc = start(["-m", "sonobridge", "serve", "--port", str(port), "--no-sample"], env,
                  f"http://127.0.0.1:{port}/healthz", log)
-    return Server("SonoBridge", f"http://127.0.0.1:{port}/dicomweb", proc, log)
+    server = Server("SonoBridge", f"http://127.0.0.1:{port}/dicomweb", proc, log)
+    if not legacy:
+        server.headers = {"Authorization": f"Bearer {_token(data_dir, port)}"}
+    return server
+
+
+def _token(data_dir: Path, port: int) -> str:
+    """A token as the authorization server would issue it after a login: minted with the
+    server's own keys (the login page and a TOTP are not what is measured here)."""
+    from sonobridge.app.compose import open_gateway
+    from sonobridge.config import Settings
+
+    base = f"http://127.0.0.1:{port}"
+    gateway = open_gateway(Settings(data_dir=data_dir), run_migrations=False)
+    try:
+        accounts = gateway.auth.accounts
+        client, _ = accounts.add_client("bench viewer", "public", "openid fhirUser user/*.cruds",
+                                        redirect_uris=["https://viewer.example.org/cb"])
+        user = accounts.add_user("bench.expert", "remote-expert", "Bench-Viewer-2026-long")
+        return gateway.auth.tokens.issue(
+            client=client, user=user, scope="openid fhirUser user/*.cruds",
+            audience=f"{base}/fhir", issuer=base, context={}, grant="bench",
+            refresh=False)["access_token"]
+    finally:
+        gateway.close()
 
 
 # --------------------------------------------------------------------------- HTTP helpers
@@ -272,7 +325,7 @@ def stored_frames(server: Server, http: httpx.Client, pool: list[data.Instance],
         inst = rng.choice(pool)
         url = stored_frame_url(server, inst, rng.randint(1, inst.frames))
         t0 = time.perf_counter()
-        response = http.get(url, headers={"Accept": FRAME_STORED, **BINARY})
+        response = http.get(url, headers={"Accept": FRAME_STORED, **BINARY, **BROWSER})
         latencies.append(time.perf_counter() - t0)
         check_jpeg_frame(response)
     return [s * 1000 for s in latencies]
@@ -292,7 +345,8 @@ def decoded_frames(server: Server, http: httpx.Client, pool: list[data.Instance]
             break
         t0 = time.perf_counter()
         response = http.get(stored_frame_url(server, pool[index], n),
-                            headers={"Accept": FRAME_DECODED, **BINARY}, timeout=120)
+                            headers={"Accept": FRAME_DECODED, **BINARY, **BROWSER},
+                            timeout=120)
         latencies.append(time.perf_counter() - t0)
         expect_200(response, "decoded frame")
         parts = parts_of(response.content, response.headers.get("content-type", ""))
@@ -306,12 +360,12 @@ async def _cine_load(server: Server, inst: data.Instance) -> float:
     semaphore = asyncio.Semaphore(VIEWER_PARALLEL)
     limits = httpx.Limits(max_connections=VIEWER_PARALLEL,
                           max_keepalive_connections=VIEWER_PARALLEL)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers=server.headers) as http:
 
         async def one(n: int) -> None:
             async with semaphore:
-                response = await http.get(stored_frame_url(server, inst, n),
-                                          headers={"Accept": FRAME_STORED, **BINARY})
+                response = await http.get(stored_frame_url(server, inst, n), headers={
+                    "Accept": FRAME_STORED, **BINARY, **BROWSER})
             check_jpeg_frame(response)
 
         t0 = time.perf_counter()
@@ -330,7 +384,7 @@ def series_metadata(server: Server, http: httpx.Client, series: list[data.Instan
     latencies = []
     for _ in range(requests):
         t0 = time.perf_counter()
-        response = http.get(url, headers=JSON_HEADERS)
+        response = http.get(url, headers={**JSON_HEADERS, **BROWSER})
         latencies.append(time.perf_counter() - t0)
         expect_200(response, "series metadata")
         if len(response.json()) != len(series):
@@ -345,7 +399,8 @@ def qido_studies(server: Server, http: httpx.Client, studies: int, requests: int
     latencies = []
     for _ in range(requests):
         t0 = time.perf_counter()
-        response = http.get(url, params={"ModalitiesInStudy": "US"}, headers=JSON_HEADERS)
+        response = http.get(url, params={"ModalitiesInStudy": "US"},
+                            headers={**JSON_HEADERS, **BROWSER})
         latencies.append(time.perf_counter() - t0)
         expect_200(response, "QIDO studies")
         if len(response.json()) != studies:
@@ -364,7 +419,8 @@ def whole_instances(server: Server, http: httpx.Client, pool: list[data.Instance
         url = f"{server.root}/studies/{inst.study}/series/{inst.series}/instances/{inst.sop}"
         size, head = 0, b""
         t0 = time.perf_counter()
-        with http.stream("GET", url, headers={"Accept": INSTANCE, **BINARY}) as response:
+        with http.stream("GET", url, headers={"Accept": INSTANCE, **BINARY, **BROWSER}
+                         ) as response:
             if response.status_code != 200:
                 response.read()
                 raise Failure(evidence(response, "whole instance"))
@@ -406,7 +462,7 @@ def stow_file(server: Server, path: Path) -> tuple[float, float, float, bool]:
     before = peak_rss_mb(pid)
     t0 = time.perf_counter()
     response = httpx.post(f"{server.root}/studies", content=body(), timeout=900,
-                          headers={"Content-Type": stow_type(boundary),
+                          headers={**server.headers, "Content-Type": stow_type(boundary),
                                    "Content-Length": str(length),
                                    "Accept": "application/dicom+json"})
     seconds = time.perf_counter() - t0
@@ -416,6 +472,28 @@ def stow_file(server: Server, path: Path) -> tuple[float, float, float, bool]:
 
 
 # --------------------------------------------------------------------------- driver
+
+
+def interleave(row: Row, servers: list[Server], count: int,
+               fn: Callable[[Server, int], list[float]]) -> None:
+    """Sample ``i`` of every server, then sample ``i + 1``, the order alternating: drift and
+    the machine's other work fall on both servers alike."""
+    samples: dict[str, list[float]] = {server.name: [] for server in servers}
+    for i in range(count):
+        for server in (servers if i % 2 == 0 else servers[::-1]):
+            if isinstance(row.values.get(server.name), str):
+                continue  # failed before: not asked again
+            try:
+                samples[server.name] += fn(server, i)
+                row.values[server.name] = samples[server.name]
+            except (Failure, httpx.HTTPError) as exc:
+                text = f"{type(exc).__name__}: {exc}" if isinstance(exc, httpx.HTTPError) \
+                    else str(exc)
+                row.values[server.name] = "error"
+                server.problems.append(f"{row.operation}: {text}")
+    for server in servers:
+        print(f"  {row.operation} [{server.name}]: {summary(row.values.get(server.name, []))}",
+              flush=True)
 
 
 def measure(row: Row, servers: list[Server], fn: Callable[[Server], list[float]]) -> None:
@@ -487,42 +565,49 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
     servers: list[Server] = []
     try:
-        servers.append(start_sonobridge(work))
+        servers.append(start_sonobridge(work, legacy=args.legacy))
         servers.append(start_orthanc(work))
         sono, orthanc = servers
-        http = httpx.Client(timeout=120)
+        clients = {server.name: client_for(server) for server in servers}
         rows: list[Row] = []
 
-        def add(operation: str, unit: str, fn: Callable[[Server], list[float]],
-                higher: bool = False) -> None:
+        def add(operation: str, unit: str, fn: Callable[[Server, httpx.Client, int], list[float]],
+                count: int, higher: bool = False) -> None:
             row = Row(operation, unit, higher)
             rows.append(row)
-            measure(row, servers, fn)
+            if args.legacy:  # one server after the other, every sample of each
+                measure(row, servers, lambda s: [v for i in range(count)
+                                                 for v in fn(s, clients[s.name], i)])
+            else:
+                interleave(row, servers, count, lambda s, i: fn(s, clients[s.name], i))
 
         add(f"STOW-RS one {mb:.0f} MB cine per request, x{len(cines)}", "MB/s",
-            lambda s: stow_cines(s, http, cines), higher=True)
+            lambda s, h, i: stow_cines(s, h, [cines[i]]), len(cines), higher=True)
         for server in servers:  # needed by the metadata test; a failure there is fatal
-            times = stow_series(server, http, series)
+            times = stow_series(server, clients[server.name], series)
             print(f"  STOW {len(series)}-instance series, 50 per request [{server.name}]: "
                   f"{sum(times):.1f}s; per request: {' '.join(f'{t:.2f}' for t in times)}",
                   flush=True)
         add(f"frame N, stored encoding, x{args.frame_requests} sequential", "ms",
-            lambda s: stored_frames(s, http, pool, args.frame_requests))
-        add(f"frame N, decoded, x{args.decoded_requests} sequential (cap {args.decoded_cap:.0f}s)",
-            "ms", lambda s: decoded_frames(s, http, pool, args.decoded_requests,
-                                           args.decoded_cap))
+            lambda s, h, i: stored_frames(s, h, pool, 1, seed=i), args.frame_requests)
+        add(f"frame N, decoded, x{args.decoded_requests} sequential", "ms",
+            lambda s, h, i: decoded_frames(s, h, pool, 1, args.decoded_cap, seed=1000 + i),
+            args.decoded_requests)
         add(f"cine load: {args.frames} frames, {VIEWER_PARALLEL} parallel, x{len(viewer_pool)} "
-            "fresh instances", "ms total", lambda s: cine_loads(s, viewer_pool))
+            "fresh instances", "ms total", lambda s, h, i: cine_loads(s, [viewer_pool[i]]),
+            len(viewer_pool))
         add(f"series metadata, {len(series)} instances, x{args.metadata_requests}", "ms",
-            lambda s: series_metadata(s, http, series, args.metadata_requests))
+            lambda s, h, i: series_metadata(s, h, series, 1), args.metadata_requests)
         add(f"QIDO studies?ModalitiesInStudy=US ({len(cines) + 1} studies), "
             f"x{args.qido_requests}", "ms",
-            lambda s: qido_studies(s, http, len(cines) + 1, args.qido_requests))
+            lambda s, h, i: qido_studies(s, h, len(cines) + 1, 1), args.qido_requests)
         add(f"WADO-RS whole instance ({mb:.0f} MB), x{args.instance_requests}", "GB/s",
-            lambda s: whole_instances(s, http, pool, args.instance_requests), higher=True)
+            lambda s, h, i: whole_instances(s, h, pool, 1, seed=i), args.instance_requests,
+            higher=True)
         if not args.skip_1gb:
             rows += big_stow(servers, work, rgb, args.native_frames)
-        http.close()
+        for client in clients.values():
+            client.close()
         print_report(args, rows, sono, orthanc)
     finally:
         for server in servers:
@@ -561,6 +646,9 @@ def print_report(args: argparse.Namespace, rows: list[Row], sono: Server,
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print()
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print("method: " + ("legacy (authorization and audit off, bare headers, sequential)"
+                        if args.legacy else "as a viewer (default settings: a user's token, "
+                        "audit on; browser headers; interleaved)"))
     print(f"nproc: {nproc}")
     print()
     print(table(rows, sono, orthanc))
@@ -591,6 +679,9 @@ def main() -> None:
     parser.add_argument("--metadata-requests", type=int, default=50)
     parser.add_argument("--qido-requests", type=int, default=100)
     parser.add_argument("--instance-requests", type=int, default=20)
+    parser.add_argument("--legacy", action="store_true",
+                        help="measure as the first versions did: SonoBridge with authorization "
+                             "and audit off, bare headers, one server after the other")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep server storage and logs here (default: a temporary folder)")
     args = parser.parse_args()
