@@ -101,6 +101,9 @@ def serve(
     loaded = 0
     if sample and not core.store.exists_any():
         loaded = load_sample(core, f"{root}/fhir")
+    from sonobridge.conformance.ig.load import ensure_published
+
+    ensure_published(core.resources, core.server)  # GET /fhir/ImplementationGuide/sonobridge
     _banner(settings, root, loaded)
     app_ = create_app(settings, core, listeners=True)
     uvicorn.run(app_, host=settings.http_host, port=settings.http_port, log_config=None,
