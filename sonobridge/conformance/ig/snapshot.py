@@ -75,7 +75,7 @@ def _elements(model: Any, path: str, out: list[dict[str, Any]]) -> None:
         if codes:
             listed = [c for c in codes if c != "+"]
             entry["binding"] = {
-                "strength": "required" if "+" in codes or codes == listed else "extensible",
+                "strength": "extensible" if "+" in codes else "required",
                 "description": "one of: " + ", ".join(listed)}
         out.append(entry)
         if choice:
