@@ -88,6 +88,12 @@ def _primitive_json_type(annotation: Any) -> str | None:
     return STRING
 
 
+# Elements whose generated model lists codes taken from the element's short text, not from a
+# closed binding: CapabilityStatement.format is "xml | json | ttl | mime type" (any MIME type,
+# BCP-13), which the models read as the closed list formats/json/ttl/mime.
+_NOT_CLOSED = frozenset({("CapabilityStatement", "format")})
+
+
 @cache
 def type_info(model: Any) -> TypeInfo:
     """The element table of a model class (resource, data type or backbone element)."""
@@ -105,7 +111,8 @@ def type_info(model: Any) -> TypeInfo:
         inner, is_list = _unwrap(field.annotation)
         json_type = _primitive_json_type(inner)
         codes = extra.get("enum_values")
-        code_set = frozenset(codes) if codes and "+" not in codes else None
+        code_set = frozenset(codes) if codes and "+" not in codes and \
+            (model.__name__, name) not in _NOT_CLOSED else None
         if json_type is not None:
             kind, sub = "primitive", None
             fhir_type = _fhir_primitive_name(inner, json_type)
