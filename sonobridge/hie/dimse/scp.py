@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import Counter
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
+from pynetdicom._globals import DEFAULT_TRANSFER_SYNTAXES
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -75,6 +76,43 @@ NOT_AUTHORIZED = 0x0124
 MPPS_STATUS = {"duplicate": 0x0111, "not-found": 0x0112, "value": 0x0106}
 
 
+# What the listener serves, as data that the DICOM conformance statement reads too
+# (``sonobridge conformance dicom``): a change here changes the statement.
+MAX_ASSOCIATIONS = 32
+TIMEOUTS = {"network": 60, "dimse": 120, "acse": 30}  # seconds
+QUERY_RETRIEVE_CLASSES = (
+    PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet,
+    ModalityWorklistInformationFind, ModalityPerformedProcedureStep)
+
+
+def supported_contexts() -> list[tuple[str, list[str], bool]]:
+    """(SOP class UID, transfer syntaxes, SCP/SCU role selection accepted) of each
+    presentation context the listener accepts."""
+    served: list[tuple[str, list[str], bool]] = [
+        (Verification, list(DEFAULT_TRANSFER_SYNTAXES), False)]
+    for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None  # pynetdicom's contexts all name one
+        # Both roles: a C-GET requestor proposes the SCP role for itself (SCP/SCU role
+        # selection) so that the objects come back over its own association.
+        served.append((context.abstract_syntax, STORE_SYNTAXES, True))
+    served += [(sop_class, NATIVE, False) for sop_class in QUERY_RETRIEVE_CLASSES]
+    # Storage Commitment: we also send N-EVENT-REPORTs on it, hence both roles.
+    served.append((commitment.STORAGE_COMMITMENT, NATIVE, True))
+    return served
+
+
+def get_storage_contexts() -> list[tuple[str, list[str]]]:
+    """The storage contexts the listener offers as SCU, for C-GET sends back over the same
+    association (the first 100 storage classes, in the three most common syntaxes)."""
+    contexts: list[tuple[str, list[str]]] = []
+    for context in AllStoragePresentationContexts[:100]:
+        assert context.abstract_syntax is not None  # pynetdicom's contexts all name one
+        contexts.append((context.abstract_syntax, STORE_SYNTAXES[:3]))
+    return contexts
+
+
 class _SupportedContexts(list):
     """The listener's presentation contexts, copied cheaply for each association.
 
@@ -113,32 +151,17 @@ class DimseServer:
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.STORE_SEND_CHUNKED_DATASET = True
         ae = AE(ae_title=self.aet)
-        ae.maximum_associations = 32
-        ae.network_timeout = 60
-        ae.dimse_timeout = 120
-        ae.acse_timeout = 30
-        ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:
-            assert context.abstract_syntax is not None  # pynetdicom's contexts all name one
-            # Both roles: a C-GET requestor proposes the SCP role for itself (SCP/SCU role
-            # selection) so that the objects come back over its own association.
-            ae.add_supported_context(context.abstract_syntax, STORE_SYNTAXES, scu_role=True,
-                                     scp_role=True)
-        for sop_class in (PatientRootQueryRetrieveInformationModelFind,
-                          StudyRootQueryRetrieveInformationModelFind,
-                          PatientRootQueryRetrieveInformationModelMove,
-                          StudyRootQueryRetrieveInformationModelMove,
-                          PatientRootQueryRetrieveInformationModelGet,
-                          StudyRootQueryRetrieveInformationModelGet,
-                          ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
-            ae.add_supported_context(sop_class, NATIVE)
-        # Storage Commitment: we also send N-EVENT-REPORTs on it, hence both roles.
-        ae.add_supported_context(commitment.STORAGE_COMMITMENT, NATIVE, scu_role=True,
-                                 scp_role=True)
-        # C-GET sends back over the same association: offer storage as SCU too.
-        for context in AllStoragePresentationContexts[:100]:
-            assert context.abstract_syntax is not None  # pynetdicom's contexts all name one
-            ae.add_requested_context(context.abstract_syntax, STORE_SYNTAXES[:3])
+        ae.maximum_associations = MAX_ASSOCIATIONS
+        ae.network_timeout = TIMEOUTS["network"]
+        ae.dimse_timeout = TIMEOUTS["dimse"]
+        ae.acse_timeout = TIMEOUTS["acse"]
+        for sop_class, syntaxes, both_roles in supported_contexts():
+            if both_roles:
+                ae.add_supported_context(sop_class, syntaxes, scu_role=True, scp_role=True)
+            else:
+                ae.add_supported_context(sop_class, syntaxes)
+        for sop_class, syntaxes in get_storage_contexts():
+            ae.add_requested_context(sop_class, syntaxes)
         if settings.dicom_known_callers_only:
             ae.require_calling_aet = sorted(self.peers) or ["-"]
         self.ae = ae
