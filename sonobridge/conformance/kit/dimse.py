@@ -74,7 +74,8 @@ def associate(check: Check, contexts: list[str], roles: list[Any] | None = None,
                          evt_handlers=handlers or [])
     what = f"A-ASSOCIATE {check.options.calling_aet} → {aet}@{host}:{port}"
     if not assoc.is_established:
-        state = ("rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted
+        state = ("rejected" if assoc.is_rejected
+                 else "aborted (refused, dropped or A-ABORT)" if assoc.is_aborted
                  else "not established (no answer or connection refused)")
         check.record(Evidence("dimse", f"{what}: {state}", status=state,
                               elapsed_ms=(time.monotonic() - started) * 1000))
@@ -312,6 +313,7 @@ TESTS = [
 
 
 def groups(ctx: Context) -> Iterable[Group]:
+    peer(ctx)
     return [Group("dimse", "DIMSE services", TESTS)]
 
 

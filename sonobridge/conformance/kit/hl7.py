@@ -160,6 +160,7 @@ TESTS = [
 
 
 def groups(ctx: Context) -> Iterable[Group]:
+    _address(ctx)
     return [Group("hl7", "HL7 v2 over MLLP", TESTS)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import platform
+import re
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -32,6 +33,15 @@ def _evidence_text(r: Result) -> str:
     return "\n".join(parts)[:20000]
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    """XML 1.0 has no place for control characters (an MLLP frame's <VT> and <FS>, a server's
+    stray bytes): shown as \\xNN instead."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def junit(results: list[Result]) -> str:
     root = ET.Element("testsuites", name="sonobridge-conformance")
     total = counts(results)
@@ -46,17 +56,19 @@ def junit(results: list[Result]) -> str:
                            time=f"{sum(r.duration for r in items):.3f}")
         for r in items:
             case = ET.SubElement(el, "testcase", classname=f"{suite}.{r.group}",
-                                 name=f"{r.test.id}: {r.test.title}", time=f"{r.duration:.3f}")
+                                 name=_xml_safe(f"{r.test.id}: {r.test.title}"),
+                                 time=f"{r.duration:.3f}")
+            message = _xml_safe(r.message)
             if r.outcome == FAIL:
-                ET.SubElement(case, "failure", message=r.message).text = r.message
+                ET.SubElement(case, "failure", message=message).text = message
             elif r.outcome == ERROR:
-                ET.SubElement(case, "error", message=r.message).text = r.message
+                ET.SubElement(case, "error", message=message).text = message
             elif r.outcome == SKIP:
-                ET.SubElement(case, "skipped", message=r.message)
+                ET.SubElement(case, "skipped", message=message)
             props = ET.SubElement(case, "properties")
             ET.SubElement(props, "property", name="requirement", value=r.test.requirement.text)
             ET.SubElement(props, "property", name="specification", value=r.test.requirement.url)
-            ET.SubElement(case, "system-out").text = _evidence_text(r)
+            ET.SubElement(case, "system-out").text = _xml_safe(_evidence_text(r))
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 

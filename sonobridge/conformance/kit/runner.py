@@ -79,15 +79,15 @@ def run_test(ctx: Context, test: TestDef, suite: str, group: str) -> Result:
                   check.evidence)
 
 
-def _group_tests(ctx: Context, group: Group) -> list[TestDef] | str:
+def _group_tests(ctx: Context, group: Group) -> list[TestDef] | Exception:
     if isinstance(group.tests, list):
         return group.tests
     try:
         return group.tests(ctx)
     except (Failed, Skipped) as exc:
-        return str(exc)
+        return exc
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return Failed(f"{type(exc).__name__}: {exc}")
 
 
 def run(options: Options, on_result: Callable[[Result], None] | None = None,
@@ -104,12 +104,13 @@ def run(options: Options, on_result: Callable[[Result], None] | None = None,
             except Exception as exc:
                 groups = [Group(f"{suite.id}-setup", "setup", [TestDef(
                     f"{suite.id}-setup", f"{suite.title}: setup", _SETUP,
-                    _raiser(f"{type(exc).__name__}: {exc}"))])]
+                    _raiser(exc if isinstance(exc, Failed | Skipped)
+                            else Failed(f"{type(exc).__name__}: {exc}")))])]
             for group in groups:
                 if on_group:
                     on_group(f"{suite.title} · {group.title}")
                 tests = _group_tests(ctx, group)
-                if isinstance(tests, str):  # could not even list the tests: one failed test
+                if isinstance(tests, Exception):  # could not list the tests: one test says why
                     tests = [TestDef(f"{group.id}-00", f"{group.title}: prepare", _SETUP,
                                      _raiser(tests))]
                 try:
@@ -129,9 +130,9 @@ def run(options: Options, on_result: Callable[[Result], None] | None = None,
 _SETUP = Requirement("The suite's preconditions hold (its server answers as it declares).", "")
 
 
-def _raiser(message: str) -> Callable[[Check], None]:
+def _raiser(exc: Exception) -> Callable[[Check], None]:
     def run(check: Check) -> None:
-        raise Failed(message)
+        raise exc
 
     return run
 
