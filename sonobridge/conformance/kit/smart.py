@@ -80,17 +80,24 @@ def backend_token(check: Check) -> None:
     if not (options.smart_client_id and options.smart_key):
         raise Skipped("no backend-services credentials: give --smart-client-id and "
                       "--smart-key PEM_FILE (a key registered for that client)")
-    from authlib.jose import JsonWebKey, jwt
+    from joserfc import jwt
+    from joserfc.jwk import ECKey, RSAKey
 
     config = _config(check)
     endpoint = config.get("token_endpoint")
     check.expect(endpoint, "the configuration names a token_endpoint")
-    key = JsonWebKey.import_key(Path(options.smart_key).read_bytes())
-    alg = "ES384" if key.kty == "EC" else "RS384"
+    pem = Path(options.smart_key).read_bytes()
+    key: ECKey | RSAKey
+    try:
+        key = ECKey.import_key(pem)
+        alg = "ES384"
+    except (ValueError, TypeError):
+        key = RSAKey.import_key(pem)
+        alg = "RS384"
     now = int(time.time())
-    assertion = jwt.encode({"alg": alg, "typ": "JWT"}, {
+    assertion = jwt.encode({"alg": alg, "typ": "JWT", "kid": key.thumbprint()}, {
         "iss": options.smart_client_id, "sub": options.smart_client_id, "aud": endpoint,
-        "jti": uuid.uuid4().hex, "exp": now + 240, "iat": now}, key).decode()
+        "jti": uuid.uuid4().hex, "exp": now + 240, "iat": now}, key, algorithms=[alg])
     response = check.http.post(endpoint, data={
         "grant_type": "client_credentials", "scope": "system/Patient.rs",
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
