@@ -41,7 +41,8 @@ def test_kit_against_sonobridge(tmp_path):
                       "fhir-history-Observation", "fhir-cond-01", "fhir-tx-01",
                       "fhir-include-01", "fhir-paging-01", "fhir-err-04",
                       "dicomweb-stow-01", "dicomweb-wado-06", "dicomweb-err-03",
-                      "dimse-store-01", "dimse-get-01", "dimse-move-01", "hl7-ack-01"):
+                      "dimse-store-01", "dimse-get-01", "dimse-move-01", "dimse-mwl-01",
+                      "dimse-mwl-02", "dimse-commit-01", "hl7-ack-01"):
         assert ids.get(must_pass) == "pass", (must_pass, ids.get(must_pass))
     assert {r["suite"] for r in report["results"]} == {"fhir", "dicomweb", "dimse", "hl7"}
     assert ET.parse(tmp_path / "r.xml").getroot().get("failures") == "0"

@@ -38,6 +38,24 @@ def run(
                                         help="backend-services client id"),
     smart_key: Path = typer.Option(None, "--smart-key", help="backend-services private key "
                                    "(PEM) registered for that client"),
+    user: str = typer.Option(None, "--user", help="standalone launch: the user who signs in "
+                             "on the server's login form"),
+    password: str = typer.Option(None, "--password", help="that user's password",
+                                 envvar="SONOBRIDGE_KIT_PASSWORD"),
+    totp_secret: str = typer.Option(None, "--totp-secret", help="that user's TOTP secret "
+                                    "(base32), when the login asks for a code",
+                                    envvar="SONOBRIDGE_KIT_TOTP_SECRET"),
+    client_id: str = typer.Option(None, "--client-id", help="standalone launch: a registered "
+                                  "public client (not the backend one)"),
+    redirect_uri: str = typer.Option(None, "--redirect-uri", help="one of that client's "
+                                     "registered redirect URIs (never visited)"),
+    smart_scope: str = typer.Option(None, "--smart-scope", help="scopes the launch asks for "
+                                    "(default 'openid fhirUser launch/patient "
+                                    "patient/Patient.rs')"),
+    patient: str = typer.Option(None, "--patient", help="the patient to pick on the consent "
+                                "page (default: the first offered)"),
+    other_patient: str = typer.Option(None, "--other-patient", help="a patient the launch's "
+                                      "token must not read (default: another one offered)"),
     timeout: float = typer.Option(15.0, "--timeout", help="seconds per request"),
 ) -> None:
     """Run the conformance test kit against a server; exit 1 when any test fails."""
@@ -68,7 +86,11 @@ def run(
                       move_dest=move_dest, move_port=move_port,
                       resources=tuple(r for r in resource.split(",") if r),
                       smart_client_id=smart_client_id,
-                      smart_key=str(smart_key) if smart_key else None)
+                      smart_key=str(smart_key) if smart_key else None,
+                      smart_user=user, smart_password=password, smart_totp_secret=totp_secret,
+                      smart_app_client_id=client_id, smart_redirect_uri=redirect_uri,
+                      smart_scope=smart_scope, smart_patient=patient,
+                      smart_other_patient=other_patient)
     console = Console(stderr=True)
     style = {PASS: "green", FAIL: "red", SKIP: "dim", "error": "yellow"}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),

@@ -1,6 +1,8 @@
 """The DIMSE suite (PS3.4, PS3.7, PS3.8), with pynetdicom as the peer: C-ECHO, C-STORE of a
-generated ultrasound cine, C-FIND in the Study Root model at each level, C-GET, and C-MOVE to
-the kit's own storage SCP when the SCP knows it (``--move-dest``)."""
+generated ultrasound cine, C-FIND in the Study Root model at each level, C-GET, C-MOVE to
+the kit's own storage SCP when the SCP knows it (``--move-dest``), Modality Worklist C-FIND
+(after an HL7 ORM^O01 order over MLLP when ``--mllp`` is given), and Storage Commitment
+(N-ACTION, the N-EVENT-REPORT on the same association or a new one to the kit)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -25,6 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from sonobridge.conformance.kit import hl7
 from sonobridge.conformance.kit.data import Cine, make_cine
 from sonobridge.conformance.kit.model import (
     Check,
@@ -40,6 +46,8 @@ from sonobridge.conformance.kit.model import TestDef as T
 
 PS3 = "https://dicom.nema.org/medical/dicom/current/output/html"
 TRANSFER = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known Storage Commitment instance
+REPORT_WAIT = 10.0  # seconds to wait for a Storage Commitment report
 
 
 def peer(ctx: Context) -> tuple[str, str, int]:
@@ -281,6 +289,173 @@ def unknown_context(check: Check) -> None:
         check.expect(code == 0, "C-ECHO still works on the association")
 
 
+# ------------------------------------------------------------------ Modality Worklist
+
+WORKLIST_KEYS = ("AccessionNumber", "PatientID", "PatientName", "StudyInstanceUID",
+                 "RequestedProcedureID", "RequestedProcedureDescription")
+STEP_KEYS = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+             "ScheduledProcedureStepStartTime", "ScheduledProcedureStepID")
+
+
+def _worklist_query(**keys: str) -> Dataset:
+    q = Dataset()
+    for keyword in WORKLIST_KEYS:
+        setattr(q, keyword, keys.get(keyword, ""))
+    step = Dataset()
+    for keyword in STEP_KEYS:
+        setattr(step, keyword, keys.get(keyword, ""))
+    q.ScheduledProcedureStepSequence = [step]
+    return q
+
+
+def _worklist_find(check: Check, query: Dataset, what: str) -> list[Dataset]:
+    items: list[Dataset] = []
+    with associate(check, [ModalityWorklistInformationFind]) as assoc:
+        if not any(c.abstract_syntax == ModalityWorklistInformationFind
+                   for c in assoc.accepted_contexts):
+            raise Skipped("the SCP does not accept Modality Worklist Information Model - FIND "
+                          "in the association")
+        final = None
+        for status, identifier in assoc.send_c_find(query, ModalityWorklistInformationFind):
+            if status is None or "Status" not in status:
+                final = None
+                break
+            final = status
+            if status.Status in (0xFF00, 0xFF01):
+                if identifier is None:
+                    raise Failed("a pending response without an identifier (a worklist item)")
+                items.append(identifier)
+        code = _status(check, f"C-FIND MWL {what}", final)
+        check.expect(code == 0, f"MWL C-FIND final status 0x{code:04X}, expected 0x0000")
+    check.note(f"{len(items)} worklist item(s)")
+    return items
+
+
+def _well_formed(check: Check, item: Dataset) -> None:
+    for keyword in WORKLIST_KEYS:
+        check.expect(keyword in item, f"the item returns the requested key {keyword} "
+                                      f"(zero length when unknown)")
+    steps = item.get("ScheduledProcedureStepSequence")
+    check.expect(steps is not None and len(steps) >= 1, "the item has a Scheduled Procedure "
+                                                        "Step Sequence with an item")
+    for keyword in STEP_KEYS:
+        check.expect(keyword in steps[0], f"the scheduled step returns the requested key "
+                                          f"{keyword}")
+
+
+def worklist_query(check: Check) -> None:
+    # Every key universal: the query every MWL SCP answers (the first 50 items are checked).
+    items = _worklist_find(check, _worklist_query(), "all items")
+    for item in items[:50]:
+        _well_formed(check, item)
+    if not items:
+        check.note("no item scheduled: the answer (Success, no pending) is well-formed")
+
+
+def _orm_o01(control: str, mrn: str, accession: str) -> str:
+    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return "\r".join([
+        f"MSH|^~\\&|SBKIT|KITHOSP|SONOBRIDGE|SONOBRIDGE|{now}||ORM^O01|{control}|P|2.3",
+        f"PID|1||{mrn}^^^KITHOSP^MR||KIT^WORKLIST||19800101|F",
+        "PV1|1|O",
+        f"ORC|NW|{accession}|{accession}||SC",
+        f"OBR|1|{accession}|{accession}|US-ABD^US ABDOMEN COMPLETE^L|||{now}",
+    ]) + "\r"
+
+
+def worklist_order(check: Check) -> None:
+    if not check.options.mllp:
+        raise Skipped("no order to look for: give --mllp host:port to send an ORM^O01 first "
+                      "(dimse-mwl-02 checks the answer's form without it)")
+    tag = uuid.uuid4().hex[:10].upper()
+    accession, mrn, control = f"KA{tag}", f"KIT{tag}", f"K{tag}"
+    message = _orm_o01(control, mrn, accession)
+    answer = hl7.exchange(check, hl7.START + message.encode() + hl7.END)
+    msa = (hl7.segments(check, answer).get("MSA") or ["", ""])
+    check.expect(msa[1] in ("AA", "CA"), f"the order is accepted (MSA-1 AA); got {msa[1]}")
+    items: list[Dataset] = []
+    deadline = time.monotonic() + 5  # an interface may file the order just after its ACK
+    while True:
+        items = _worklist_find(check, _worklist_query(AccessionNumber=accession),
+                               f"AccessionNumber {accession}")
+        if items or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    check.expect([str(i.AccessionNumber) for i in items] == [accession],
+                 f"one worklist item with the order's accession number {accession}; got "
+                 f"{[str(i.get('AccessionNumber')) for i in items]}")
+    _well_formed(check, items[0])
+    check.expect(str(items[0].PatientID) == mrn, f"the item's PatientID is the order's MRN "
+                                                 f"{mrn}; got {items[0].PatientID}")
+
+
+# ------------------------------------------------------------------ Storage Commitment
+
+def commitment(check: Check) -> None:
+    cine = _cine(check)
+    reports: list[tuple[str, int, Dataset]] = []
+    arrived = threading.Event()
+
+    def on_report(how: str) -> Callable[[Any], tuple[int, None]]:
+        def handle(event: Any) -> tuple[int, None]:
+            reports.append((how, int(event.event_type), event.event_information))
+            arrived.set()
+            return 0x0000, None
+        return handle
+
+    server = None
+    if check.options.move_dest or check.options.move_port:
+        # A report on a new association comes to the kit's address the SCP knows (the one
+        # C-MOVE uses); listen there while the request is out.
+        scp = AE(ae_title=check.options.calling_aet)
+        scp.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        try:
+            server = scp.start_server(
+                ("0.0.0.0", check.options.move_port), block=False,
+                evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report("new association"))])
+        except OSError as exc:
+            check.note(f"cannot listen on port {check.options.move_port} for a report on a new "
+                       f"association: {exc}")
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = UltrasoundMultiFrameImageStorage
+    ref.ReferencedSOPInstanceUID = cine.sop
+    request.ReferencedSOPSequence = [ref]
+    try:
+        with associate(check, [StorageCommitmentPushModel],
+                       handlers=[(evt.EVT_N_EVENT_REPORT, on_report("same association"))]
+                       ) as assoc:
+            if not any(c.abstract_syntax == StorageCommitmentPushModel
+                       for c in assoc.accepted_contexts):
+                raise Skipped("the SCP does not accept Storage Commitment Push Model in the "
+                              "association (not offered)")
+            status, _reply = assoc.send_n_action(request, 1, StorageCommitmentPushModel,
+                                                 COMMITMENT_INSTANCE)
+            code = _status(check, f"N-ACTION commit {request.TransactionUID}", status)
+            check.expect(code == 0, f"N-ACTION status 0x{code:04X}, expected 0x0000")
+            arrived.wait(REPORT_WAIT if server is None else 3)
+        if not arrived.is_set() and server is not None:
+            arrived.wait(REPORT_WAIT)
+    finally:
+        if server is not None:
+            server.shutdown()
+    if not reports:
+        raise Failed(f"no N-EVENT-REPORT within {REPORT_WAIT:.0f} s on the same association"
+                     + ("" if server is not None else
+                        " (give --move-dest/--move-port to receive one on a new association)"))
+    how, event_type, info = reports[0]
+    check.record(Evidence("dimse", f"N-EVENT-REPORT event {event_type} on the {how}",
+                          response=str(info)))
+    check.expect(info is not None and info.get("TransactionUID") == request.TransactionUID,
+                 "the report names the request's TransactionUID")
+    check.expect(event_type == 1, f"event type 1 (all committed); got {event_type}")
+    committed = [str(r.ReferencedSOPInstanceUID)
+                 for r in info.get("ReferencedSOPSequence", [])]
+    check.expect(committed == [cine.sop], f"the stored instance is committed; got {committed}")
+    check.expect(not info.get("FailedSOPSequence"), "no failed instance")
+
+
 def _t(id_: str, title: str, text: str, url: str, fn: Callable[[Check], None]) -> T:
     return T(id_, title, Requirement(text, url), fn)
 
@@ -309,6 +484,16 @@ TESTS = [
        f"{PS3}/part04.html#sect_C.4.3", get),
     _t("dimse-move-01", "C-MOVE a study", "Study Root C-MOVE sends the study's instances to the "
        "named destination AE.", f"{PS3}/part04.html#sect_C.4.2", move),
+    _t("dimse-mwl-01", "An HL7 order reaches the worklist", "After an ORM^O01 new order over "
+       "MLLP, MWL C-FIND by AccessionNumber answers its item with the order's accession "
+       "number and patient.", f"{PS3}/part04.html#sect_K.6.1.2", worklist_order),
+    _t("dimse-mwl-02", "Modality Worklist query", "MWL C-FIND returns each item with the "
+       "requested keys, the Scheduled Procedure Step Sequence among them, and ends with "
+       "Success.", f"{PS3}/part04.html#sect_K.6.1", worklist_query),
+    _t("dimse-commit-01", "Storage Commitment", "N-ACTION Request Storage Commitment of a "
+       "stored instance is answered Success and followed by an N-EVENT-REPORT (event 1) that "
+       "commits it, on the same association or a new one.",
+       f"{PS3}/part04.html#sect_J.3", commitment),
 ]
 
 

@@ -87,6 +87,9 @@ def _segments(check: Check, framed: bytes) -> dict[str, list[str]]:
     return out
 
 
+segments = _segments  # for the other suites that speak HL7 v2 (the worklist order)
+
+
 def framing(check: Check) -> None:
     control = "K" + uuid.uuid4().hex[:18]
     answer = exchange(check, START + adt_a04(control).encode() + END)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -13,6 +14,8 @@ import httpx
 from sonobridge.conformance.kit.model import Check, Evidence, Failed
 
 BODY_LIMIT = 4000
+SECRET_HEADERS = {"authorization", "cookie", "set-cookie"}
+SECRET_FIELDS = re.compile(r"((?:^|&)(?:password|otp|totp|client_secret)=)[^&]*")
 
 
 def _text(content: bytes, content_type: str) -> str:
@@ -28,7 +31,7 @@ def _text(content: bytes, content_type: str) -> str:
 
 
 def _headers(headers: httpx.Headers) -> str:
-    return "\n".join(f"{k}: {'***' if k.lower() == 'authorization' else v}"
+    return "\n".join(f"{k}: {'***' if k.lower() in SECRET_HEADERS else v}"
                      for k, v in headers.items())
 
 
@@ -48,7 +51,11 @@ class Http:
         except httpx.RequestNotRead:
             body = b""
         if body:
-            req_text += "\n\n" + _text(body, request.headers.get("content-type", ""))
+            ctype = request.headers.get("content-type", "")
+            shown = _text(body, ctype)
+            if "x-www-form-urlencoded" in ctype:  # a login form's password stays out of reports
+                shown = SECRET_FIELDS.sub(r"\1***", shown)
+            req_text += "\n\n" + shown
         try:
             response = self.client.send(request)
         except httpx.TimeoutException as exc:

@@ -47,6 +47,14 @@ class Options:
     resources: tuple[str, ...] = ()  # FHIR resource types to test (empty: all declared)
     smart_client_id: str | None = None  # backend services: client id
     smart_key: str | None = None  # backend services: a PEM private key file
+    smart_user: str | None = None  # standalone launch: the user who signs in
+    smart_password: str | None = None
+    smart_totp_secret: str | None = None  # base32, when the user has a second factor
+    smart_app_client_id: str | None = None  # a registered public client
+    smart_redirect_uri: str | None = None  # one of its registered redirect URIs
+    smart_scope: str | None = None  # scopes to ask for (default: launch.DEFAULT_SCOPE)
+    smart_patient: str | None = None  # the patient to pick (default: the first offered)
+    smart_other_patient: str | None = None  # a patient the token must not read
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -1,5 +1,7 @@
 """The SMART suite (SMART App Launch 2.0, Backend Services): discovery, the CapabilityStatement's
-security block, a backend-services token when credentials are given, and refusal without one."""
+security block, a backend-services token when credentials are given, refusal without one, and
+a standalone launch with its scope checks when a user and a public client are given
+(``launch.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from sonobridge.conformance.kit import launch
 from sonobridge.conformance.kit.fhir import FHIR_JSON, base
 from sonobridge.conformance.kit.http import Http, expect_status, json_body
 from sonobridge.conformance.kit.model import (
@@ -140,6 +143,7 @@ TESTS = [
        "access token.", f"{SMART}/backend-services.html#obtain-access-token", backend_token),
     _t("smart-auth-01", "No token, no data", "A protected FHIR request without a token is 401.",
        f"{SMART}/app-launch.html#access-denied-response", refused_without_token),
+    *launch.TESTS,
 ]
 
 
