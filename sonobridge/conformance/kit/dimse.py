@@ -310,7 +310,9 @@ def _worklist_query(**keys: str) -> Dataset:
 
 def _worklist_find(check: Check, query: Dataset, what: str) -> list[Dataset]:
     items: list[Dataset] = []
-    with associate(check, [ModalityWorklistInformationFind]) as assoc:
+    # Verification too: an SCP that accepts no context at all refuses the association, and
+    # the test is to say that MWL is not offered, not that the association failed.
+    with associate(check, [Verification, ModalityWorklistInformationFind]) as assoc:
         if not any(c.abstract_syntax == ModalityWorklistInformationFind
                    for c in assoc.accepted_contexts):
             raise Skipped("the SCP does not accept Modality Worklist Information Model - FIND "
@@ -423,7 +425,7 @@ def commitment(check: Check) -> None:
     ref.ReferencedSOPInstanceUID = cine.sop
     request.ReferencedSOPSequence = [ref]
     try:
-        with associate(check, [StorageCommitmentPushModel],
+        with associate(check, [Verification, StorageCommitmentPushModel],
                        handlers=[(evt.EVT_N_EVENT_REPORT, on_report("same association"))]
                        ) as assoc:
             if not any(c.abstract_syntax == StorageCommitmentPushModel
