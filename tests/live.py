@@ -48,6 +48,16 @@ def with_scu_peers(peers: str) -> str:
     return ",".join(p for p in (peers, *extra) if p)
 
 
+PIDS: dict[str, int] = {}  # base URL -> process id of each server ``serve`` started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (``/proc/PID/stat``): a measure of its work
+    that a busy machine does not inflate, as it does wall time."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def serve(db_url: str, work: Path, *args: str, scu_peers: bool = True,
           **env: str) -> Iterator[tuple[str, Path]]:
@@ -65,6 +75,7 @@ def serve(db_url: str, work: Path, *args: str, scu_peers: bool = True,
                                  str(port), *args], env=environ, stdout=out,
                                 stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    PIDS[base] = proc.pid
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -132,8 +132,10 @@ class MllpListener:
                 buffer.clear()
                 buffer.extend(last)
                 searched = 1
-            timeout = self.message_timeout if buffer.strip(b"\r\n\x00 ") else \
-                self.idle_timeout
+            # A message is under way once anything but line ends and padding arrived: only a
+            # short buffer is looked at (stripping a 25 MB buffer per chunk was quadratic).
+            busy = len(buffer) > 64 or bool(buffer.strip(b"\r\n\x00 "))
+            timeout = self.message_timeout if busy else self.idle_timeout
             chunk = await asyncio.wait_for(reader.read(_READ), timeout)
             if not chunk:
                 return None, False
