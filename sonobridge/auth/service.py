@@ -37,11 +37,21 @@ class AuthService:
                              refresh_lifetime=settings.refresh_lifetime,
                              session_idle=settings.session_idle_timeout)
         self.server = SmartServer(self.accounts, self.tokens)
+        self._policies: dict[str, tuple[dict[str, Any], Policy]] = {}
 
     def policy(self, token: str, site: Site) -> Policy:
         """The policy of a bearer token presented to this site; ``InvalidToken`` if unusable."""
         claims = self.tokens.check(token, site.fhir_base, site.root)
-        return Policy.from_claims(claims)
+        # A viewer presents one token for every frame: its Policy (scopes parsed) is made
+        # once per verified claims object, which ``check`` keeps per token string.
+        cached = self._policies.get(token)
+        if cached is not None and cached[0] is claims:
+            return cached[1]
+        policy = Policy.from_claims(claims)
+        if len(self._policies) >= 10_000:
+            self._policies.clear()
+        self._policies[token] = (claims, policy)
+        return policy
 
     @staticmethod
     def smart_configuration(site: Site) -> dict[str, Any]:
