@@ -182,9 +182,12 @@ class Archive:
                  ) -> tuple[bytes, str]:
         """The JSON array (base placeholder still in) and a validator for the ETag: the
         same bytes give the same validator in every process."""
-        rows = self.instances(study, series, sop)
-        body = b"[" + b",".join(row.metadata for row in rows) + b"]"
-        tag = f"{len(rows)}-{max(r.received for r in rows)}"
+        with self.store.reader.connect() as conn:
+            rows = index.metadata(conn, study, series, sop)
+        if not rows:
+            raise not_found(f"{_what(study, series, sop)} is not stored here")
+        body = b"[" + b",".join(metadata for metadata, _ in rows) + b"]"
+        tag = f"{len(rows)}-{max(received for _, received in rows)}"
         return body, tag
 
     # ------------------------------------------------------------------------ bytes

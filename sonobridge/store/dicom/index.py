@@ -80,6 +80,19 @@ def instances(conn: Connection, study_uid: str, series_uid: str | None = None,
     return [_stored(row) for row in conn.execute(stmt)]
 
 
+def metadata(conn: Connection, study_uid: str, series_uid: str | None = None,
+             sop_uid: str | None = None) -> list[tuple[bytes, int]]:
+    """(DICOM JSON, received) of the instances ``instances`` would list, in its order: the
+    two columns a metadata request needs, not the whole row (600 instances: half the time)."""
+    stmt = select(I.c.metadata, I.c.received).where(I.c.study_uid == study_uid)
+    if series_uid is not None:
+        stmt = stmt.where(I.c.series_uid == series_uid)
+    if sop_uid is not None:
+        stmt = stmt.where(I.c.sop_uid == sop_uid)
+    stmt = stmt.order_by(I.c.series_uid, I.c.instance_number, I.c.id)
+    return [(bytes(row[0]), row[1]) for row in conn.execute(stmt)]
+
+
 def retrieve_matches(conn: Connection, *, patient_ids: Sequence[str] = (),
                      study_uids: Sequence[str] = (), series_uids: Sequence[str] = (),
                      sop_uids: Sequence[str] = ()) -> list[StoredInstance]:
