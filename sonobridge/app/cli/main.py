@@ -332,6 +332,9 @@ def mllp(
     settings = _settings(data_dir=data_dir, database_url=database_url, mllp_host=host,
                          mllp_port=port)
     logs.configure(settings.log_format, settings.log_level)
+    # Before anything starts: a port in use ends the command cleanly, with no thread (the
+    # warm-up's, the database's) left running into the interpreter's exit.
+    _serve_metrics(metrics_port, settings.mllp_host)
     core = open_core(settings)
     warmup.start(core)
     sender = OutboxSender(core) if settings.sends_results else None
@@ -344,7 +347,6 @@ def mllp(
             sender.start()
         console.print(f"HL7 v2 MLLP listener on {settings.mllp_host}:{listener.port}, "
                       f"database {_redact(settings.resolved_database_url)}")
-        _serve_metrics(metrics_port, settings.mllp_host)
         try:
             await asyncio.Event().wait()
         finally:
@@ -408,6 +410,7 @@ def dimse(
     settings = _settings(data_dir=data_dir, database_url=database_url, dicom_host=host,
                          dicom_port=port, dicom_aet=aet)
     logs.configure(settings.log_format, settings.log_level)
+    _serve_metrics(metrics_port, settings.dicom_host)  # before anything starts (see mllp)
     core = open_core(settings)
     warmup.start(core)
     server = DimseServer(core)
@@ -419,7 +422,6 @@ def dimse(
     console.print(f"DICOM listener {settings.dicom_aet} on {settings.dicom_host}:{server.port}"
                   f", known peers: {', '.join(sorted(server.peers)) or 'none'}"
                   f", forwarding: {'on' if forwards is not None else 'off'}")
-    _serve_metrics(metrics_port, settings.dicom_host)
     try:
         while True:
             time.sleep(3600)
