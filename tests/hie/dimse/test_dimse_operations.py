@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -117,13 +118,20 @@ def test_dimse_alone_forwards_by_source_ae_and_by_sop_class(tmp_path):
         while len(pacs.received) < 2 or len(archive.received) < 2:
             assert time.monotonic() < deadline, (pacs.received, archive.received)
             time.sleep(0.2)
+        # The peer holds the image a moment before the sender records it as sent: wait for the
+        # queue rows too, before stopping the process (a row left "sending" is retried after its
+        # lease, which is right, but not what this test looks at).
+        engine = create_engine(f"sqlite:///{tmp_path / 'dimse.db'}")
+        while True:
+            with engine.connect() as conn:
+                queued = {(row.sop_uid, row.destination, row.status) for row in
+                          conn.execute(select(F.c.sop_uid, F.c.destination, F.c.status))}
+            if all(status == "sent" for *_, status in queued) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        engine.dispose()
     assert pacs.received == {cart_us.SOPInstanceUID, cart_sc.SOPInstanceUID}  # source=CART*
     assert archive.received == {cart_sc.SOPInstanceUID, ward_sc.SOPInstanceUID}  # SC only
-    engine = create_engine(f"sqlite:///{tmp_path / 'dimse.db'}")
-    with engine.connect() as conn:
-        queued = {(row.sop_uid, row.destination, row.status)
-                  for row in conn.execute(select(F.c.sop_uid, F.c.destination, F.c.status))}
-    engine.dispose()
     assert queued == {(cart_us.SOPInstanceUID, "PACS", "sent"),
                       (cart_sc.SOPInstanceUID, "PACS", "sent"),
                       (cart_sc.SOPInstanceUID, "ARCHIVE", "sent"),
@@ -195,6 +203,16 @@ def test_listeners_run_alone_serve_their_metrics(tmp_path):
         procs.append(dimse)
         listener, mllp, mllp_metrics = _listener(tmp_path, "mllp", ["mllp"], environ)
         procs.append(listener)
+        # Metrics answer before the core opens; the listeners come up after it.
+        for service_port in (port, mllp):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", service_port), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"nothing listens on {service_port}"
+                    time.sleep(0.2)
         ae = AE(ae_title="PROBE")
         ae.add_requested_context(Verification)
         assoc = ae.associate("127.0.0.1", port, ae_title="SONOBRIDGE")
