@@ -51,9 +51,19 @@ ENV_NAMES: dict[str, str] = {
     "session_idle_timeout": "SONOBRIDGE_SESSION_IDLE_TIMEOUT",
     "audit_syslog": "SONOBRIDGE_AUDIT_SYSLOG",
     "audit_read_window": "SONOBRIDGE_AUDIT_READ_WINDOW",
+    "audit_writer": "SONOBRIDGE_AUDIT_WRITER",
     "audit": "SONOBRIDGE_AUDIT",
+    "audit_feed": "SONOBRIDGE_AUDIT_FEED",
+    "audit_feed_cert": "SONOBRIDGE_AUDIT_FEED_CERT",
+    "audit_feed_key": "SONOBRIDGE_AUDIT_FEED_KEY",
+    "audit_feed_ca": "SONOBRIDGE_AUDIT_FEED_CA",
+    "audit_source_id": "SONOBRIDGE_AUDIT_SOURCE_ID",
     "mllp_host": "SONOBRIDGE_MLLP_HOST",
     "mllp_port": "SONOBRIDGE_MLLP_PORT",
+    "mllp_tls_port": "SONOBRIDGE_MLLP_TLS_PORT",
+    "tls_cert": "SONOBRIDGE_TLS_CERT",
+    "tls_key": "SONOBRIDGE_TLS_KEY",
+    "tls_ca": "SONOBRIDGE_TLS_CA",
     "hl7_receiving_application": "SONOBRIDGE_HL7_RECEIVING_APPLICATION",
     "hl7_senders": "SONOBRIDGE_HL7_SENDERS",
     "hl7_max_message_size": "SONOBRIDGE_HL7_MAX_MESSAGE_SIZE",
@@ -70,12 +80,26 @@ ENV_NAMES: dict[str, str] = {
     "dicom_aet": "SONOBRIDGE_DICOM_AET",
     "dicom_host": "SONOBRIDGE_DICOM_HOST",
     "dicom_port": "SONOBRIDGE_DICOM_PORT",
+    "dicom_tls_port": "SONOBRIDGE_DICOM_TLS_PORT",
     "dicom_peers": "SONOBRIDGE_DICOM_PEERS",
     "dicom_peers_file": "SONOBRIDGE_DICOM_PEERS_FILE",
     "dicom_known_callers_only": "SONOBRIDGE_DICOM_KNOWN_CALLERS_ONLY",
     "dicom_unlisted_rights": "SONOBRIDGE_DICOM_UNLISTED_RIGHTS",
     "dicom_forward": "SONOBRIDGE_DICOM_FORWARD",
+    "xds_repository_url": "SONOBRIDGE_XDS_REPOSITORY_URL",
+    "xds_registry_url": "SONOBRIDGE_XDS_REGISTRY_URL",
+    "xds_source_oid": "SONOBRIDGE_XDS_SOURCE_OID",
+    "xds_home_community_id": "SONOBRIDGE_XDS_HOME_COMMUNITY_ID",
+    "xds_repository_unique_id": "SONOBRIDGE_XDS_REPOSITORY_UNIQUE_ID",
+    "xds_affinity_domain": "SONOBRIDGE_XDS_AFFINITY_DOMAIN",
     "dicom_worklist_stations": "SONOBRIDGE_DICOM_WORKLIST_STATIONS",
+    "deid_key": "SONOBRIDGE_DEID_KEY",
+    "deid_masks_file": "SONOBRIDGE_DEID_MASKS_FILE",
+    "consultation_deadlines": "SONOBRIDGE_CONSULTATION_DEADLINES",
+    "subscription_allow_private": "SONOBRIDGE_SUBSCRIPTION_ALLOW_PRIVATE",
+    "export_max_jobs": "SONOBRIDGE_EXPORT_MAX_JOBS",
+    "export_retention": "SONOBRIDGE_EXPORT_RETENTION",
+    "export_file_max_size": "SONOBRIDGE_EXPORT_FILE_MAX_SIZE",
 }
 
 
@@ -137,6 +161,12 @@ class Settings:
     session_idle_timeout: int = 900  # a login session ends after this many idle seconds
     mllp_host: str = "127.0.0.1"  # HL7 v2 MLLP listener address
     mllp_port: int = 2575  # 0: no MLLP listener in `serve`
+    mllp_tls_port: int = 0  # MLLP over TLS (needs tls_cert/tls_key); 0: none
+    # TLS (HTTPS on http_port, and the DICOM/MLLP TLS ports): PEM certificate chain and key;
+    # tls_ca: the CA whose certificates DICOM and MLLP peers must present (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
     hl7_receiving_application: str = ""  # MSH-5 to accept (empty: any); others get AR
     hl7_senders: str = ""  # MSH-3 values to accept, comma-separated (empty: any); others AR
     hl7_max_message_size: int = 32 * 1024 * 1024
@@ -153,6 +183,7 @@ class Settings:
     dicom_aet: str = "SONOBRIDGE"  # our AE title
     dicom_host: str = "127.0.0.1"  # DIMSE listener address
     dicom_port: int = 11112  # 0: no DIMSE listener in `serve`
+    dicom_tls_port: int = 0  # DICOM TLS (PS3.15 B.1 secure transport); 0: none
     dicom_peers: str = ""  # known remote AEs: AET@host:port, comma-separated
     dicom_peers_file: str = ""  # more peers, one AET@host:port per line
     dicom_known_callers_only: bool = False  # refuse associations from unknown calling AEs
@@ -160,11 +191,48 @@ class Settings:
     # images, not query or retrieve them); see hie/dimse/peers.py
     dicom_unlisted_rights: str = "echo+store"
     dicom_forward: str = ""  # routing rules: DEST[:modality=US,source=CART*];DEST2
+    # IHE XDS.b / XDS-I.b (hie/xds, docs/exchange.md): the platform's repository (ITI-41,
+    # RAD-68: final reports are submitted there when set) and registry (ITI-18) endpoints,
+    # this gateway's source OID, home community, own repository uniqueId, and the affinity
+    # domain's patient-id assigning authority (an OID; default 身份证号). The source and
+    # repository OIDs, unset, are 2.25 OIDs derived from the data directory (hie/xds/peers.py)
+    xds_repository_url: str = ""
+    xds_registry_url: str = ""
+    xds_source_oid: str = ""
+    xds_home_community_id: str = ""
+    xds_repository_unique_id: str = ""
+    xds_affinity_domain: str = "2.16.156.10011.1.3"
     # Scheduled Station AE Titles of orders that name no modality Device: US=CART1,US=CART2
     dicom_worklist_stations: str = ""
     audit: bool = True  # the audit trail; off only for tests and throw-away benchmarks
+    # Subscriptions may send to private/loopback addresses (off: no SSRF into the LAN)
+    subscription_allow_private: bool = False
     audit_syslog: str = ""  # host:port of an RFC 5424 syslog receiver (UDP), or empty
     audit_read_window: int = 60  # seconds DICOM reads of a study by a caller make one event
+    # Who writes the AuditEvents of reads (core/audit_writer.py): "thread" (a thread of the
+    # server's process) or "process" (a process of its own, off the requests' interpreter:
+    # for machines with cores to spare; about 130 MB more per worker)
+    audit_writer: str = "thread"
+    # The ATNA audit feed (hie/syslog.py, docs/exchange.md): tls://host:6514 (RFC 5425) or
+    # udp://host:514 (RFC 5426); the node's TLS files unless its own are given (relative
+    # paths are in the data directory); the AuditSourceID (default: dicom_aet)
+    audit_feed: str = ""
+    audit_feed_cert: str = ""
+    audit_feed_key: str = ""
+    audit_feed_ca: str = ""
+    audit_source_id: str = ""
+    # How long a consultation request may stay open, per priority (core/consultation.py)
+    consultation_deadlines: str = "routine=24h,urgent=2h,asap=1h,stat=30m"
+    # De-identification (core/deid): the HMAC key for UIDs, pseudonyms and date shifts (text,
+    # at least 16 characters; empty: a random key kept in <data>/keys/deid.key), and a JSON
+    # file of per-scanner-model pixel masks for ultrasound without regions (docs/training.md)
+    deid_key: str = ""
+    deid_masks_file: str = ""
+    # Bulk Data $export (core/export): jobs queued or running at once (429 past it), seconds
+    # the files are kept after completion, and the size an NDJSON file is split at
+    export_max_jobs: int = 4
+    export_retention: int = 86400
+    export_file_max_size: int = 256 * 1024**2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,8 +249,20 @@ class Settings:
             raise ConfigError(f"DICOM AE title must be 1-16 characters: {self.dicom_aet!r}")
         if not 0 <= self.mllp_port < 65536:
             raise ConfigError(f"MLLP port out of range: {self.mllp_port}")
+        for name in ("dicom_tls_port", "mllp_tls_port"):
+            value = getattr(self, name)
+            if not 0 <= value < 65536:
+                raise ConfigError(f"{ENV_NAMES[name]} out of range: {value}")
+            if value and not (self.tls_cert and self.tls_key):
+                raise ConfigError(f"{ENV_NAMES[name]} needs SONOBRIDGE_TLS_CERT and "
+                                  "SONOBRIDGE_TLS_KEY (the server's certificate and key)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("SONOBRIDGE_TLS_CERT and SONOBRIDGE_TLS_KEY go together")
         if self.max_body_size < 1024:
             raise ConfigError("maximum body size must be at least 1KB")
+        if self.audit_writer not in ("process", "thread"):
+            raise ConfigError("SONOBRIDGE_AUDIT_WRITER must be 'thread' or 'process', "
+                              f"not {self.audit_writer!r}")
         if self.auth not in ("enabled", "disabled"):
             raise ConfigError(f"SONOBRIDGE_AUTH must be 'enabled' or 'disabled', not {self.auth!r}")
         if self.auth == "disabled" and not self.is_loopback:
@@ -194,7 +274,25 @@ class Settings:
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base URL must be absolute http(s), got {self.base_url!r}")
         _ = self.worklist_stations  # refused at start, not at the first worklist query
+        _ = self.consultation_deadline_seconds
         _ = self.trusted_networks
+
+    @property
+    def consultation_deadline_seconds(self) -> dict[str, int]:
+        """``routine=24h,urgent=2h,asap=1h,stat=30m`` as seconds per Task/ServiceRequest
+        priority (units s, m, h, d)."""
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        out: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in self.consultation_deadlines.split(","))):
+            name, _, value = part.partition("=")
+            name, value = name.strip(), value.strip().lower()
+            if name not in ("routine", "urgent", "asap", "stat") or len(value) < 2 \
+                    or value[-1] not in units or not value[:-1].isdecimal() \
+                    or int(value[:-1]) == 0:
+                raise ConfigError(f"SONOBRIDGE_CONSULTATION_DEADLINES: {part!r} is not "
+                                  "priority=duration (routine|urgent|asap|stat, e.g. 2h, 30m)")
+            out[name] = int(value[:-1]) * units[value[-1]]
+        return out
 
     @property
     def sends_results(self) -> bool:
@@ -304,7 +402,8 @@ class Settings:
 
 
 _SIZES = {"max_body_size", "dicom_max_object_size", "dicom_cache_size",
-          "hl7_max_message_size", "limit_decoded_bytes", "hl7_max_field_size"}
+          "hl7_max_message_size", "limit_decoded_bytes", "hl7_max_field_size",
+          "export_file_max_size"}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:

@@ -10,18 +10,32 @@ the caller's compartment is rolled back.
 DICOM follows FHIR (the SMART imaging-access pattern): a study is readable exactly when its
 ImagingStudy is, so one token works for both APIs. DIMSE callers are asked which services
 their AE title was given.
+
+A teaching-only role (the trainee, ``core/roles.py``) is narrowed here for every read, search,
+include, history version and DICOM retrieval: on the types that hold patient data it sees only
+resources labelled as de-identified teaching material, or its own training records. The rule is
+one more term on each of its grants, so every path that asks ``grants_for`` applies it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
 
 from sqlalchemy import Connection
 
 from sonobridge.core.errors import CoreError
 from sonobridge.core.policy import Caller, Forbidden, Policy
+from sonobridge.core.roles import TEACHING_LABEL, TRAINING_RECORDS, teaching_only
 from sonobridge.core.scopes import ResourceScope
-from sonobridge.core.search.engine import Compartment, Grant, Grants, SearchEngine
+from sonobridge.core.search.engine import (
+    Compartment,
+    Grant,
+    Grants,
+    SearchEngine,
+    compartment_params,
+)
 from sonobridge.core.search.paging import ResourceRow
 from sonobridge.core.validation import known_types
 from sonobridge.store.resources import ResourceStore
@@ -50,6 +64,59 @@ def may_use(policy: Policy, service: str) -> bool:
     return service in policy.services
 
 
+@cache
+def patient_data_types() -> frozenset[str]:
+    """Types that can hold identified patient data: every type of the Patient compartment,
+    Patient itself, and Binary (a report's PDF, a recording)."""
+    return frozenset(compartment_params()) | {"Patient", "Binary"}
+
+
+def teaching_terms(policy: Policy, res_type: str, permission: str
+                   ) -> list[tuple[tuple[str, str], ...]] | None:
+    """The trainee rule as search terms: ``None`` when it does not apply, else the
+    alternatives one of which a resource must also match (the teaching label; the caller's own
+    training records when the token names its Practitioner). Creating is not narrowed (a new
+    resource shows nothing that was there); reading, searching, updating and deleting are."""
+    if (policy.unrestricted or not teaching_only(policy.role) or permission == "c"
+            or res_type not in patient_data_types()):
+        return None
+    alternatives: list[tuple[tuple[str, str], ...]] = [
+        (("_security", "|".join(TEACHING_LABEL)),)]
+    own = _practitioner(policy)
+    if own and res_type in TRAINING_RECORDS:
+        alternatives.append(((TRAINING_RECORDS[res_type][0], own),))
+    return alternatives
+
+
+def _practitioner(policy: Policy) -> str | None:
+    """``Practitioner/ID`` from the token's fhirUser (relative or absolute), else ``None``."""
+    parts = (policy.fhir_user or "").rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Practitioner" and parts[-1]:
+        return f"Practitioner/{parts[-1]}"
+    return None
+
+
+def teaching_content_allowed(policy: Policy, res_type: str, resource: dict[str, Any]) -> bool:
+    """The trainee rule judged on one stored version's own content (history)."""
+    if teaching_terms(policy, res_type, "r") is None:
+        return True
+    security = (resource.get("meta") or {}).get("security") or []
+    if any(isinstance(s, dict) and (s.get("system"), s.get("code")) == TEACHING_LABEL
+           for s in security):
+        return True
+    own = _practitioner(policy)
+    if own is None or res_type not in TRAINING_RECORDS:
+        return False
+    values: list[Any] = [resource]
+    for step in TRAINING_RECORDS[res_type][1]:
+        nxt: list[Any] = []
+        for value in values:
+            found = value.get(step) if isinstance(value, dict) else None
+            nxt.extend(found if isinstance(found, list) else [found])
+        values = nxt
+    return any(isinstance(v, dict) and v.get("reference") == own for v in values)
+
+
 def grants_for(policy: Policy, res_type: str, permission: str) -> list[Grant] | None:
     """How the policy lets ``permission`` on ``res_type``: ``None`` when on every resource of
     the type, else each granting scope as a ``Grant`` (its patient's compartment for a
@@ -59,15 +126,17 @@ def grants_for(policy: Policy, res_type: str, permission: str) -> list[Grant] | 
     if policy.unrestricted:
         return None
     scopes = policy.grants(res_type, permission)
+    narrow = teaching_terms(policy, res_type, permission)
     found: list[Grant] = []
     for scope in scopes:
         compartment = Compartment("Patient", policy.patient or "") \
             if scope.context == "patient" else None
-        if compartment is None and not scope.query:
+        if narrow is None and compartment is None and not scope.query:
             return None  # one unrestricted grant is enough
-        grant = Grant(compartment, scope.query)
-        if grant not in found:
-            found.append(grant)
+        for extra in narrow if narrow is not None else [()]:
+            grant = Grant(compartment, scope.query + extra)
+            if grant not in found:
+                found.append(grant)
     return found
 
 
@@ -172,6 +241,8 @@ class Access:
         from sonobridge import jsonio
 
         resource = jsonio.loads(content)
+        if not teaching_content_allowed(policy, res_type, resource):
+            return False
         members = self.engine.compartment_members(res_type, res_id, resource)
         return any(g.compartment is None or g.compartment in members for g in found)
 
@@ -269,6 +340,8 @@ class Access:
         if policy.unrestricted:
             return True
         for permission in ("r", "s"):
+            if teaching_terms(policy, "ImagingStudy", permission) is not None:
+                return False  # a remote study carries no teaching label to check
             scopes = policy.grants("ImagingStudy", permission)
             if not any(s.context != "patient" and not s.query for s in scopes):
                 return False

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection, Row, insert, select, text
@@ -29,6 +29,9 @@ from sonobridge.core.policy import Caller
 from sonobridge.store.resources import ResourceStore, Writer
 from sonobridge.store.tables import audit_log as AL
 from sonobridge.store.timeutil import to_instant
+
+if TYPE_CHECKING:
+    from sonobridge.core.audit_writer import WriterProcess
 
 log = logging.getLogger("sonobridge.audit")
 
@@ -57,9 +60,32 @@ KINDS = {
     "dicom-association": (DCM, "110100", "Application Activity"),
     "hl7-in": (DCM, "110107", "Import"),
     "hl7-out": (DCM, "110106", "Export"),
+    # document exchange (IHE XDS.b/XDS-I.b, MHD, PIXm, PDQm): the event type of the
+    # transaction's audit message, its transaction code in the subtype (SUBTYPES)
+    "import": (DCM, "110107", "Import"),
+    "export": (DCM, "110106", "Export"),
+    "query": (DCM, "110112", "Query"),
+    "patient-record": (DCM, "110110", "Patient Record"),
 }
 MAX_INSTANCES = 1000  # listed in one aggregated event; the count says how many retrievals
-_SUBTYPE = {"login": (DCM, "110122", "Login"), "logout": (DCM, "110123", "Logout")}
+IHE = "urn:ihe:event-type-code"
+# subtype codes with their own system; any other subtype is a restful interaction ("rest")
+# or a SonoBridge code
+SUBTYPES = {
+    "login": (DCM, "110122", "Login"), "logout": (DCM, "110123", "Logout"),
+    **{code: (IHE, code, display) for code, display in (
+        ("ITI-8", "Patient Identity Feed"), ("ITI-9", "PIX Query"),
+        ("ITI-18", "Registry Stored Query"),
+        ("ITI-41", "Provide and Register Document Set-b"),
+        ("ITI-42", "Register Document Set-b"), ("ITI-43", "Retrieve Document Set"),
+        ("ITI-65", "Provide Document Bundle"), ("ITI-66", "Find Document Lists"),
+        ("ITI-67", "Find Document References"), ("ITI-68", "Retrieve Document"),
+        ("ITI-78", "Mobile Patient Demographics Query"),
+        ("ITI-83", "Mobile Patient Identifier Cross-reference Query"),
+        ("ITI-104", "Patient Identity Feed FHIR"), ("ITI-119", "Patient Demographics Match"),
+        ("RAD-68", "Provide and Register Imaging Document Set - MTOM/XOP"),
+        ("RAD-69", "Retrieve Imaging Document Set"))},
+}
 _OUTCOME = {"0": "success", "4": "minor failure", "8": "serious failure"}
 
 
@@ -84,12 +110,15 @@ class Record:
     recorded: float = field(default_factory=time.time)
     instances: tuple[str, ...] = ()  # SOP Instance UIDs (DICOM Instances Accessed)
     count: int = 1  # the retrievals this record stands for (aggregated DICOM reads)
+    # More resources the one event is about (Type/id), each an entity: a batch of derived
+    # writes audited as one event (an SR's measurement Observations).
+    resources: tuple[str, ...] = ()
 
 
 def record_of(caller: Caller, kind: str, action: str, subtype: str, *, outcome: str = "0",
               resource: str | None = None, patient: str | None = None,
               study: str | None = None, query: str | None = None, detail: str = "",
-              instances: tuple[str, ...] = ()) -> Record:
+              instances: tuple[str, ...] = (), resources: tuple[str, ...] = ()) -> Record:
     """The one place a caller becomes the agents of an audit record: who (the token's
     subject, ``dicom:AET``, ``hl7:APP``), the client, the FHIR user, the address, and the
     patient in context when the record names no other."""
@@ -98,12 +127,12 @@ def record_of(caller: Caller, kind: str, action: str, subtype: str, *, outcome: 
                   client_id=policy.client_id, fhir_user=policy.fhir_user,
                   username=caller.username, ip=caller.address, resource=resource,
                   patient=patient or caller.patient_reference, study=study, query=query,
-                  detail=detail, instances=instances)
+                  detail=detail, instances=instances, resources=resources)
 
 
 def to_audit_event(record: Record) -> dict[str, Any]:
     system, code, display = KINDS[record.kind]
-    sub_system, sub_code, sub_display = _SUBTYPE.get(record.subtype) or (
+    sub_system, sub_code, sub_display = SUBTYPES.get(record.subtype) or (
         RESTFUL if record.kind == "rest" else SONO, record.subtype, record.subtype)
     agent_who: dict[str, Any] = {"identifier": {"system": "urn:sonobridge:user",
                                                 "value": record.who or "anonymous"}}
@@ -128,10 +157,11 @@ def to_audit_event(record: Record) -> dict[str, Any]:
         entities.append({"what": {"reference": record.patient},
                          "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
                          "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}})
-    if record.resource and record.resource != record.patient:
-        entities.append({"what": {"reference": record.resource},
-                         "type": {"system": ENTITY_TYPE, "code": "2",
-                                  "display": "System Object"}})
+    for resource in (record.resource, *record.resources):
+        if resource and resource != record.patient:
+            entities.append({"what": {"reference": resource},
+                             "type": {"system": ENTITY_TYPE, "code": "2",
+                                      "display": "System Object"}})
     if record.study:
         study: dict[str, Any] = {
             "what": {"identifier": {"system": "urn:dicom:uid",
@@ -208,7 +238,36 @@ class AuditTrail:
         self._windows: dict[tuple[str, ...], _Window] = {}
         self._windows_lock = threading.Lock()
         self._syslog = _Syslog(syslog) if syslog else None
+        self._process: WriterProcess | None = None
+        self._closed = False
         store.before_commit.append(self._append_pending)
+
+    def use_process(self, database_url: str, syslog: str = "", *, wait: bool = True) -> None:
+        """Write the batches of reads in a process of their own (``core/audit_writer.py``);
+        changes are still audited in their own transaction, here. Without ``wait`` the
+        process starts in the background (a second or so of imports) and this process writes
+        until it is ready, so that a server answers at once."""
+        def start() -> None:
+            from sonobridge.core.audit_writer import WriterProcess
+
+            try:
+                process = WriterProcess(database_url, syslog)
+            except Exception:
+                log.exception("the audit writer process could not start; audit events are "
+                              "written by the server's process")
+                return
+            with self._lock:
+                if self._closed:
+                    process.stop()
+                else:
+                    self._process = process
+
+        if self._process is not None:
+            return
+        if wait:
+            start()
+        else:
+            threading.Thread(target=start, name="audit-writer-start", daemon=True).start()
 
     # ------------------------------------------------------------------ listening
 
@@ -218,7 +277,7 @@ class AuditTrail:
         events.listen(Answered, self._answered)
 
     def _changed(self, event: ResourceChanged) -> None:
-        if not event.caller.audited:
+        if not event.caller.audited or not event.audited:
             return
         stored = event.stored
         patient = patient_of(event.resource) if event.resource is not None else None
@@ -320,6 +379,16 @@ class AuditTrail:
     def _write(self, batch: list[Record]) -> None:
         if not batch:
             return
+        process = self._process
+        if process is not None:
+            try:
+                process.write(batch)
+                return
+            except (OSError, ValueError, EOFError):  # it died: write here from now on
+                log.error("the audit writer process is gone (exit code %s); audit events "
+                          "are written by the server's process again",
+                          process.process.exitcode)
+                self._process = None
         for attempt in range(5):
             try:
                 with self.store.write() as writer:
@@ -332,11 +401,21 @@ class AuditTrail:
 
     def flush(self) -> None:
         """Write everything queued (at shutdown, and in tests)."""
-        if self._thread is None:
-            return
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        self._thread = None
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._process is not None:
+            self._process.flush()
+
+    def close(self) -> None:
+        """Flush, and stop the writer process if there is one."""
+        self.flush()
+        with self._lock:
+            self._closed = True
+            process, self._process = self._process, None
+        if process is not None:
+            process.stop()
 
     # ------------------------------------------------------------------ the chain
 

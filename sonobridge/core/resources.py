@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 
 from sonobridge.core.access import Access, forbidden, require
 from sonobridge.core.errors import CoreError, not_found
-from sonobridge.core.events import Events, ResourceChanged
+from sonobridge.core.events import Events, ResourceChanged, ResourceWriting
 from sonobridge.core.patch import apply_fhirpath_patch, apply_json_patch
 from sonobridge.core.policy import Caller
 from sonobridge.core.references import literal_references
@@ -124,6 +124,20 @@ class Resources:
         if self.events.wants(ResourceChanged):
             self.events.emit(ResourceChanged(writer, caller, action, interaction, stored,
                                              resource, changed))
+
+    def _writing(self, writer: Writer, caller: Caller, interaction: str, res_type: str,
+                 res_id: str | None, body: dict[str, Any]) -> None:
+        """Tell the listeners of ``ResourceWriting`` (who may refuse) what is about to be
+        written, with the current content when there is one."""
+        if not self.events.wants(ResourceWriting):
+            return
+        previous = None
+        if res_id is not None:
+            current = writer.read(res_type, res_id)
+            if current is not None and not current.deleted and current.content is not None:
+                previous = json_loads(current.content)
+        self.events.emit(ResourceWriting(writer, caller, interaction, res_type, res_id, body,
+                                         previous))
 
     def _touches(self, caller: Caller, writer: Writer, res_type: str, permission: str,
                  body: Any, before: Any = None) -> None:
@@ -228,6 +242,7 @@ class Resources:
                     stored = writer.read(res_type, found[0])
                     assert stored is not None
                     return Written(stored, created=False)
+            self._writing(writer, caller, "create", res_type, assigned_id, body)
             stored = writer.create(res_type, body, assigned_id)
             self._may(caller, writer, "c", res_type, stored.id)
             self._touches(caller, writer, res_type, "c", body)
@@ -264,6 +279,8 @@ class Resources:
                 before = json_loads(current.content) if current.content else None
             else:
                 require(caller.policy, res_type, "c")  # update as create
+        self._writing(writer, caller, "patch" if method == "PATCH" else "update", res_type,
+                      res_id, body)
         try:
             result = writer.update(res_type, res_id, body, if_match, method=method)
         except VersionConflict as exc:

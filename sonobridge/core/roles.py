@@ -8,7 +8,11 @@ the audit administrator reads the audit trail, and none of them reads clinical d
 from __future__ import annotations
 
 ROLES = ("referring-clinician", "sonographer", "remote-expert", "qc-officer", "trainer",
-         "trainee", "system-admin", "security-admin", "audit-admin")
+         "trainee", "system-admin", "security-admin", "audit-admin",
+         # Remote consultation (core/consultation.py): the requesting clinic's medical-affairs
+         # office (医务科) reviews requests; the consulting side's dispatcher accepts, triages
+         # and schedules them.
+         "medical-affairs", "consultation-dispatcher")
 ADMIN_ROLES = ("system-admin", "security-admin", "audit-admin")
 # Roles that must use a second factor (TOTP) to log in.
 TWO_FACTOR_ROLES = ("remote-expert", *ADMIN_ROLES)
@@ -31,7 +35,11 @@ _RULES: dict[str, dict[str, str]] = {
     "qc-officer": {"*": "rs", "QuestionnaireResponse": "cruds", "Observation": "cruds",
                    "MeasureReport": "cruds", "Task": "crus"},
     "trainer": {"*": "rs", "Task": "cruds", "QuestionnaireResponse": "cruds",
-                "Questionnaire": "cruds", "Practitioner": "crus"},
+                "Questionnaire": "cruds", "Practitioner": "crus",
+                # teaching cases (core/teaching.py) and courses (core/training.py)
+                "DocumentReference": "cruds", "PlanDefinition": "cruds",
+                # a course's recorded sessions (MP4 Binary behind a DocumentReference)
+                "Binary": "cruds"},
     "trainee": {"*": "rs", "QuestionnaireResponse": "cruds", "Task": "rus"},
     "system-admin": {"Endpoint": "cruds", "Device": "cruds", "Organization": "cruds",
                      "Location": "cruds", "CapabilityStatement": "rs",
@@ -39,6 +47,10 @@ _RULES: dict[str, dict[str, str]] = {
     "security-admin": {"Practitioner": "crus", "PractitionerRole": "crus",
                        "Organization": "rs"},
     "audit-admin": {"AuditEvent": "rs", "Provenance": "rs"},
+    "medical-affairs": {"*": "rs", "Task": "rus", "ServiceRequest": "rus",
+                        "Communication": "cruds"},
+    "consultation-dispatcher": {"*": "rs", "Task": "rus", "Appointment": "cruds",
+                                "Schedule": "cruds", "Slot": "cruds", "Communication": "cruds"},
 }
 _NO_AUDIT_FOR = {r for r in ROLES if r != "audit-admin"}
 
@@ -51,3 +63,22 @@ def role_allows(role: str | None, resource_type: str, permission: str) -> bool:
     rules = _RULES.get(role, {})
     allowed = rules.get(resource_type, rules.get("*", ""))
     return permission in allowed
+
+
+# The trainee sees teaching material only (issue 16): on the types that hold patient data, a
+# teaching-only role reads, searches, updates and deletes only resources carrying this
+# security label (set by core/teaching.py on a teaching case's de-identified copy, its pseudo
+# patient and its reports; a trainer sets it on a course's reviewed recordings), or its own
+# training records (TRAINING_RECORDS). core/access.py applies the rule.
+TEACHING_ONLY_ROLES = ("trainee",)
+TEACHING_LABEL = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "PSEUDED")
+# type -> the search parameter (and the element path) naming the trainee in its own records:
+# assignments, assessments, live sessions attended and booked.
+TRAINING_RECORDS = {"Task": ("owner", ("owner",)),
+                    "QuestionnaireResponse": ("author", ("author",)),
+                    "Encounter": ("participant", ("participant", "individual")),
+                    "Appointment": ("actor", ("participant", "actor"))}
+
+
+def teaching_only(role: str | None) -> bool:
+    return role in TEACHING_ONLY_ROLES

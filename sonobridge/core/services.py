@@ -9,26 +9,29 @@ for what it needs and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, select
 
 from sonobridge import jsonio
 from sonobridge.config import Settings
 from sonobridge.core.access import Access
 from sonobridge.core.audit import AuditTrail
+from sonobridge.core.domains import attach_domains
 from sonobridge.core.events import Events
 from sonobridge.core.imaging.archive import Archive
 from sonobridge.core.imaging.ingest import Ingest
 from sonobridge.core.imaging.studies import Studies
 from sonobridge.core.limits import limits_of
 from sonobridge.core.messages import Messages
+from sonobridge.core.operations import Operations
 from sonobridge.core.orders import Orders
 from sonobridge.core.patients import Patients
 from sonobridge.core.policy import Caller, Policy
 from sonobridge.core.resources import Resources
 from sonobridge.core.search.engine import SearchEngine
 from sonobridge.core.search.registry import Registry
+from sonobridge.periodic import Periodic
 from sonobridge.store import migrate
 from sonobridge.store.blobs import BlobStore, open_blob_store
 from sonobridge.store.db import Checkpointer, is_sqlite, make_engine
@@ -59,6 +62,8 @@ class Core:
     messages: Messages
     audit: AuditTrail | None  # None only when turned off (tests, benchmarks)
     checkpointer: Checkpointer | None = None  # SQLite: WAL checkpoints off the commit path
+    # FHIR operations the domains register (``core/domains.py``); the FHIR edge routes $name.
+    operations: Operations = field(default_factory=Operations)
 
     def caller(self, policy: Policy, address: str = "", *, audited: bool = True) -> Caller:
         """A caller without a request to take the base URL from (DIMSE, HL7, commands)."""
@@ -71,7 +76,7 @@ class Core:
 
     def close(self) -> None:
         if self.audit is not None:
-            self.audit.flush()
+            self.audit.close()
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.engine.dispose()
@@ -85,7 +90,7 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
         migrate.upgrade(engine)
     registry = Registry()
     store = ResourceStore(engine, indexer=registry.index_rows)
-    blobs = open_blob_store(settings.resolved_blob_url)
+    blobs = open_blob_store(settings.resolved_blob_url, settings.data_dir / "incoming")
     search = SearchEngine(store, registry, default_count=settings.search_default_count,
                           max_count=settings.search_max_count,
                           max_includes=settings.search_max_includes)
@@ -107,8 +112,12 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
         audit = AuditTrail(store, syslog=settings.audit_syslog,
                            read_window=settings.audit_read_window)
         audit.listen(events)
+        if settings.audit_writer == "process":  # started in the background: see use_process
+            audit.use_process(settings.resolved_database_url, settings.audit_syslog,
+                              wait=False)
     core = Core(settings, engine, store, blobs, registry, search, access, events, resources,
                 patients, studies, orders, archive, ingest, messages, audit, checkpointer)
+    attach_domains(core)
     if checkpointer is not None:
         checkpointer.start()
     if run_migrations or migrate.is_current(engine):
@@ -119,12 +128,44 @@ def open_core(settings: Settings, *, run_migrations: bool = True) -> Core:
     return core
 
 
+class SearchParamWatch(Periodic):
+    """Every second, in every process: custom SearchParameters written by another process
+    (another worker, another node on the same PostgreSQL) become searchable here too. One
+    indexed query (the newest SearchParameter change and their number) decides whether to
+    reload."""
+
+    name = "search-parameters"
+
+    def __init__(self, core: Core, interval: float = 1.0) -> None:
+        super().__init__(interval, join_timeout=5)
+        self.core = core
+        self.seen: tuple[object, ...] | None = None
+
+    def round(self) -> bool:
+        with self.core.store.reader.connect() as conn:
+            state = tuple(conn.execute(select(func.max(R.c.last_updated), func.count()).where(
+                R.c.res_type == "SearchParameter")).one())
+        if self.seen is None:
+            self.seen = state  # loaded when the core opened
+            return False
+        if state == self.seen:
+            return False
+        self.seen = state
+        load_custom_search_params(self.core)
+        return True
+
+
 def load_custom_search_params(core: Core) -> None:
     """Make active SearchParameter resources stored here searchable (for new writes)."""
+    load_custom_params(core.store, core.registry)
+
+
+def load_custom_params(store: ResourceStore, registry: Registry) -> None:
+    """The same for a store and registry without a core (the audit writer process)."""
     stmt = select(V.c.content, R.c.last_updated).select_from(
         R.join(V, and_(V.c.rid == R.c.rid, V.c.version_id == R.c.version_id))).where(
         R.c.res_type == "SearchParameter", R.c.deleted.is_(False))
-    with core.store.reader.connect() as conn:
+    with store.reader.connect() as conn:
         rows = conn.execute(stmt).all()
     stamp = max((row.last_updated for row in rows), default=None)
-    core.registry.set_custom((jsonio.loads(row.content) for row in rows), stamp)
+    registry.set_custom((jsonio.loads(row.content) for row in rows), stamp)

@@ -81,6 +81,10 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> bool: ...
 
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every blob key under ``prefix`` (for ``verify``, backups and tests)."""
+        ...
+
     def ping(self) -> None: ...
 
 
@@ -210,6 +214,8 @@ class FileBlobStore:
         is never sent opens nothing) and closed when the last is given or the consumer
         stops."""
         path = self._path(key)
+        if not path.is_file():  # said now, while the response can still be an error
+            raise FileNotFoundError(f"no blob {key}")
 
         def chunks() -> Iterator[bytes]:
             with path.open("rb") as f:
@@ -238,16 +244,32 @@ class FileBlobStore:
             return False
         return True
 
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for path in sorted(base.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and not key.startswith(".incoming") \
+                    and not path.name.startswith(".incoming-"):
+                yield key
+
     def ping(self) -> None:
         """Raise ``OSError`` unless the root exists and is writable."""
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):
             raise OSError(f"blob store root {self.root} is not a writable directory")
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """The blob store for a configured URL: a filesystem path (``file://`` allowed)."""
+def open_blob_store(url: str, scratch: Path | None = None) -> BlobStore:
+    """The blob store for a configured URL: a filesystem path (``file://`` allowed), or
+    ``s3://bucket/prefix?endpoint=…&region=…`` (``store/s3.py``; objects are received into
+    ``scratch``, a local folder, before they are uploaded)."""
     if url.startswith("s3://"):
-        raise ValueError("s3:// blob stores are not available in this version; use a path")
+        from sonobridge.store.s3 import S3BlobStore
+
+        if scratch is None:
+            raise ValueError("an S3 blob store needs a local scratch folder")
+        return S3BlobStore(url, scratch)
     if url.startswith("file://"):
         url = url[len("file://"):]
     return FileBlobStore(Path(url))

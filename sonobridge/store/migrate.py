@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from alembic import command
@@ -32,6 +33,28 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+def upgrade_sql(engine: Engine) -> str:
+    """The SQL that ``upgrade`` would run on this (PostgreSQL) database, without running it:
+    for a DBA to review, or to apply by hand where the gateway's account may not change the
+    schema. SQLite's migrations rebuild tables in ways only a live connection can."""
+    if engine.dialect.name != "postgresql":
+        raise ValueError("migrate --sql writes PostgreSQL statements; SQLite is migrated "
+                         "by `sonobridge migrate` itself")
+    buffer = io.StringIO()
+    cfg = Config(output_buffer=buffer)
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["dialect"] = "postgresql"
+    start = current_revision(engine)
+    try:
+        command.upgrade(cfg, f"{start}:head" if start else "head", sql=True)
+    except Exception as exc:  # a data migration reads rows: it needs the live database
+        raise ValueError(f"the upgrade from {start or 'an empty database'} includes a "
+                         f"migration that reads the data ({type(exc).__name__}): it cannot be "
+                         "written as SQL; run `sonobridge migrate` (take a backup first)"
+                         ) from exc
+    return buffer.getvalue()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:

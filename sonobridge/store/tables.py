@@ -413,3 +413,42 @@ dicom_commitments = Table(
     Column("items", LargeBinary, nullable=False),
     *_send_queue("dicom_commitments"),
 )
+
+
+# Topic-based FHIR subscriptions (core/subscriptions/, store/subscriptions.py): one row per
+# Subscription that is both its delivery state (a send queue: a subscription is delivered in
+# event order, so the subscription, not the event, is what a sender claims) and its event
+# counter; ``config`` is the JSON the sender needs (endpoint, headers, payload, filters).
+subscription_channels = Table(
+    "subscription_channels",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(64), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("delivered", BigInteger, nullable=False),
+    Column("heartbeat", Integer, nullable=False),
+    Column("heartbeat_due", BigInteger, nullable=False),
+    Column("config", LargeBinary, nullable=False),
+    Column("owner", LargeBinary, nullable=False),
+    Column("token_hash", String(64), nullable=True),
+    Column("token_expires", BigInteger, nullable=True),
+    *_send_queue("subscription_channels"),
+    UniqueConstraint("subscription_id", name="uq_subscription_channels_subscription"),
+    Index("ix_subscription_channels_topic", "topic", "status"),
+)
+
+# Each subscription's events, numbered from 1 in the order they were triggered (``$events``
+# reads them back; ``focus`` is Type/id/_history/version as it was when triggered).
+subscription_events = Table(
+    "subscription_events",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(64), nullable=False),
+    Column("number", BigInteger, nullable=False),
+    Column("focus", String(200), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    UniqueConstraint("subscription_id", "number", name="uq_subscription_events_number"),
+)

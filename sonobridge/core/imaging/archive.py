@@ -25,6 +25,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from sonobridge.core.errors import CoreError, bad_request, not_acceptable, not_found
+from sonobridge.core.events import InstanceDeleted
 from sonobridge.core.imaging import codecs, transcode
 from sonobridge.core.imaging import frames as F
 from sonobridge.core.imaging import query as qido
@@ -245,8 +246,10 @@ class Archive:
 
     def jpeg_frame(self, row: StoredInstance, number: int, quality: int = 90) -> bytes:
         def compute() -> bytes:
-            display = self._display(row, number, None)
-            return rendered.encode_image(display, "image/jpeg", quality=quality)
+            metadata = orjson.loads(row.metadata)
+            values = rendered.jpeg_values(self._decoded(row, number, metadata),
+                                          self._display_attributes(row, metadata))
+            return rendered.encode_image(values, "image/jpeg", quality=quality)
 
         return self.cache.single_flight(("jpeg", row.sop_uid, row.sha256, number, quality),
                                         compute)
@@ -267,7 +270,7 @@ class Archive:
                 metadata = {**metadata, "7FE00010": {"vr": vr.decode()}}
         return F.decode(row.transfer_syntax, raw, metadata)
 
-    def _display(self, row: StoredInstance, number: int, window: tuple[float, float] | None,
+    def _display(self, row: StoredInstance, number: int, window: rendered.Window | None,
                  attrs: Dataset | None = None) -> np.ndarray:
         metadata = orjson.loads(row.metadata)
         array = self._decoded(row, number, metadata)
@@ -285,7 +288,7 @@ class Archive:
     # ------------------------------------------------------------------------ rendered
 
     def render(self, row: StoredInstance, media: str, frame: int | None, quality: int,
-               viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+               viewport: tuple[int, int] | None, window: rendered.Window | None,
                budget: Budget | None = None) -> bytes:
         key = ("rendered", row.sop_uid, row.sha256, frame, media, quality, viewport, window)
         budget = budget or self.limits.budget()
@@ -299,7 +302,7 @@ class Archive:
         return self.cache.single_flight(key, compute)
 
     def render_video(self, row: StoredInstance, media: str,
-                     viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+                     viewport: tuple[int, int] | None, window: rendered.Window | None,
                      budget: Budget | None = None) -> Path:
         """A cine or a video instance as MP4 (or GIF), in a file: decoded and encoded one
         frame at a time, so memory does not grow with the length of the cine; a video
@@ -316,7 +319,7 @@ class Archive:
         raise CoreError(503, "transient", "the rendering was evicted while in use; try again")
 
     def _video_file(self, key: tuple[Any, ...], row: StoredInstance, media: str,
-                    viewport: tuple[int, int] | None, window: tuple[float, float] | None,
+                    viewport: tuple[int, int] | None, window: rendered.Window | None,
                     budget: Budget) -> Path:
         name = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
         target = self.rendered_dir / f"{name}{'.gif' if media == 'image/gif' else '.mp4'}"
@@ -371,17 +374,20 @@ class Archive:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
 
-    def thumbnail(self, row: StoredInstance, media: str, viewport: tuple[int, int] | None
-                  ) -> bytes:
+    def thumbnail(self, row: StoredInstance, media: str, viewport: tuple[int, int] | None,
+                  frame: int | None = None) -> bytes:
+        """A small image of ``frame`` (the frame-level thumbnail), or of the middle frame of
+        a cine (the instance's; a video's first)."""
         count = row.number_of_frames or 1
         size = viewport or (128, 128)
         if row.transfer_syntax in VIDEO_SYNTAXES:
-            return self._video_thumbnail(row, media, size)
-        return self.render(row, media, frame=(count + 1) // 2 if count > 1 else 1, quality=80,
-                           viewport=size, window=None)
+            return self._video_thumbnail(row, media, size, frame or 1)
+        if frame is None:
+            frame = (count + 1) // 2 if count > 1 else 1
+        return self.render(row, media, frame=frame, quality=80, viewport=size, window=None)
 
-    def _video_thumbnail(self, row: StoredInstance, media: str, size: tuple[int, int]
-                         ) -> bytes:
+    def _video_thumbnail(self, row: StoredInstance, media: str, size: tuple[int, int],
+                         frame: int = 1) -> bytes:
         import av
 
         self.frame_size(row)
@@ -389,12 +395,17 @@ class Archive:
         def compute() -> bytes:
             stream = b"".join(self.frames_stream(row))
             with av.open(io.BytesIO(stream), mode="r") as container:
-                for video_frame in container.decode(video=0):
-                    display = video_frame.to_ndarray(format="rgb24")
-                    return rendered.encode_image(display, media, quality=80, viewport=size)
-            raise not_found("the video has no frame to show")
+                # decoded one by one up to the frame asked for (its number was checked
+                # against the instance's frame count), none of them kept
+                for number, video_frame in enumerate(container.decode(video=0), start=1):
+                    if number == frame:
+                        display = video_frame.to_ndarray(format="rgb24")
+                        return rendered.encode_image(display, media, quality=80,
+                                                     viewport=size)
+            raise not_found(f"the video has no frame {frame} to show")
 
-        return self.cache.single_flight(("thumb", row.sop_uid, row.sha256, media, size), compute)
+        return self.cache.single_flight(("thumb", row.sop_uid, row.sha256, media, size, frame),
+                                        compute)
 
     # ------------------------------------------------------------------------ transcoding
 
@@ -437,6 +448,9 @@ class Archive:
         """Delete a study, series or instance: index rows and ImagingStudy in one
         transaction, then the files. Returns how many instances went."""
         with self.store.write() as writer:
+            events = self.studies.resources.events
+            if events.wants(InstanceDeleted):  # e.g. an SR's Observations go with it
+                events.emit(InstanceDeleted(writer, caller, study, series, sop))
             keys = index.remove(writer.conn, writer.now, study_uid=study, series_uid=series,
                                 sop_uid=sop)
             if keys:

@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,6 +53,7 @@ CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 STUDY_MISMATCH = 0xC409
+ELEMENTS_DISCARDED = 0xB006  # PS3.4 GG.4-1: a warning, the object is stored
 
 
 @dataclass
@@ -64,6 +65,9 @@ class StoreOutcome:
     series_uid: str | None = None
     failure: int | None = None
     message: str = ""
+    # Stored, but with something the client should hear of (PS3.18 Warning Reason, C-STORE
+    # warning status): values the metadata could not carry, SR items left unmapped.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -297,8 +301,16 @@ class Ingest:
                     old_key = existing.blob_key
                     log.info("replacing instance %s (was %s, now %s)", sop_uid,
                              existing.sha256[:16], received.sha256[:16])
+                dropped: list[str] = []
                 metadata = instance_json(parsed.dataset, study, series, sop_uid,
-                                         parsed.transfer_syntax, _pixel_vr(parsed))
+                                         parsed.transfer_syntax, _pixel_vr(parsed), dropped)
+                if dropped:
+                    outcome.warnings.append(
+                        "values DICOM JSON cannot carry left out of its metadata (the object "
+                        f"is stored whole): {', '.join(dropped[:10])}"
+                        + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""))
+                    log.warning("instance %s from %s: %s", sop_uid, source or "?",
+                                outcome.warnings[-1])
                 frames = None
                 if parsed.pixels is not None:
                     frames = orjson.dumps(parsed.pixels.frames)
@@ -311,9 +323,12 @@ class Ingest:
                 else:
                     self.studies.sync(writer, caller, study)
                 if self.events.wants(InstanceStored):  # e.g. forwarding: queued with it
-                    self.events.emit(InstanceStored(
+                    stored = InstanceStored(
                         writer, caller, sop_class, sop_uid, study, series,
-                        str(first(metadata, "Modality") or ""), source))
+                        str(first(metadata, "Modality") or ""), source, metadata,
+                        new=existing is None)
+                    self.events.emit(stored)
+                    outcome.warnings += stored.warnings
                 blobs.put_file(received.path, key)  # moved into place before the commit
             if old_key and old_key != key:
                 blobs.delete(old_key)

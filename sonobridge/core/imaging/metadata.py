@@ -61,20 +61,54 @@ def instance_uri(study: str, series: str, sop: str) -> str:
 
 
 def instance_json(ds: Dataset, study: str, series: str, sop: str, transfer_syntax: str,
-                  pixel_vr: str | None) -> dict[str, Any]:
-    """The instance's DICOM JSON with every bulk value as a BulkDataURI (placeholder base)."""
+                  pixel_vr: str | None, dropped: list[str] | None = None) -> dict[str, Any]:
+    """The instance's DICOM JSON with every bulk value as a BulkDataURI (placeholder base).
+
+    A value DICOM JSON cannot carry (a DS or IS that is not a number, say ``abc`` in a
+    measurement of an SR) is left out, its attribute's path added to ``dropped``: the object
+    is still stored whole, and its metadata holds everything else.
+    """
     prefix = instance_uri(study, series, sop)
 
     def bulk(element: Any) -> str:
         return f"{prefix}/bulkdata/{element.tag:08X}"
 
-    data = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk)
+    data = _json(ds, bulk, "", dropped if dropped is not None else [])
     data.pop("7FE00001", None)  # offset tables describe the file, not the image
     data.pop("7FE00002", None)
     if pixel_vr is not None:
         data["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{prefix}/bulkdata/7FE00010"}
     if transfer_syntax in VIDEO_SYNTAXES:
         data["00083002"] = {"vr": "UI", "Value": [transfer_syntax]}  # AvailableTransferSyntaxUID
+    return dict(sorted(data.items()))
+
+
+def _json(ds: Dataset, bulk: Any, path: str, dropped: list[str]) -> dict[str, Any]:
+    """``Dataset.to_json_dict``, and where it fails, again element by element.
+
+    pydicom can skip the elements it cannot convert (``suppress_invalid_tags``), but only as a
+    whole at the top level: a bad value deep in an SR's content tree would take the whole
+    ContentSequence with it. So a sequence it left out is rebuilt here item by item, and only
+    the element that failed is dropped.
+    """
+    try:
+        data: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD,
+                                              bulk_data_element_handler=bulk)
+        return data
+    except (ValueError, TypeError, OverflowError):
+        pass
+    data = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk,
+                           suppress_invalid_tags=True)
+    for element in ds:
+        key = f"{element.tag:08X}"
+        if key in data:
+            continue
+        if element.VR == "SQ":
+            items = [_json(item, bulk, f"{path}{key}[{n}].", dropped)
+                     for n, item in enumerate(element.value)]
+            data[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        else:
+            dropped.append(f"{path}{key}")
     return dict(sorted(data.items()))
 
 

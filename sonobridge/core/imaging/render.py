@@ -64,6 +64,10 @@ _TABLES = ("ModalityLUTSequence", "VOILUTSequence",
 _PALETTE_DATA = tuple(f"{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue",
                                                                  "Alpha"))
 _FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+# A window asked for: center, width and VOI LUT Function (one of ``_FUNCTIONS``, PS3.3
+# C.11.2.1.3; the ``window`` parameter of PS3.18 8.3.5.1.3 names them linear, linear-exact and
+# sigmoid).
+Window = tuple[float, float, str]
 
 
 def needs_header(metadata: dict[str, Any]) -> bool:
@@ -105,35 +109,31 @@ def _swapped(data: bytes) -> bytes:
     return np.frombuffer(data[:len(data) // 2 * 2], ">u2").astype("<u2").tobytes()
 
 
-def to_display(array: np.ndarray, attrs: Dataset,
-               window: tuple[float, float] | None = None) -> np.ndarray:
+def to_display(array: np.ndarray, attrs: Dataset, window: Window | None = None
+               ) -> np.ndarray:
     """8-bit greyscale (rows, cols) or RGB (rows, cols, 3) display values of a decoded frame
     (PS3.4 N.2): palette colour through its LUT; grey through the Modality LUT (rescale or
     LUT), then the window asked for, else the VOI LUT, else the object's window with its
     VOI LUT Function (LINEAR, LINEAR_EXACT, SIGMOID; PS3.3 C.11.2.1.2), else the stored
     range; MONOCHROME1 inverted. pydicom's ``apply_*`` functions do the work."""
     photometric = str(attrs.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR" and any(k in attrs for k in (
-            "RedPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData")):
-        rgb = apply_color_lut(array, attrs)[..., :3]
-        # 16-bit entries keep their top 8 bits; tables that declare 16 bits but hold 8-bit
-        # values (seen in real files) are used as they are.
-        if rgb.dtype != np.uint8 and int(rgb.max()) > 255:
-            rgb = rgb >> 8
-        return rgb.astype(np.uint8)
+    if photometric == "PALETTE COLOR" and has_palette(attrs):
+        return palette_rgb(array, attrs)
     bits = _int(attrs, "BitsStored", array.dtype.itemsize * 8)
     if array.ndim == 3:
         if array.dtype == np.uint8:
             return array
-        return _to_8_bits(array.astype(np.float64), 0, 2.0 ** bits - 1)
+        # deeper colour (16-bit RGB): its stored range onto 0..255
+        rgb: np.ndarray = np.rint(_to_8_bits(array.astype(np.float64), 0, 2.0 ** bits - 1))
+        return rgb.astype(np.uint8)
     values = apply_modality_lut(array, attrs)
-    center_width = window or _object_window(attrs)
+    center_width = window[:2] if window else _object_window(attrs)
+    function = window[2] if window else str(attrs.get("VOILUTFunction", "") or "")
     lut = _voi_lut(attrs)
     if window is None and lut is not None:
         depth = int(lut[2])
         display = _to_8_bits(apply_voi(values, attrs).astype(np.float64), 0, 2.0 ** depth - 1)
-    elif center_width is not None and (windowing := _windowing(
-            *center_width, "LINEAR" if window else str(attrs.get("VOILUTFunction", "")))):
+    elif center_width is not None and (windowing := _windowing(*center_width, function)):
         # The output range of the window is set to 0..255 (an 8-bit unsigned "image" in the
         # data set given to pydicom): the display values themselves.
         display = apply_windowing(values.astype(np.float64), windowing)
@@ -151,6 +151,41 @@ def to_display(array: np.ndarray, attrs: Dataset,
                                  float(values.max()))
     out: np.ndarray = np.clip(np.rint(display), 0, 255).astype(np.uint8)
     return 255 - out if photometric == "MONOCHROME1" else out
+
+
+def jpeg_values(array: np.ndarray, attrs: Dataset) -> np.ndarray:
+    """8-bit values of a decoded frame for a JPEG baseline encoding of it (a frame asked for
+    as ``image/jpeg``), which the receiver reads with the object's attributes: unsigned 8-bit
+    grey and colour as they are (MONOCHROME1 not inverted, no window: the receiver does
+    that), palette colour through its palette (lossy JPEG would scramble indices), anything
+    else as display values (:func:`to_display`), the closest 8 bits can hold."""
+    photometric = str(attrs.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR" and has_palette(attrs):
+        return palette_rgb(array, attrs)
+    if array.dtype == np.uint8:
+        return array
+    return to_display(array, attrs)
+
+
+def has_palette(attrs: Dataset) -> bool:
+    return any(k in attrs for k in ("RedPaletteColorLookupTableData",
+                                    "SegmentedRedPaletteColorLookupTableData"))
+
+
+def palette_rgb(array: np.ndarray, attrs: Dataset) -> np.ndarray:
+    """8-bit RGB of palette colour indices, through the palette (pydicom's
+    ``apply_color_lut``; an alpha table is left out). 16-bit entries keep their top 8 bits;
+    tables that declare 16 bits but hold 8-bit values (seen in real files) are used as they
+    are. Which of the two is decided on the whole table, not on the frame: every frame of a
+    cine gets the same colours."""
+    rgb = apply_color_lut(array, attrs)[..., :3]
+    if rgb.dtype != np.uint8:
+        descriptor = attrs.RedPaletteColorLookupTableDescriptor
+        first, entries = int(descriptor[1]), int(descriptor[0]) or 65536
+        table = apply_color_lut(np.arange(first, first + entries), attrs)[..., :3]
+        if int(table.max()) > 255:
+            rgb = rgb >> 8
+    return np.ascontiguousarray(rgb.astype(np.uint8))
 
 
 def _int(attrs: Dataset, keyword: str, default: int) -> int:

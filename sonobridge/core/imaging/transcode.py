@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import dcmwrite, write_dataset
@@ -39,6 +39,8 @@ from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from sonobridge.core.imaging import codecs
+from sonobridge.core.imaging.frames import plugin as decoding_plugin
+from sonobridge.core.imaging.render import has_palette, palette_rgb
 from sonobridge.core.limits import Limits
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -54,6 +56,16 @@ ITEM, SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 # After Pixel Data: padding carries nothing, signatures no longer hold for the new encoding.
 DROPPED_AFTER_PIXELS = {0xFFFAFFFA, 0xFFFCFFFC}
 CHUNK = 1024 * 1024
+# Palette Color Lookup Table module (PS3.3 C.7.9): gone once palette colour is RGB.
+PALETTE = ("PaletteColorLookupTableUID",
+           *(f"{c}PaletteColorLookupTable{p}" for c in ("Red", "Green", "Blue", "Alpha")
+             for p in ("Descriptor", "Data")),
+           *(f"Segmented{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue",
+                                                                   "Alpha")))
+# Modality LUT and VOI LUT modules (PS3.3 C.11.1, C.11.2): already applied to display values.
+PRESENTED = ("RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
+             "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction",
+             "VOILUTSequence")
 # Frame -> 8-bit display values (grey or RGB) for the JPEG target; given by the archive,
 # which knows windows and palettes (``core/imaging/render.py``).
 Display = Callable[[np.ndarray], np.ndarray]
@@ -213,7 +225,9 @@ def _frames(ds: Dataset, src: BinaryIO, stored: UID, vr: str
     decoder = get_decoder(stored)
     options = as_pixel_options(ds, transfer_syntax_uid=stored, pixel_keyword="PixelData",
                                pixel_vr=vr)
-    return decoder.iter_array(src, as_rgb=True, **options), int(options["number_of_frames"])
+    # The same plugin as a decoded frame (Pillow for JPEG baseline): the same pixels either way.
+    return decoder.iter_array(src, as_rgb=True, decoding_plugin=decoding_plugin(decoder),
+                              **options), int(options["number_of_frames"])
 
 
 def _decoded(ds: Dataset, src: BinaryIO, syntax: str, stored: UID, vr: str
@@ -251,8 +265,15 @@ def _decoded(ds: Dataset, src: BinaryIO, syntax: str, stored: UID, vr: str
 
 def _jpeg(ds: Dataset, src: BinaryIO, stored: UID, vr: str, display: Display | None
           ) -> Iterator[bytes]:
-    """Each frame decoded (native frames read as they are), made 8-bit for display, and
-    JPEG-encoded: one fragment per frame."""
+    """Each frame decoded (native frames read as they are), made 8-bit, and JPEG-encoded:
+    one fragment per frame.
+
+    JPEG baseline holds unsigned 8-bit samples, grey or colour. Colour (RGB, YBR decoded to
+    RGB) and unsigned grey keep their values, and the attributes that give them meaning
+    (MONOCHROME1, windows, look-up tables) stay. Palette colour becomes RGB through its
+    palette (the indices alone would show as grey), and its palette attributes go. Signed
+    grey cannot be stored as it is: it becomes display values (``display``: Modality LUT,
+    VOI, MONOCHROME1 inverted), and the attributes that would transform them again go."""
     from PIL import Image
 
     if stored in UNCOMPRESSED:
@@ -260,10 +281,30 @@ def _jpeg(ds: Dataset, src: BinaryIO, stored: UID, vr: str, display: Display | N
     else:
         decoded, _ = _frames(ds, src, stored, vr)
         frames = (array for array, _ in decoded)
-    colour = int(ds.get("SamplesPerPixel", 1)) == 3
-    ds.PhotometricInterpretation = "YBR_FULL_422" if colour else "MONOCHROME2"
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    palette = photometric == "PALETTE COLOR" and has_palette(ds)
+    colour = int(ds.get("SamplesPerPixel", 1)) == 3 or palette
+    signed = not colour and int(ds.get("PixelRepresentation", 0) or 0) == 1
+    lut = Dataset()  # the palette, for pydicom, which reads segmented tables in its encoding
+    lut.file_meta = FileMetaDataset()
+    lut.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)  # big endian is not converted
+    if palette:
+        for keyword in PALETTE:
+            if keyword in ds:
+                lut[keyword] = ds[keyword]
+                delattr(ds, keyword)
+        ds.SamplesPerPixel = 3
+    if signed:
+        for keyword in PRESENTED:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.PixelRepresentation = 0
     if colour:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
         ds.PlanarConfiguration = 0
+    elif photometric != "MONOCHROME1" or signed:
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsStored, ds.HighBit = 8, 7
     _drop_offset_tables(ds)
     ds.LossyImageCompression = "01"
     ds.LossyImageCompressionMethod = "ISO_10918_1"
@@ -272,12 +313,15 @@ def _jpeg(ds: Dataset, src: BinaryIO, stored: UID, vr: str, display: Display | N
     yield (_header(ds, JPEG_BASELINE) + tag + b"OB\0\0" + struct.pack("<L", 0xFFFFFFFF)
            + struct.pack("<HHL", 0xFFFE, 0xE000, 0))  # an empty Basic Offset Table
     for array in frames:
-        if display is not None:
-            array = display(array)
+        if palette:
+            array = palette_rgb(array, lut)
         elif array.dtype != np.uint8:
-            raise CannotConvert("only 8-bit images can be sent as JPEG baseline")
+            if display is None:
+                raise CannotConvert("only 8-bit images can be sent as JPEG baseline")
+            array = display(array)
         buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+        # 4:2:2 (subsampling=1) as YBR_FULL_422 says; Pillow's default is 4:2:0
+        Image.fromarray(array).save(buffer, format="JPEG", quality=90, subsampling=1)
         data = buffer.getvalue()
         if len(data) % 2:
             data += b"\0"
@@ -286,11 +330,11 @@ def _jpeg(ds: Dataset, src: BinaryIO, stored: UID, vr: str, display: Display | N
 
 
 def _native_frames(ds: Dataset, src: BinaryIO, stored: UID, vr: str) -> Iterator[np.ndarray]:
+    """Native frames as stored (options read now: the caller then rewrites ``ds``)."""
     decoder = get_decoder(stored)
     options = as_pixel_options(ds, transfer_syntax_uid=stored, pixel_keyword="PixelData",
                                pixel_vr=vr)
-    for array, _ in decoder.iter_array(src, **options):
-        yield array
+    return (array for array, _ in decoder.iter_array(src, **options))
 
 
 def _drop_offset_tables(ds: Dataset) -> None:

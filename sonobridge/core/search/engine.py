@@ -138,7 +138,8 @@ class SearchEngine:
                                                                        alias, ctx)
 
         return SqlContext(base=base, valueset=lambda url: self._valueset(conn, url),
-                          component=self.registry.component, restrict=restrict)
+                          component=self.registry.component, restrict=restrict,
+                          leader=self.registry.composite_leader)
 
     def grant_condition(self, grants: Sequence[Grant], types: list[str], r: NamedFromClause,
                         ctx: SqlContext) -> ColumnElement[bool]:
@@ -172,7 +173,8 @@ class SearchEngine:
                 groups.setdefault(tuple(found), []).append(res_type)
         if not groups:
             return None
-        plain = SqlContext(ctx.base, ctx.valueset, ctx.component, ctx.now_us, ctx.aliases)
+        plain = SqlContext(ctx.base, ctx.valueset, ctx.component, ctx.now_us, ctx.aliases,
+                           leader=ctx.leader)
         branches: list[ColumnElement[bool]] = []
         if free:
             branches.append(r.c.res_type.in_(free))

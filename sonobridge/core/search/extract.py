@@ -90,6 +90,10 @@ def token_tuples(node: Node) -> list[tuple[str | None, str | None, str | None]]:
 
 
 def token_rows(param: str, nodes: list[Node]) -> list[dict[str, Any]]:
+    """One row per distinct (system, code, text). A text alone (``CodeableConcept.text``) is
+    left out when a coding's display already gives that text: ``:text`` matches it there,
+    and a row without a code plays no part in any other match or sort (an SR Observation's
+    concepts carry their meaning in both: a third of its token rows)."""
     rows, seen = [], set()
     for node in nodes:
         for system, code, text in token_tuples(node):
@@ -105,6 +109,11 @@ def token_rows(param: str, nodes: list[Node]) -> list[dict[str, Any]]:
                       f"{node.value.get('value', '')}"
                 rows.append({"param": f"{param}:of-type", "system": None, "code": _clip(key),
                              "text": None})
+    if len(rows) > 1:
+        coded = {row["text"] for row in rows if row["code"] is not None and row["text"]}
+        if coded:
+            rows = [row for row in rows if row["code"] is not None or row["system"] is not None
+                    or row["text"] not in coded]
     return rows
 
 

@@ -212,11 +212,21 @@ def _function(name: str, args: str) -> Callable[[list[Node]], list[Node]]:
     raise Unsupported(f"{name}({args})")
 
 
+# FHIRPath's System types and the FHIR primitives they stand for (FHIRPath's FHIR model
+# mapping): R4's code-value-date composite casts ``value.as(DateTime)``, and an Observation's
+# valueDateTime is a FHIR ``dateTime``; compared by name alone it never matched.
+_SYSTEM_TYPES = {"DateTime": ("dateTime", "instant"), "Date": ("date",), "Time": ("time",),
+                 "String": ("string",), "Boolean": ("boolean",), "Integer": ("integer",),
+                 "Decimal": ("decimal",)}
+
+
 def _of_type(type_name: str) -> Callable[[list[Node]], list[Node]]:
+    names = (type_name, *_SYSTEM_TYPES.get(type_name, ()))
+
     def run(nodes: list[Node]) -> list[Node]:
         out = []
         for node in nodes:
-            if node.fhir_type == type_name or (
+            if node.fhir_type in names or (
                     node.fhir_type == "Resource" and isinstance(node.value, dict)
                     and node.value.get("resourceType") == type_name):
                 out.append(node)
@@ -234,6 +244,66 @@ def _info_for(node: Node) -> Any:
 
 
 _CANDIDATES: dict[tuple[int, str], tuple[Any, ...]] = {}
+
+
+_CAST = re.compile(r"^(?:as|ofType)\((?P<type>[A-Za-z]+)\)$")
+SELF = "%self"  # cast_roots: a branch that is the resource itself
+
+
+def cast_roots(branch: str, res_type: str) -> set[str] | None:
+    """The top-level elements one branch of an expression reads, narrower than
+    ``compile_expression``'s ``roots`` where a cast keeps one choice: ``None`` when not known
+    here, an empty set for another type's branch, ``{SELF}`` for the resource itself. A cast
+    right on a choice element (``Observation.value as string``,
+    ``Observation.value.as(Quantity)``) keeps only the choices it can keep, never fewer than
+    the values come from: a choice whose type differs from the cast only in case is kept
+    (``as(DateTime)`` keeps ``valueDateTime``), anything else keeps every choice. The search
+    index keys its memo of a parameter's rows on these (``registry._memo_roots``)."""
+    info = resource_info(res_type)
+    if info is None:
+        return None
+    branch = _strip_parens(branch)
+    cast = None
+    found = _AS_OP.match(branch)
+    if found is not None and split_top(branch, " as ")[0] != branch:
+        branch, cast = _strip_parens(found.group("path")), found.group("type")
+    steps = split_top(branch, ".")
+    if steps[0].startswith("("):  # (Observation.value as CodeableConcept).text
+        return cast_roots(steps[0], res_type)
+    if steps[0] not in (res_type, "Resource", "DomainResource"):
+        return set() if _NAME.match(steps[0]) else None  # another type's: dropped too
+    if len(steps) == 1:
+        return {SELF} if cast is None else None
+    if not _NAME.match(steps[1]):
+        return None
+    elements = _candidates(info, steps[1])
+    if not elements:
+        return None
+    if len(steps) == 3 and cast is None:
+        found = _CAST.match(steps[2])
+        cast = found.group("type") if found is not None else None
+    elif len(steps) != 2:
+        cast = None
+    if cast is not None:
+        wanted = cast.lower()
+        elements = tuple(e for e in elements
+                         if e.kind == "resource" or str(e.fhir_type).lower() == wanted)
+    return {e.name for e in elements}
+
+
+def relative_roots(expression: str, res_type: str) -> set[str] | None:
+    """``cast_roots`` of an expression relative to the resource (a composite component's,
+    such as ``value.as(Quantity)``), every branch; ``None`` when any is not known here."""
+    roots: set[str] = set()
+    for part in split_top(expression, "|"):
+        inner = _strip_parens(part)
+        if not _NAME.match(split_top(inner, ".")[0]):
+            return None
+        found = cast_roots(f"{res_type}.{inner}", res_type)
+        if found is None or SELF in found:
+            return None
+        roots |= found
+    return roots
 
 
 def _candidates(info: Any, name: str) -> tuple[Any, ...]:

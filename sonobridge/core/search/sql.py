@@ -86,6 +86,8 @@ class SqlContext:
     now_us: int = 0
     aliases: Aliases = field(default_factory=Aliases)
     restrict: Restrict | None = None
+    # The composite whose first-component rows answer another's :missing (Registry).
+    leader: Callable[[SearchParam], SearchParam | None] = lambda param: None
 
     def visible(self, res_type: str, alias: NamedFromClause) -> list[ColumnElement[bool]]:
         """The caller's restriction on ``res_type`` rows read through ``alias`` (none when it
@@ -94,7 +96,7 @@ class SqlContext:
         if self.restrict is None:
             return []
         plain = SqlContext(self.base, self.valueset, self.component, self.now_us,
-                           self.aliases, None)
+                           self.aliases, None, self.leader)
         found = self.restrict(res_type, alias, plain)
         return [] if found is None else [found]
 
@@ -227,7 +229,8 @@ def _missing(clause: Clause, r: NamedFromClause, table: NamedFromClause | None,
             raise CoreError(400, "not-supported", f"{clause.name}: not supported",
                             expression=[clause.name])
         table = ctx.alias(INDEX_TABLES[TABLE[component.type]])
-        code = f"{param.code}$0"
+        leader = ctx.leader(param)  # whose first component is this one's, for every group
+        code = f"{(leader or param).code}$0"
     present = exists().where(table.c.rid == r.c.rid, table.c.param == code)
     return not_(present) if clause.values == ["true"] else present
 
