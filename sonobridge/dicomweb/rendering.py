@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
-from sonobridge.core.imaging.render import CINE_TYPES
+from sonobridge.core.imaging.render import CINE_TYPES, Window
 from sonobridge.dicomweb.accept import parse_accept
 from sonobridge.dicomweb.errors import DicomwebError
+
+WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
 
 
 def choose(accept: str | None, *, multiframe: bool, query_accept: str | None = None) -> str:
@@ -39,7 +41,9 @@ def parse_viewport(value: str | None) -> tuple[int, int] | None:
     return width, height or width
 
 
-def parse_window(value: str | None) -> tuple[float, float] | None:
+def parse_window(value: str | None) -> Window | None:
+    """``center,width[,function]`` (PS3.18 8.3.5.1.3): the function is linear (the default),
+    linear-exact or sigmoid, as VOI LUT Function names them (PS3.3 C.11.2.1.3)."""
     if not value:
         return None
     parts = value.split(",")
@@ -51,7 +55,10 @@ def parse_window(value: str | None) -> tuple[float, float] | None:
         raise DicomwebError(400, "window center and width must be finite numbers")
     if width <= 0:
         raise DicomwebError(400, "window width must be positive")
-    return center, width
+    name = parts[2].strip().lower() if len(parts) > 2 else "linear"
+    if len(parts) > 3 or name not in WINDOW_FUNCTIONS:
+        raise DicomwebError(400, "the window function is linear, linear-exact or sigmoid")
+    return center, width, WINDOW_FUNCTIONS[name]
 
 
 def parse_quality(value: str | None) -> int:

@@ -110,6 +110,18 @@ class DicomWebApp:
                 response = await handler(request)
                 self._audit(request, search, response.status_code)
                 return response
+            except FileNotFoundError:
+                # The index names an object the blob store no longer has: say so (404 with a
+                # Warning, as PS3.18 answers a missing resource) and tell the operator.
+                log.error("%s: the stored object is missing from the blob store (run "
+                          "`sonobridge verify`)", request.url.path)
+                exc = DicomwebError(404, "the stored object is missing from the blob store",
+                                    warning="the object is indexed but its stored file is "
+                                            "missing; the operator is told")
+                self._audit(request, search, 404, exc.message)
+                return Response(orjson.dumps(error_body(exc)), 404,
+                                {"Warning": f'299 SonoBridge "{exc.warning}"'},
+                                media_type="application/json")
             except CoreError as exc:
                 self._audit(request, search, exc.status, exc.message)
                 warning = warning_of(exc)
@@ -288,13 +300,24 @@ class DicomWebApp:
                 if not service.can_transcode(row, choice.mode):
                     service.transcoded(row, choice.mode)  # raises the 406 with its reason
 
+        if choice.mode == "stored":  # a missing first object is a 404, not a cut stream
+            first: Iterable[bytes] | None = service.stream(rows[0])
+
         def parts() -> Iterator[Part]:
+            nonlocal first
             for row in rows:
                 location = f"{root}/studies/{row.study_uid}/series/{row.series_uid}" \
                            f"/instances/{row.sop_uid}"
                 if choice.mode == "stored":
                     ts = row.transfer_syntax
-                    chunks: Iterable[bytes] = service.stream(row)
+                    try:
+                        chunks: Iterable[bytes] = first if first is not None else \
+                            service.stream(row)
+                    except FileNotFoundError:  # headers are sent: left out, and logged
+                        log.error("%s: stored object missing from the blob store, left out "
+                                  "of the response (run `sonobridge verify`)", location)
+                        continue
+                    first = None
                 else:
                     ts = choice.mode
                     chunks = service.transcoded(row, ts)
@@ -424,7 +447,8 @@ class DicomWebApp:
                                 query_accept=query.get("accept"))
         if thumbnail:
             data = await self._run(self.service.thumbnail, row, media
-                                   if media.startswith("image/") else "image/jpeg", viewport)
+                                   if media.startswith("image/") else "image/jpeg", viewport,
+                                   frame)
             media = media if media.startswith("image/") else "image/jpeg"
         else:
             if media.startswith("image/") and not multiframe and frame is None:

@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from sonobridge.core.imaging.ingest import (
     CANNOT_UNDERSTAND,
+    ELEMENTS_DISCARDED,
     Ingest,
     IngestError,
     Received,
@@ -229,6 +230,8 @@ def _response(root: str, outcomes: list[StoreOutcome]) -> Response:
             item["00081190"] = {"vr": "UR", "Value": [
                 f"{root}/studies/{outcome.study_uid}/series/{outcome.series_uid}/instances/"
                 f"{outcome.sop_instance_uid}"]}
+            if outcome.warnings:  # PS3.18 10.5.3: stored with a Warning Reason
+                item["00081196"] = {"vr": "US", "Value": [ELEMENTS_DISCARDED]}
             referenced.append(item)
         else:
             item["00081197"] = {"vr": "US", "Value": [outcome.failure or 0x0110]}
@@ -241,21 +244,24 @@ def _response(root: str, outcomes: list[StoreOutcome]) -> Response:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
-    status = 200 if not failed else (409 if not referenced else 202)
+    warned = [o for o in outcomes if o.ok and o.warnings]
+    # PS3.18 Table 10.5.3-2: 202 when some failed or were stored with warnings.
+    status = 409 if failed and not referenced else (202 if failed or warned else 200)
     response = Response(orjson.dumps(body), status, media_type="application/dicom+json")
     # PS3.18 8.10.3: why each instance failed, in Warning headers (the Failed SOP Sequence
     # carries only a code); bounded, so a thousand failures do not make a huge header block.
-    reasons = [o for o in outcomes if not o.ok and o.message]
-    for outcome in reasons[:_MAX_WARNINGS]:
-        response.headers.append("Warning", _warning(outcome))
+    reasons = [(o, o.message) for o in outcomes if not o.ok and o.message]
+    reasons += [(o, text) for o in warned for text in o.warnings]
+    for outcome, text in reasons[:_MAX_WARNINGS]:
+        response.headers.append("Warning", _warning(outcome, text))
     return response
 
 
 _MAX_WARNINGS = 20
 
 
-def _warning(outcome: StoreOutcome) -> str:
-    text = f"{outcome.sop_instance_uid or 'an instance'}: {outcome.message}"
+def _warning(outcome: StoreOutcome, message: str) -> str:
+    text = f"{outcome.sop_instance_uid or 'an instance'}: {message}"
     text = "".join(c if " " <= c <= "~" else "?" for c in text)  # no CR/LF, ASCII only
     text = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'299 SonoBridge "{text[:400]}"'

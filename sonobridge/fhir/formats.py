@@ -138,7 +138,7 @@ def parse_body(body: bytes, kind: str) -> Any:
 def materialize(value: Any) -> Any:
     """Replace embedded ``orjson.Fragment`` bytes by parsed values (for XML and pretty output)."""
     if isinstance(value, orjson.Fragment):
-        return jsonio.loads(value.contents)
+        return jsonio.loads(orjson.dumps(value))  # orjson 3.13 has no .contents
     if isinstance(value, dict):
         return {k: materialize(v) for k, v in value.items()}
     if isinstance(value, list):

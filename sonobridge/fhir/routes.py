@@ -6,6 +6,7 @@ built from this table, so it lists exactly what is served.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from sonobridge.core.access import Access
 from sonobridge.core.audit import patient_of
 from sonobridge.core.errors import CoreError, info_outcome
 from sonobridge.core.events import Answered
+from sonobridge.core.operations import OperationCall, Operations
 from sonobridge.core.policy import Caller, Policy
 from sonobridge.core.resources import type_param
 from sonobridge.fhir.bundles import process_bundle
@@ -34,6 +36,7 @@ from sonobridge.fhir.formats import (
     response_format,
 )
 from sonobridge.fhir.interactions import FhirRequest, FhirResponse, Interactions
+from sonobridge.fhir.ranges import ranged
 from sonobridge.jsonio import loads as json_loads
 from sonobridge.store.timeutil import now_us, to_instant
 from sonobridge.web.baseurl import base_url
@@ -42,10 +45,11 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _BODY_INTERACTIONS = {"create", "update", "patch", "conditional-update", "conditional-patch",
                       "transaction batch"}
 _POINT_READS = {"read", "vread"}
+_GENERIC_XML = ("application/xml", "text/xml")  # FHIR XML aliases, and documents' own types
 # Writes are audited in their transaction by the service; metadata is public.
 _AUDITED_ELSEWHERE = {"create", "update", "patch", "delete", "conditional-update",
                       "conditional-delete", "conditional-patch", "transaction batch",
-                      "capabilities", "reindex"}
+                      "capabilities", "reindex", "operation"}
 _ACTIONS = {"create": "C", "update": "U", "patch": "U", "delete": "D", "read": "R",
             "vread": "R", "conditional-update": "U", "conditional-delete": "D",
             "conditional-patch": "U"}
@@ -67,11 +71,14 @@ ROUTES = [
     FhirRoute("/_search", {"POST": "search-system"}),
     FhirRoute("/_history", {"GET": "history-system"}),
     FhirRoute("/$reindex", {"POST": "reindex"}),
+    FhirRoute("/${op}", {"GET": "operation", "POST": "operation"}),
     FhirRoute("/{type}/_history", {"GET": "history-type"}),
     FhirRoute("/{type}/_search", {"POST": "search-type"}),
     FhirRoute("/{type}/{id}/_history/{vid}", {"GET": "vread"}),
     FhirRoute("/{type}/{id}/_history", {"GET": "history-instance"}),
+    FhirRoute("/{type}/${op}", {"GET": "operation", "POST": "operation"}),
     FhirRoute("/{type}/{id}/$everything", {"GET": "everything"}),
+    FhirRoute("/{type}/{id}/${op}", {"GET": "operation", "POST": "operation"}),
     FhirRoute("/{type}/{id}/{compartment}", {"GET": "search-compartment"}),
     FhirRoute("/{type}/{id}", {"GET": "read", "PUT": "update", "PATCH": "patch",
                                "DELETE": "delete"}),
@@ -90,8 +97,10 @@ class FhirApp:
 
     def __init__(self, service: Interactions, *, configured_base: str | None, max_body: int,
                  bundle_max_entries: int, db_threads: int = 2,
-                 capability: Callable[[str], dict[str, Any]] | None = None) -> None:
+                 capability: Callable[[str], dict[str, Any]] | None = None,
+                 operations: Operations | None = None) -> None:
         self.service = service
+        self.operations = operations or Operations()
         self.db_threads = db_threads
         self._threads: anyio.CapacityLimiter | None = None
         self.configured_base = configured_base
@@ -131,12 +140,28 @@ class FhirApp:
 
     async def serve(self, request: Request, spec: FhirRoute) -> Response:
         fmt = JSON
+        native = _native_binary(request, spec)
+        printed = _report_pdf_read(request, spec)
+        deferred: CoreError | None = None
         try:
-            fmt = response_format(request.query_params.get("_format"),
-                                  request.headers.get("accept"),
-                                  request.query_params.get("_pretty") == "true")
+            if not native and not printed:
+                try:
+                    fmt = response_format(request.query_params.get("_format"),
+                                          request.headers.get("accept"),
+                                          request.query_params.get("_pretty") == "true")
+                except CoreError as exc:
+                    # An operation may answer bytes in a media type of its own
+                    # (ViewDefinition/$run?_format=csv): it is given the raw _format/Accept,
+                    # and the 406 stands only if it answers a resource. Not for operations
+                    # that change data: those are refused before they run.
+                    if spec.interactions.get(request.method) != "operation" or \
+                            self._changes_state(request):
+                        raise
+                    deferred = exc
             method = request.method
             interaction = spec.interactions.get("GET" if method == "HEAD" else method)
+            if printed:
+                interaction = "operation"  # the read as a PDF is DiagnosticReport/{id}/$pdf
             if interaction is None:
                 allowed = sorted(spec.interactions)
                 raise CoreError(405, "not-supported",
@@ -145,24 +170,33 @@ class FhirApp:
             body: bytes | None = None
             kind = "json"
             query = [(k, v) for k, v in request.query_params.multi_items()
-                     if k not in ("_format", "_pretty")]
+                     if k not in ("_format", "_pretty") or (deferred and k == "_format")]
             if interaction.startswith("search") and method == "POST":
                 query += await self._form(request)
                 method = "GET"
             elif interaction in _BODY_INTERACTIONS:
                 kind = request_format(request.headers.get("content-type"))
                 body = await self._read_body(request)
+            elif interaction == "operation" and method == "POST":
+                media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                if media == FORM:
+                    query += await self._form(request)
+                else:
+                    kind = request_format(request.headers.get("content-type"))
+                    body = await self._read_body(request) or None
             base = base_url(request.headers, request.url.scheme, self.configured_base,
                             request.scope.get("server")) + "/fhir"
-            params = request.path_params
+            params = {**request.path_params, "op": "pdf"} if printed else request.path_params
             req = FhirRequest(
                 method=method, res_type=params.get("type"), res_id=params.get("id"),
                 version_id=params.get("vid"), history=interaction.startswith("history"),
                 query=query,
-                headers={h: request.headers[h] for h in _FORWARDED_HEADERS
+                headers={h: request.headers[h]
+                         for h in (*_FORWARDED_HEADERS, *(("accept",) if deferred else ()))
                          if h in request.headers},
                 body_kind=kind, base=base, compartment_type=params.get("compartment"),
-                operation="$everything" if interaction == "everything" else None,
+                operation="$everything" if interaction == "everything" else
+                (f"${params['op']}" if interaction == "operation" else None),
                 policy=policy_of(request),
                 source=request.client.host if request.client else "")
             if interaction in _POINT_READS and self.service.resources.store.inline_reads and \
@@ -172,13 +206,28 @@ class FhirApp:
                 status, headers, content = self._run(interaction, req, body, fmt)
             else:
                 status, headers, content = await anyio.to_thread.run_sync(
-                    self._run, interaction, req, body, fmt, limiter=self._limiter())
+                    self._run, interaction, req, body, fmt, deferred,
+                    limiter=self._limiter())
+            if native and status == 200:
+                headers, content = _binary_content(headers, content, native)
+                status, headers, content = ranged(request.headers.get("range"),
+                                                  request.headers.get("if-range"), headers,
+                                                  content)
         except CoreError as exc:
             self._audit_failure(request, spec, exc)
             return error_response(exc, fmt)
         if method == "HEAD":
             content = b""
         return Response(content, status, headers)
+
+    def _changes_state(self, request: Request) -> bool:
+        params = request.path_params
+        level = "instance" if params.get("id") else "type" if params.get("type") else "system"
+        try:
+            return self.operations.find(params.get("op", ""), level,
+                                        params.get("type")).affects_state
+        except CoreError:
+            return False  # unknown: the call itself answers why
 
     def _limiter(self) -> anyio.CapacityLimiter:
         """Blocking work runs on a few threads, not anyio's forty: with one CPU-bound Python
@@ -212,8 +261,8 @@ class FhirApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _run(self, interaction: str, req: FhirRequest, body: bytes | None, fmt: Format
-             ) -> tuple[int, dict[str, str], bytes]:
+    def _run(self, interaction: str, req: FhirRequest, body: bytes | None, fmt: Format,
+             deferred: CoreError | None = None) -> tuple[int, dict[str, str], bytes]:
         """Everything blocking for one request, run once in the thread pool."""
         if body is not None:
             req.body = parse_body(body, "json" if req.body_kind == "json-patch" else req.body_kind)
@@ -227,6 +276,13 @@ class FhirApp:
             types, _ = type_param(req.query)
             count = reindex(self.service.resources.store, types or None)
             resp = FhirResponse(200, info_outcome(f"reindexed {count} resources"))
+        elif interaction == "operation":
+            resp = self._operation(req)
+            if resp.status < 300 and isinstance(resp.body, bytes) and \
+                    "Content-Type" in resp.headers:
+                return resp.status, resp.headers, resp.body
+            if deferred is not None:
+                raise deferred  # a resource answer, and no FHIR format the client takes
         elif interaction == "transaction batch":
             resp = process_bundle(self.service, req.body, req.base, dict(req.headers),
                                   self.bundle_max_entries, req.policy)
@@ -235,6 +291,27 @@ class FhirApp:
             if interaction not in _AUDITED_ELSEWHERE:
                 self._audit_read(interaction, req, resp)
         return to_http(resp, fmt)
+
+    def _operation(self, req: FhirRequest) -> FhirResponse:
+        """``$name`` at the system, type or instance level: the core's registry runs it."""
+        assert req.operation is not None
+        level = "instance" if req.res_id else "type" if req.res_type else "system"
+        call = OperationCall(req.caller, req.operation[1:], level, req.method,
+                             req.res_type, req.res_id, list(req.query), req.body,
+                             dict(req.headers))
+        result = self.operations.invoke(call)
+        headers = dict(result.headers)
+        if isinstance(result.body, bytes):
+            headers["Content-Type"] = result.content_type or "application/octet-stream"
+        events = self.service.resources.events
+        if events.wants(Answered):
+            resource = "/".join(p for p in (req.res_type, req.res_id) if p) or None
+            events.emit(Answered(req.caller, "rest", "E", f"operation {req.operation}",
+                                 resource=resource,
+                                 patient=f"Patient/{req.res_id}"
+                                 if req.res_type == "Patient" and req.res_id else None,
+                                 query=urlencode(req.query) or None))
+        return FhirResponse(result.status, result.body, headers)
 
     def _audit_read(self, interaction: str, req: FhirRequest, resp: FhirResponse) -> None:
         """Reads and searches are told just after the response (writes are audited in their
@@ -304,6 +381,64 @@ def _safe_format(request: Request) -> Format:
                                request.headers.get("accept"))
     except CoreError:
         return JSON
+
+
+def _report_pdf_read(request: Request, spec: FhirRoute) -> bool:
+    """A DiagnosticReport read whose ``Accept`` names ``application/pdf`` and no FHIR format:
+    answered by the ``$pdf`` operation (the printable report, ``core/pdf``)."""
+    accept = request.headers.get("accept")
+    if not accept or "application/pdf" not in accept.lower() or \
+            request.query_params.get("_format") or \
+            request.path_params.get("type") != "DiagnosticReport" or \
+            spec.interactions.get("GET") != "read":
+        return False
+    try:
+        response_format(None, accept)
+    except CoreError:
+        return True
+    return False
+
+
+def _native_binary(request: Request, spec: FhirRoute) -> list[str]:
+    """The media types asked for when a Binary is read with an ``Accept`` that names no FHIR
+    format (FHIR R4 Binary: the content is then served in its native form; IHE MHD ITI-68
+    Retrieve Document fetches ``DocumentReference.content.attachment.url`` this way), else
+    an empty list (the Binary resource as FHIR JSON/XML, as for any read)."""
+    accept = request.headers.get("accept")
+    if not accept or request.query_params.get("_format") or \
+            request.path_params.get("type") != "Binary" or \
+            spec.interactions.get("GET") not in _POINT_READS:
+        return []
+    asked = [part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()]
+    try:
+        response_format(None, accept)
+    except CoreError:  # no FHIR format acceptable: the client wants the bytes
+        return asked
+    # ``application/xml``/``text/xml`` are no explicit FHIR type (R4 Binary): asked of a
+    # Binary that is such a document (a WS/T 500 CDA, MHD ITI-68), they get its bytes;
+    # of any other Binary, the resource as FHIR XML (``_binary_content``).
+    if asked and all(a in _GENERIC_XML for a in asked):
+        return asked
+    return []
+
+
+def _binary_content(headers: dict[str, str], content: bytes, accepted: list[str]
+                    ) -> tuple[dict[str, str], bytes]:
+    """A Binary's bytes with its own content type, if the client accepts that type."""
+    binary = json_loads(content)
+    media = str(binary.get("contentType") or "application/octet-stream")
+    kind = media.split(";")[0].strip().lower()
+    if kind not in accepted and all(a in _GENERIC_XML for a in accepted):
+        return {**headers, "Content-Type": f"{accepted[0]}; charset=utf-8"}, \
+            render(binary, Format("xml", accepted[0]))
+    if not any(a in (kind, "*/*", kind.split("/")[0] + "/*") for a in accepted):
+        raise CoreError(406, "not-supported", f"this Binary is {kind}; Accept names "
+                        f"{', '.join(accepted)}", expression=["Binary.contentType"])
+    try:
+        data = base64.b64decode(str(binary.get("data") or ""), validate=True)
+    except ValueError:
+        raise CoreError(500, "exception", "the stored Binary data is not base64") from None
+    return {**headers, "Content-Type": media}, data
 
 
 def to_http(resp: FhirResponse, fmt: Format) -> tuple[int, dict[str, str], bytes]:

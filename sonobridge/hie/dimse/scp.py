@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sonobridge.core.access import may_use
 from sonobridge.core.errors import CoreError
 from sonobridge.core.events import Answered
+from sonobridge.core.imaging.ingest import ELEMENTS_DISCARDED
 from sonobridge.core.policy import Caller
 from sonobridge.core.services import Core
 from sonobridge.hie.dimse import commitment, refusals, retrieve, sockets, worklist
@@ -142,7 +144,9 @@ class DimseServer:
         self.aet = settings.dicom_aet
         self.host = settings.dicom_host
         self.port = settings.dicom_port
+        self.tls_port = settings.dicom_tls_port
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
         self.commitments = commitment.CommitmentSender(core, self.aet, self.peers)
         self._deferred: dict[int, set[str]] = {}
         self._lock = threading.Lock()
@@ -178,23 +182,40 @@ class DimseServer:
             (evt.EVT_RELEASED, self._closed), (evt.EVT_ACCEPTED, self._association),
             (evt.EVT_REJECTED, self._association),
             (evt.EVT_ABORTED, self._closed)]
-        server = self.ae.start_server((self.host, self.port), block=False,
-                                      evt_handlers=handlers)
+        if self.port:
+            server = self._serve(self.port, handlers, None)
+            self.server = server
+            self.port = server.server_address[1]
+            log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
+        if self.tls_port:
+            # The same AE on a second port with DICOM TLS (PS3.15 B.1); peers prove who they
+            # are with a certificate from SONOBRIDGE_TLS_CA when one is configured.
+            from sonobridge.tls import server_context
+
+            context = server_context(self.core.settings, client_certificates=True)
+            tls = self._serve(self.tls_port, handlers, context)
+            self.tls_server = tls
+            self.tls_port = tls.server_address[1]
+            log.info("DIMSE TLS listener %s on %s:%d", self.aet, self.host, self.tls_port)
+        self.commitments.start()
+
+    def _serve(self, port: int, handlers: list[EventHandlerType],
+               context: ssl.SSLContext | None) -> ThreadedAssociationServer:
+        server = self.ae.start_server((self.host, port), block=False, evt_handlers=handlers,
+                                      ssl_context=context)
         assert server is not None, "a server started without blocking is returned"
-        self.server = server
         # pynetdicom has no socket-option hook: the instance's method is wrapped (see
         # ``sockets.py``), which mypy refuses for any method.
         server.get_request = sockets.tuned_accept(server.get_request)  # type: ignore[method-assign]
         server.contexts = _SupportedContexts(server.contexts)
         server.bind(evt.EVT_REQUESTED, retrieve.prefer_requested_syntaxes)
-        self.port = server.server_address[1]
-        self.commitments.start()
-        log.info("DIMSE listener %s on %s:%d", self.aet, self.host, self.port)
+        return server
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.shutdown()
+        self.server = self.tls_server = None
         self.commitments.stop()
 
     # ------------------------------------------------------------------ handlers
@@ -248,7 +269,10 @@ class DimseServer:
             deferred = self._deferred.setdefault(id(event.assoc), set())
         outcome = self.ingest.ingest(received, caller, source=f"C-STORE {calling}",
                                      deferred=deferred)
-        status = 0x0000 if outcome.ok else (outcome.failure or PROCESSING_FAILURE)
+        if outcome.ok:  # stored; a warning status when something was left out (PS3.4 GG.4-1)
+            status = ELEMENTS_DISCARDED if outcome.warnings else 0x0000
+        else:
+            status = outcome.failure or PROCESSING_FAILURE
         OPERATIONS.labels("C-STORE", f"{status:04X}").inc()
         return status
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import anyio.to_thread
 from prometheus_client import Counter
@@ -33,8 +34,10 @@ class MllpListener:
     closed; one address may hold ``hl7_max_connections_per_peer`` connections (more are
     closed at once, and logged)."""
 
-    def __init__(self, core: Core, host: str, port: int, max_size: int) -> None:
+    def __init__(self, core: Core, host: str, port: int, max_size: int,
+                 tls: ssl.SSLContext | None = None) -> None:
         settings = core.settings
+        self.tls = tls
         self.inbound = Inbound(core)
         self.host = host
         self.port = port
@@ -47,10 +50,12 @@ class MllpListener:
         self._open: dict[str, int] = {}
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._client, self.host, self.port)
+        self.server = await asyncio.start_server(
+            self._client, self.host, self.port, ssl=self.tls,
+            ssl_handshake_timeout=self.message_timeout if self.tls else None)
         sock = self.server.sockets[0].getsockname()
         self.port = sock[1]
-        log.info("MLLP listener on %s:%d", sock[0], sock[1])
+        log.info("MLLP%s listener on %s:%d", " over TLS" if self.tls else "", sock[0], sock[1])
 
     async def stop(self) -> None:
         if self.server is not None:

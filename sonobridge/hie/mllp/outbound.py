@@ -9,7 +9,9 @@ failed with its error (``sonobridge mllp status``, ``/metrics``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import socket
 import time
 import uuid
@@ -24,7 +26,7 @@ from sonobridge.core.policy import Policy
 from sonobridge.core.services import Core
 from sonobridge.jsonio import loads
 from sonobridge.mappings.hl7v2 import CHARSETS, MSH18
-from sonobridge.mappings.oru import oru_r01
+from sonobridge.mappings.oru import members_of, oru_r01
 from sonobridge.periodic import Periodic
 from sonobridge.store import queues
 from sonobridge.store.resources import StoredResource, Writer
@@ -107,6 +109,8 @@ class ResultsOutbox:
                                      ).get("reference", "")) or {}
         observations = [obs for ref in resource.get("result", [])
                         if (obs := self._ref(writer, ref.get("reference", ""))) is not None]
+        # measurement groups hold the SR's measurements (hasMember): read them too
+        members = members_of(observations, lambda ref: self._ref(writer, ref))
         now = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "+0000"
         # A report the HIS already has a result for is sent again as a correction (C), even
         # when it is still "final": only the first final result is F.
@@ -118,7 +122,7 @@ class ResultsOutbox:
                               now=now, sending=self.sending, receiving=(destination.name, ""),
                               patient_id_system=self.settings.dicom_patient_id_system,
                               correction=reported,
-                              charset=MSH18[destination.codec])
+                              charset=MSH18[destination.codec], members=members)
             stamp = time.time_ns() // 1000
             row = {"status": "queued", "charset": destination.codec}
             try:
@@ -177,6 +181,11 @@ class OutboxSender(Periodic):
         self.queue = queues.hl7_outbox(core.store.engine)
         self.destinations = {d.name: d for d in
                              load_destinations(core.settings)}
+        self.connections = Connections(timeout)
+
+    def stop(self) -> None:
+        super().stop()
+        self.connections.close()
 
     def round(self) -> int:
         return self.send_due()
@@ -203,7 +212,8 @@ class OutboxSender(Periodic):
                                                  "longer configured")
         else:
             try:
-                ack = send(destination.host, destination.port, bytes(row.raw), self.timeout)
+                ack = self.connections.exchange(destination.host, destination.port,
+                                                bytes(row.raw))
                 code, text = _ack_code(ack)
                 values["ack"] = ack
                 if code in ("AA", "CA"):
@@ -230,16 +240,100 @@ class OutboxSender(Periodic):
 
 
 def send(host: str, port: int, message: bytes, timeout: float) -> bytes:
-    """One MLLP exchange: the framed message out, its framed ACK back."""
+    """One MLLP exchange on a connection of its own (the command line's test sends)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(b"\x0b" + message + b"\x1c\r")
-        reply = b""
-        while not reply.endswith(b"\x1c\r"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ValueError("the connection closed before the ACK")
-            reply += chunk
+        return _exchange(sock, message)
+
+
+def _exchange(sock: socket.socket, message: bytes) -> bytes:
+    """The framed message out, its framed ACK back."""
+    sock.sendall(b"\x0b" + message + b"\x1c\r")
+    reply = b""
+    while not reply.endswith(b"\x1c\r"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ValueError("the connection closed before the ACK")
+        reply += chunk
     return reply.strip(b"\x0b\x1c\r")
+
+
+class Connections:
+    """One open MLLP connection per destination, reused message after message (MLLP is a
+    stream: a message, its ACK, the next), as interface engines expect — a connection per
+    message costs a TCP handshake each and floods some receivers' logs.
+
+    A connection the peer closed (seen before sending) or idle longer than ``idle`` is
+    replaced by a new one; a kept connection that fails during the exchange is replaced and the
+    message sent once more on the new one (a failure on a new connection is the queue's to
+    retry). One sender thread owns an instance (no locking)."""
+
+    def __init__(self, timeout: float, idle: float = 60.0) -> None:
+        self.timeout = timeout
+        self.idle = idle
+        self._open: dict[tuple[str, int], tuple[socket.socket, float]] = {}
+        self.opened = 0  # connections made (for the tests and the metrics)
+
+    def exchange(self, host: str, port: int, message: bytes) -> bytes:
+        key = (host, port)
+        sock = self._reusable(key)
+        fresh = sock is None
+        if sock is None:
+            sock = self._connect(key)
+        try:
+            reply = _exchange(sock, message)
+        except (OSError, ValueError):
+            self._close(key)
+            if fresh:
+                raise
+            # A kept connection failed: most often the receiver closed it after its last ACK
+            # and the close crossed this message (receivers that take one message per
+            # connection). Once more on a new one. Should the receiver have taken the message
+            # before failing, this is the resend the queue would make anyway, a moment later
+            # (HL7 receivers recognise it by MSH-10).
+            sock = self._connect(key)
+            try:
+                reply = _exchange(sock, message)
+            except (OSError, ValueError):
+                self._close(key)
+                raise
+        self._open[key] = (sock, time.monotonic())
+        return reply
+
+    def _reusable(self, key: tuple[str, int]) -> socket.socket | None:
+        entry = self._open.get(key)
+        if entry is None:
+            return None
+        sock, last = entry
+        if time.monotonic() - last > self.idle or _closed_by_peer(sock):
+            self._close(key)
+            return None
+        return sock
+
+    def _connect(self, key: tuple[str, int]) -> socket.socket:
+        sock = socket.create_connection(key, timeout=self.timeout)
+        self.opened += 1
+        self._open[key] = (sock, time.monotonic())
+        return sock
+
+    def _close(self, key: tuple[str, int]) -> None:
+        entry = self._open.pop(key, None)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                entry[0].close()
+
+    def close(self) -> None:
+        for key in list(self._open):
+            self._close(key)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the peer closed (or reset) the connection while it was idle: readable with
+    nothing to read. Anything readable between exchanges is unexpected: start afresh."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _ack_code(ack: bytes) -> tuple[str, str]:
