@@ -1,3 +1,4 @@
 from sonobridge.app.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when a spawned process (the audit writer) imports it
+    main()

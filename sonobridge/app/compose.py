@@ -66,10 +66,26 @@ def protect_data_dir(settings: Settings) -> None:
                 path.chmod(0o600)
 
 
+def load_guide_profiles(core: Core) -> Core:
+    """Give the core's profile registry this version's implementation guide (profiles,
+    extensions, value sets, code systems: ``conformance/ig``, which the core may not import),
+    so that resources claiming the guide's profiles are validated on write from the first
+    request, whether or not the guide was also put into the store (``ensure_published``)."""
+    from sonobridge.conformance.ig.build import definitions
+    from sonobridge.core.profiles import registry_for
+
+    registry = registry_for(core.search)
+    if registry is not None:
+        registry.add(definitions())
+    return core
+
+
 def open_app_core(settings: Settings, *, run_migrations: bool = True) -> Core:
-    """The core with the edges' listeners attached (and the data directory protected)."""
+    """The core with the edges' listeners attached, the guide's profiles enforceable (and the
+    data directory protected)."""
     protect_data_dir(settings)
-    return attach_listeners(open_core(settings, run_migrations=run_migrations))
+    return load_guide_profiles(attach_listeners(open_core(settings,
+                                                          run_migrations=run_migrations)))
 
 
 def open_gateway(settings: Settings, *, run_migrations: bool = True) -> Gateway:

@@ -18,21 +18,28 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sonobridge.app.compose import open_app_core
+from sonobridge.app.status import status_endpoint
 from sonobridge.auth.guard import BearerGuard
 from sonobridge.auth.service import AuthService
 from sonobridge.auth.web import AuthWeb
 from sonobridge.config import Settings
 from sonobridge.conformance.capability import capability_statement
 from sonobridge.core.events import Answered
+from sonobridge.core.export import service_of as export_service_of
 from sonobridge.core.policy import Caller, Policy
 from sonobridge.core.roles import role_allows
 from sonobridge.core.services import Core
+from sonobridge.core.subscriptions import service_of
+from sonobridge.core.subscriptions.topics import advertise as advertise_topics
 from sonobridge.dicomweb.routes import DicomWebApp
 from sonobridge.dicomweb.wado_uri import wado_uri
+from sonobridge.fhir.bulk import BulkRoutes
 from sonobridge.fhir.formats import FORMATS, PATCH_FORMATS
 from sonobridge.fhir.interactions import Interactions
 from sonobridge.fhir.routes import FhirApp, served_interactions
+from sonobridge.fhir.websocket import SubscriptionSocket
 from sonobridge.hie.dimse.proxy import Proxy
+from sonobridge.hie.xds.endpoints import routes as xds_routes
 from sonobridge.store import migrate
 from sonobridge.store.timeutil import now_us, to_instant
 from sonobridge.web.middleware import (
@@ -55,13 +62,18 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
     published = to_instant(now_us())
 
     def capability(base: str) -> dict[str, Any]:
-        return capability_statement(base, served_interactions(), published, core.search,
-                                    formats=FORMATS, patch_formats=PATCH_FORMATS)
+        statement = capability_statement(base, served_interactions(), published, core.search,
+                                         formats=FORMATS, patch_formats=PATCH_FORMATS,
+                                         operations=core.operations.all())
+        if service_of(core) is not None:  # the Backport's topic canonicals on Subscription
+            advertise_topics(statement)
+        return statement
 
     fhir = FhirApp(Interactions(core.resources), configured_base=settings.base_url,
                    max_body=settings.max_body_size,
                    bundle_max_entries=settings.bundle_max_entries,
-                   db_threads=settings.worker_threads, capability=capability)
+                   db_threads=settings.worker_threads, capability=capability,
+                   operations=core.operations)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -76,50 +88,20 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    subscriptions = service_of(core)
+    exports = export_service_of(core)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if listeners:
-            from sonobridge.app import warmup
-
-            warmup.start(core)
-        mllp = None
-        if listeners and settings.mllp_port:
-            from sonobridge.hie.mllp.listener import MllpListener
-
-            mllp = MllpListener(core, settings.mllp_host, settings.mllp_port,
-                                settings.hl7_max_message_size)
-            await mllp.start()
-        app.state.mllp = mllp
-        outbox = None
-        if listeners and settings.sends_results:
-            from sonobridge.hie.mllp.outbound import OutboxSender
-
-            outbox = OutboxSender(core)
-            outbox.start()
-        dimse = None
-        if listeners and settings.dicom_port:
-            from sonobridge.hie.dimse.scp import DimseServer
-
-            dimse = DimseServer(core)
-            dimse.start()
-        app.state.dimse = dimse
-        forwards = None
-        if listeners and settings.dicom_forward:
-            from sonobridge.hie.dimse.forward import ForwardSender
-
-            forwards = ForwardSender(core)
-            forwards.start()
         try:
-            yield
+            if listeners:  # ``app/listeners.py``: per process, and once per cluster
+                from sonobridge.app import listeners as cluster
+
+                async with cluster.run(app, core, subscriptions):
+                    yield
+            else:
+                yield
         finally:
-            if mllp is not None:
-                await mllp.stop()
-            if outbox is not None:
-                outbox.stop()
-            if dimse is not None:
-                dimse.stop()
-            if forwards is not None:
-                forwards.stop()
             core.close()
 
     dicomweb = DicomWebApp(core, configured_base=settings.base_url,
@@ -154,13 +136,19 @@ def create_app(settings: Settings, core: Core | None = None, *, listeners: bool 
     ]
     app = Starlette(
         routes=[
+            Route("/", status_endpoint(core), methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
             *auth_web.routes(),
+            # Before the /fhir mount, which would take the websocket scope too.
+            *([SubscriptionSocket(subscriptions).route()] if subscriptions else []),
+            # Bulk Data status and file URLs (not operations: DELETE, and NDJSON files).
+            *(BulkRoutes(exports, settings.base_url).routes() if exports else []),
             *fhir.mount("/fhir"),
             *dicomweb.routes(),
             Route("/wado", wado_uri(dicomweb), methods=["GET", "HEAD"]),
+            *xds_routes(core),  # IHE XDS.b/XDS-I.b SOAP endpoints and WSDL (hie/xds)
         ],
         middleware=middleware,
         lifespan=lifespan,

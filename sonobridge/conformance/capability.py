@@ -3,11 +3,13 @@ parameters the registry really indexes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sonobridge import __version__
 from sonobridge.core.definitions import resource_types
+from sonobridge.core.operations import Operation
+from sonobridge.core.profiles import registry_for
 from sonobridge.core.search.params import MODIFIERS
 from sonobridge.core.validation import has_model
 
@@ -88,13 +90,31 @@ def security(base: str) -> dict[str, Any]:
     }
 
 
+def _operation_entry(op: Operation) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": op.name, "definition": op.definition or
+                             f"urn:sonobridge:operation:{op.name}"}
+    if op.documentation:
+        entry["documentation"] = op.documentation
+    return entry
+
+
 def capability_statement(base: str, served: Iterable[str], published: str,
                          engine: SearchEngine | None = None, secured: bool = True, *,
                          formats: Sequence[str] = ("application/fhir+json", "json"),
-                         patch_formats: Sequence[str] = ()) -> dict[str, Any]:
+                         patch_formats: Sequence[str] = (),
+                         operations: Iterable[Operation] = (),
+                         supported_profiles: Mapping[str, Sequence[str]] | None = None
+                         ) -> dict[str, Any]:
     """``served``: the interaction codes the router has a handler for; ``formats`` and
-    ``patch_formats``: the media types it reads and writes (the FHIR edge says which)."""
+    ``patch_formats``: the media types it reads and writes (the FHIR edge says which).
+    ``supported_profiles`` (type -> canonicals) defaults to the profiles the core whose
+    search ``engine`` this is holds (its profile registry: the guide's and the stored ones),
+    each listed in ``rest.resource.supportedProfile`` of its type."""
     codes = set(served)
+    if supported_profiles is None:
+        registry = registry_for(engine) if engine is not None else None
+        supported_profiles = registry.supported_profiles() if registry is not None else {}
+    registered = sorted(operations, key=lambda op: op.name)
     type_codes = [c for c in TYPE_CODES if c in codes]
     system_codes = [c for c in SYSTEM_CODES if c in codes]
     revincludes = _revincludes(engine) if engine is not None else {}
@@ -112,15 +132,22 @@ def capability_statement(base: str, served: Iterable[str], published: str,
             "conditionalDelete": "multiple" if "conditional-delete" in codes else "not-supported",
             "referencePolicy": ["literal", "logical", "local"],
         }
+        if supported_profiles.get(res_type):
+            entry["supportedProfile"] = list(supported_profiles[res_type])
         if not has_model(res_type):
             entry["documentation"] = (
                 "Accepted in JSON only and checked at the Resource level: this type has no "
                 "structure model in the validator this server uses.")
         if engine is not None and "search-type" in codes:
             entry.update(_search_block(engine, res_type, revincludes))
+        ops = []
         if res_type == "Patient" and "everything" in codes:
-            entry["operation"] = [{"name": "everything", "definition":
-                                   "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+            ops.append({"name": "everything", "definition":
+                        "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+        ops += [_operation_entry(op) for op in registered
+                if op.levels & {"type", "instance"} and (not op.types or res_type in op.types)]
+        if ops:
+            entry["operation"] = ops
         resources.append(entry)
     rest: dict[str, Any] = {
         "mode": "server",
@@ -128,14 +155,18 @@ def capability_statement(base: str, served: Iterable[str], published: str,
         "resource": resources,
         "interaction": [{"code": c} for c in system_codes],
     }
+    system_ops = [_operation_entry(op) for op in registered if "system" in op.levels]
     if "reindex" in codes:
-        rest["operation"] = [{"name": "reindex", "definition":
-                              "http://hl7.org/fhir/OperationDefinition/Resource-reindex"}]
+        system_ops.insert(0, {"name": "reindex", "definition":
+                              "http://hl7.org/fhir/OperationDefinition/Resource-reindex"})
+    if system_ops:
+        rest["operation"] = system_ops
     if engine is not None:
         rest["searchParam"] = COMMON[:2]
     if secured:
         rest["security"] = security(base)
-    return {
+    guides = _guides(supported_profiles)
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "id": "sonobridge",
         "url": f"{base}/metadata",
@@ -152,3 +183,15 @@ def capability_statement(base: str, served: Iterable[str], published: str,
         "patchFormat": list(patch_formats),
         "rest": [rest],
     }
+    if guides:
+        statement["implementationGuide"] = guides
+    return statement
+
+
+def _guides(supported_profiles: Mapping[str, Sequence[str]]) -> list[str]:
+    """The implementation guide whose profiles the server supports (ours, when they are)."""
+    from sonobridge.conformance.ig.content import CANONICAL, IG_ID, url
+
+    ours = any(p.startswith(CANONICAL + "/") for urls in supported_profiles.values()
+               for p in urls)
+    return [url("ImplementationGuide", IG_ID)] if ours else []

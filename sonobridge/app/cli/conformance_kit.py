@@ -19,7 +19,10 @@ def run(
     dicomweb: str = typer.Option(None, "--dicomweb", help="DICOMweb root (default: what the "
                                  "target's Endpoint names, else its sibling /dicomweb)"),
     suite: str = typer.Option("fhir,smart,dicomweb,dimse,hl7", "--suite",
-                              help="comma-separated: fhir,smart,dicomweb,dimse,hl7"),
+                              help="comma-separated, or 'all'. Protocol suites (the default): "
+                                   "fhir,smart,dicomweb,dimse,hl7; the guide's domain suites: "
+                                   "profiles,consultation,subscriptions,reports,qc,teaching,"
+                                   "cda"),
     dicom: str = typer.Option(None, "--dicom", help="DIMSE SCP as AET@host:port"),
     mllp: str = typer.Option(None, "--mllp", help="MLLP listener as host:port"),
     token: str = typer.Option(None, "--token", help="bearer token for every HTTP request",
@@ -67,9 +70,10 @@ def run(
     from sonobridge.conformance.kit.model import FAIL, PASS, SKIP
     from sonobridge.conformance.kit.report import html_report, write_json
     from sonobridge.conformance.kit.report import junit as to_junit
-    from sonobridge.conformance.kit.runner import counts, suites_for
+    from sonobridge.conformance.kit.runner import ALL_SUITES, counts, suites_for
 
-    suites = tuple(s.strip() for s in suite.split(",") if s.strip())
+    suites = ALL_SUITES if suite.strip() == "all" else \
+        tuple(s.strip() for s in suite.split(",") if s.strip())
     try:
         suites_for(suites)
     except ValueError as exc:

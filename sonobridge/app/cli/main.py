@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from sonobridge import __version__
 from sonobridge.app.cli.options import DatabaseUrl, DataDir
-from sonobridge.config import ConfigError, Settings
+from sonobridge.config import ENV_NAMES, ConfigError, Settings
 from sonobridge.core.policy import Policy
 
 app = typer.Typer(
@@ -71,6 +72,16 @@ def serve(
                                 "Env: SONOBRIDGE_MAX_BODY_SIZE.")] = None,
     sample: Annotated[bool, typer.Option(
         "--sample/--no-sample", help="Load the sample data into an empty database.")] = True,
+    tls_cert: Annotated[str | None, typer.Option(
+        "--tls-cert", help="Serve HTTPS with this PEM certificate chain (TLS 1.2 or later). "
+                           "Env: SONOBRIDGE_TLS_CERT.")] = None,
+    tls_key: Annotated[str | None, typer.Option(
+        "--tls-key", help="The certificate's private key (PEM). Env: SONOBRIDGE_TLS_KEY.")
+                       ] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=64,
+        help="HTTP worker processes (on PostgreSQL, or SQLite on one host). One of them runs "
+             "the MLLP and DIMSE listeners and the senders.")] = 1,
 ) -> None:
     """Run the gateway: FHIR R4 at /fhir, health at /healthz and /readyz, metrics at /metrics.
 
@@ -86,7 +97,20 @@ def serve(
 
     settings = _settings(http_host=host, http_port=port, data_dir=data_dir,
                          database_url=database_url, blob_url=blob_url, base_url=base_url,
-                         log_format=log_format, max_body_size=max_body_size)
+                         log_format=log_format, max_body_size=max_body_size,
+                         tls_cert=tls_cert, tls_key=tls_key)
+    tls = None
+    if settings.tls_cert:
+        from sonobridge.config import ConfigError
+        from sonobridge.tls import server_context
+
+        try:  # checked before anything starts: a bad certificate is a clear error, exit 2
+            server_context(settings, client_certificates=False)
+        except ConfigError as exc:
+            console.print(f"[red]configuration error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        tls = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key,
+               "ssl_ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20"}
     if not settings.auth_enabled:
         console.print("[bold red]WARNING: authorization is DISABLED (SONOBRIDGE_AUTH=disabled)."
                       "[/bold red] Every API is open to anyone who can reach "
@@ -97,7 +121,8 @@ def serve(
     except Exception as exc:
         console.print(f"[red]cannot open the store:[/red] {exc}")
         raise typer.Exit(1) from None
-    root = settings.base_url or f"http://{settings.http_host}:{settings.http_port}"
+    scheme = "https" if tls else "http"
+    root = settings.base_url or f"{scheme}://{settings.http_host}:{settings.http_port}"
     loaded = 0
     if sample and not core.store.exists_any():
         loaded = load_sample(core, f"{root}/fhir")
@@ -105,9 +130,24 @@ def serve(
 
     ensure_published(core.resources, core.server)  # GET /fhir/ImplementationGuide/sonobridge
     _banner(settings, root, loaded)
+    options: dict[str, Any] = {"host": settings.http_host, "port": settings.http_port,
+                               "log_config": None, "access_log": False,
+                               "server_header": False, "proxy_headers": False, **(tls or {})}
+    if workers > 1:
+        core.close()
+        # The workers read their settings from the environment: what was given here goes
+        # there too, so that every worker runs with the same settings as this command.
+        given = {"http_host": host, "http_port": port, "data_dir": data_dir,
+                 "database_url": database_url, "blob_url": blob_url, "base_url": base_url,
+                 "log_format": log_format, "max_body_size": max_body_size,
+                 "tls_cert": tls_cert, "tls_key": tls_key}
+        for name, value in given.items():
+            if value is not None:
+                os.environ[ENV_NAMES[name]] = str(value)
+        uvicorn.run("sonobridge.app.worker:create", factory=True, workers=workers, **options)
+        return
     app_ = create_app(settings, core, listeners=True)
-    uvicorn.run(app_, host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, server_header=False, proxy_headers=False)
+    uvicorn.run(app_, **options)
 
 
 def _banner(settings: Settings, root: str, loaded: int) -> None:
@@ -143,13 +183,28 @@ def _redact(url: str) -> str:
 
 
 @app.command("migrate")
-def migrate_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """Bring the database schema up to date (also done by `serve` at start)."""
+def migrate_command(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    sql: Annotated[bool, typer.Option(
+        "--sql", help="Print the SQL the upgrade would run (PostgreSQL), change nothing.")
+                   ] = False,
+) -> None:
+    """Bring the database schema up to date (also done by `serve` at start). Migrations only
+    go forward: to go back, restore the backup taken before the upgrade."""
     from sonobridge.store import migrate
     from sonobridge.store.db import make_engine
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     engine = make_engine(settings.resolved_database_url)
+    if sql:
+        try:
+            print(migrate.upgrade_sql(engine), end="")
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        finally:
+            engine.dispose()
+        return
     before, after = migrate.upgrade(engine)
     if before == after:
         console.print(f"schema already current at revision {after}")
@@ -229,6 +284,7 @@ def import_command(
              if f.is_file()]
     counts: dict[str, int] = {}
     failures: list[str] = []
+    warnings: list[str] = []  # stored, with something left out
     try:
         with _progress() as progress:
             task = progress.add_task("importing", total=len(files))
@@ -242,9 +298,12 @@ def import_command(
                     counts[outcome.status] = counts.get(outcome.status, 0) + 1
                     if not outcome.ok:
                         failures.append(f"{path}: {outcome.message}")
+                    warnings.extend(f"{path}: {text}" for text in outcome.warnings)
                 progress.advance(task)
     finally:
         core.close()
+    for warning in warnings if verbose else warnings[:20]:
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
     shown = failures if verbose else failures[:20]
     for failure in shown:
         console.print(f"[red]failed[/red] {escape(failure)}", soft_wrap=True)  # grep-able
@@ -449,6 +508,25 @@ def _register_auth_commands() -> None:
     from sonobridge.app.cli import conformance
 
     conformance.register(app)
+    from sonobridge.app.cli.config_check import config_app
+
+    app.add_typer(config_app, name="config")
+    from sonobridge.app.cli import backup
+
+    backup.register(app)
+    from sonobridge.app.cli.view import view_app
+
+    app.add_typer(view_app, name="view")
+    from sonobridge.app.cli.qc import qc_app
+
+    app.add_typer(qc_app, name="qc")
+    from sonobridge.app.cli.hie import hie_app
+
+    app.add_typer(hie_app, name="hie")
+    from sonobridge.app.cli.teaching import teaching_app, training_app
+
+    app.add_typer(teaching_app, name="teaching")
+    app.add_typer(training_app, name="training")
 
 
 _register_auth_commands()

@@ -96,7 +96,8 @@ def html_page(blocks: list[Block]) -> str:
 
 def pdf(blocks: list[Block]) -> bytes:
     try:
-        import weasyprint  # type: ignore[import-not-found, unused-ignore]
+        from sonobridge.core.pdf.engine import weasyprint as load
+        weasyprint = load()
     except (ImportError, OSError) as exc:  # OSError: the Pango libraries are missing
         raise RenderError(f"{PDF_NEEDS} ({exc})") from exc
     data = weasyprint.HTML(string=html_page(blocks)).write_pdf()

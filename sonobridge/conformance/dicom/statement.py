@@ -211,7 +211,8 @@ def _ae_specification(f: DicomFacts) -> list[Block]:
             ("C-ECHO", "Verification", "answered", "0000, 0124"),
             ("C-STORE", "every storage SOP class of 3.2.1.1",
              "stored byte-exact as received; data streamed to disk; the study's ImagingStudy "
-             "rebuilt once per association", "0000, 0124, A700, 0110 and PS3.4 storage "
+             "rebuilt once per association", "0000, B006 (stored; a value DICOM JSON cannot "
+             "carry left out of the metadata), 0124, A700, 0110 and PS3.4 storage "
              "failures from ingest (A9xx, Cxxx)"),
             ("C-FIND", "Patient Root (PATIENT, STUDY, SERIES, IMAGE), Study Root (STUDY, "
              "SERIES, IMAGE)", "matched like QIDO-RS: wildcards, ranges, UID lists, person "

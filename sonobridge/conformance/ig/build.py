@@ -19,6 +19,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,69 @@ def structure_definition(spec: dict[str, Any]) -> dict[str, Any]:
         "kind": "resource", "abstract": False, "type": base_type,
         "baseDefinition": HL7_SD + base_type, "derivation": "constraint",
         "snapshot": {"element": apply_differential(base_type, differential)},
-        "differential": {"element": [{"id": base_type, "path": base_type}, *differential]},
+        "differential": {"element": differential if differential and
+                         differential[0]["id"] == base_type else
+                         [{"id": base_type, "path": base_type}, *differential]},
     }
     sd["snapshot"]["element"][0]["definition"] = spec["description"]
     return sd
+
+
+def extension_definition(spec: dict[str, Any]) -> dict[str, Any]:
+    """A simple extension (one ``value[x]`` of one type, no nested extensions): the
+    StructureDefinition with its snapshot written out (the base Extension's five elements
+    with the constraints laid over them), so a validator needs nothing else to check it."""
+    ext_url = content.url("StructureDefinition", spec["id"])
+    value: dict[str, Any] = {"id": "Extension.value[x]", "path": "Extension.value[x]",
+                             "short": spec["title"], "min": 1, "max": "1",
+                             "type": [{"code": spec["value"]}]}
+    if spec.get("binding"):
+        value["binding"] = copy.deepcopy(spec["binding"])
+    differential: list[dict[str, Any]] = [
+        {"id": "Extension", "path": "Extension", "short": spec["title"],
+         "definition": spec["description"]},
+        {"id": "Extension.extension", "path": "Extension.extension", "max": "0"},
+        {"id": "Extension.url", "path": "Extension.url", "fixedUri": ext_url},
+        value,
+    ]
+    base: list[dict[str, Any]] = [
+        {"id": "Extension", "path": "Extension", "short": "Optional Extensions Element",
+         "definition": "Optional Extension Element - found in all resources.",
+         "min": 0, "max": "*"},
+        {"id": "Extension.id", "path": "Extension.id", "short": "Unique id for inter-element "
+         "referencing", "definition": "Unique id for the element within a resource.",
+         "min": 0, "max": "1", "type": [{"code": "http://hl7.org/fhirpath/System.String"}]},
+        {"id": "Extension.extension", "path": "Extension.extension",
+         "short": "Additional content defined by implementations",
+         "definition": "May be used to represent additional information.", "min": 0,
+         "max": "*", "type": [{"code": "Extension"}]},
+        {"id": "Extension.url", "path": "Extension.url", "short": "identifies the meaning of "
+         "the extension", "definition": "Source of the definition for the extension code.",
+         "min": 1, "max": "1", "type": [{"code": "uri"}]},
+        {"id": "Extension.value[x]", "path": "Extension.value[x]", "short": "Value of "
+         "extension", "definition": "Value of extension.", "min": 0, "max": "1",
+         "type": [{"code": spec["value"]}]},
+    ]
+    snapshot = []
+    for element in base:
+        element["base"] = {"path": element["path"], "min": element["min"],
+                           "max": element["max"]}
+        element["isModifier"] = False
+        for diff in differential:
+            if diff["id"] == element["id"]:
+                element.update({k: copy.deepcopy(v) for k, v in diff.items()})
+        snapshot.append(element)
+    return {
+        "resourceType": "StructureDefinition", "id": spec["id"], "url": ext_url,
+        "version": __version__, "name": spec["name"], "title": spec["title"],
+        "status": "active", "experimental": False, "date": content.DATE,
+        "publisher": content.PUBLISHER, "description": spec["description"],
+        "fhirVersion": FHIR_VERSION, "kind": "complex-type", "abstract": False,
+        "context": [{"type": "element", "expression": t} for t in spec["context"]],
+        "type": "Extension", "baseDefinition": HL7_SD + "Extension",
+        "derivation": "constraint", "snapshot": {"element": snapshot},
+        "differential": {"element": differential},
+    }
 
 
 def implementation_guide(resources: list[dict[str, Any]], examples: list[dict[str, Any]]
@@ -106,27 +166,73 @@ def implementation_guide(resources: list[dict[str, Any]], examples: list[dict[st
         "publisher": content.PUBLISHER,
         "description": "Profiles, terminology, search parameters and examples of the SonoBridge "
                        "remote ultrasound gateway (FHIR R4): consultation, ultrasound reports "
-                       "and measurements, critical values.",
+                       "and measurements, critical values, quality control (questionnaires, "
+                       "measures, views), teaching cases, WS/T 500 documents, subscription "
+                       "topics.",
         "packageId": content.PACKAGE_NAME, "license": "CC0-1.0",
         "fhirVersion": [FHIR_VERSION],
         "definition": {"resource": entries},
     }
 
 
+def with_profiles(capability: dict[str, Any], profiles: list[dict[str, Any]]
+                  ) -> dict[str, Any]:
+    """A copy of ``capability`` whose resources list the guide's profiles as
+    ``supportedProfile`` (the package's statement says what a conforming server supports)."""
+    out = copy.deepcopy(capability)
+    by_type: dict[str, list[str]] = {}
+    for spec in profiles:
+        by_type.setdefault(spec["type"], []).append(
+            content.url("StructureDefinition", spec["id"]))
+    for rest in out.get("rest", []):
+        for entry in rest.get("resource", []):
+            wanted = by_type.get(entry.get("type", ""), [])
+            held = entry.get("supportedProfile", [])
+            if wanted:
+                entry["supportedProfile"] = [*held, *(u for u in wanted if u not in held)]
+    if by_type:
+        out["implementationGuide"] = [content.url("ImplementationGuide", content.IG_ID)]
+    return out
+
+
+def all_profiles() -> list[dict[str, Any]]:
+    """The resource profiles (``content.PROFILES`` holds the domains' too)."""
+    return list(content.PROFILES)
+
+
 def guide(capability: dict[str, Any] | None = None) -> Guide:
     """The guide's resources (the CapabilityStatement, if given, goes in as it is)."""
-    resources: list[dict[str, Any]] = [structure_definition(p) for p in content.PROFILES]
+    from sonobridge.conformance.ig import domains
+
+    profiles = all_profiles()
+    resources: list[dict[str, Any]] = [structure_definition(p) for p in profiles]
+    resources += [extension_definition(e) for e in content.EXTENSIONS]
+    resources.append(domains.transition_extension())
     resources += content.value_sets()
+    resources.append(domains.document_formats())
     resources += content.code_systems()
+    resources += domains.naming_systems()
+    resources += domains.operations()
+    resources += domains.qc_resources()
+    resources += domains.subscription_topics()
     for entry in guide_search_parameters()["entry"]:
         param = copy.deepcopy(entry["resource"])
         param.setdefault("version", __version__)
         resources.append(param)
     if capability is not None:
-        resources.append(copy.deepcopy(capability))
+        resources.append(with_profiles(capability, profiles))
+    resources += domains.view_definitions()
     examples = content.examples()
     resources.append(implementation_guide(resources, examples))
     return Guide(resources, examples)
+
+
+@cache
+def definitions() -> tuple[dict[str, Any], ...]:
+    """The guide's StructureDefinitions, ValueSets and CodeSystems, built once per process
+    (the core's profile registry holds them; callers must not change them)."""
+    return tuple(r for r in guide().conformance
+                 if r["resourceType"] in ("StructureDefinition", "ValueSet", "CodeSystem"))
 
 
 def package_json() -> dict[str, Any]:

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from sonobridge import __version__
+from sonobridge.conformance.ig import domains
+from sonobridge.conformance.ig.common import CANONICAL as CANONICAL  # re-exported: the guide's
+from sonobridge.conformance.ig.common import DATE as DATE  # base and publication data
+from sonobridge.conformance.ig.common import PUBLISHER as PUBLISHER
+from sonobridge.conformance.ig.common import common as _common
+from sonobridge.conformance.ig.common import invariant as _invariant
+from sonobridge.conformance.ig.common import url
 
-CANONICAL = "http://sonobridge.org/fhir"
 PACKAGE_NAME = "sonobridge.fhir.ig"
 IG_ID = "sonobridge"
-PUBLISHER = "SonoBridge"
-DATE = "2026-12-03"
 
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
 SCT = "http://snomed.info/sct"
-
-
-def url(kind: str, rid: str) -> str:
-    return f"{CANONICAL}/{kind}/{rid}"
-
-
-def _common(kind: str, rid: str, name: str, title: str, description: str) -> dict[str, Any]:
-    return {"resourceType": kind, "id": rid, "url": url(kind, rid), "version": __version__,
-            "name": name, "title": title, "status": "active", "experimental": False,
-            "date": DATE, "publisher": PUBLISHER, "description": description}
 
 
 # ---------------------------------------------------------------------- code systems, value sets
@@ -57,6 +50,17 @@ CONSULTATION_TYPE = [
     ("written", "图文会诊", "Written (asynchronous) consultation"),
     ("video", "视频会诊", "Video (live) consultation"),
     ("imaging", "远程影像诊断", "Remote imaging diagnosis"),
+]
+CONSULTATION_CATEGORY = [
+    ("remote-ultrasound", "远程超声会诊", "Remote ultrasound consultation"),
+]
+# 会诊目的 (WS/T 500.45 DE06.00.214.00): what the requester wants from the consultation.
+CONSULTATION_PURPOSE = [
+    ("confirm-diagnosis", "明确诊断", "Confirm or establish the diagnosis"),
+    ("second-opinion", "报告复核", "Second reading of a report"),
+    ("treatment-advice", "治疗方案建议", "Advice on treatment or management"),
+    ("difficult-case", "疑难病例讨论", "Discussion of a difficult case"),
+    ("referral-assessment", "转诊评估", "Assessment for referral (双向转诊)"),
 ]
 CRITICAL_FINDING = [
     ("organ-rupture", "肝脾肾破裂出血", "Suspected rupture or bleeding of liver, spleen or kidney"),
@@ -104,9 +108,17 @@ TERMINOLOGY = [
     ("sono-consultation-type", "SonoConsultationType", "会诊类型 Consultation type",
      "Written (图文), video (视频) consultation and remote imaging diagnosis (WS/T 529).",
      CONSULTATION_TYPE),
+    ("sono-consultation-category", "SonoConsultationCategory",
+     "会诊类别 Consultation category",
+     "The category a consultation request carries in ServiceRequest.category, so that a "
+     "search by category finds every remote ultrasound consultation.", CONSULTATION_CATEGORY),
+    ("sono-consultation-purpose", "SonoConsultationPurpose", "会诊目的 Consultation purpose",
+     "What the requester wants from the consultation (WS/T 500.45 会诊目的 DE06.00.214.00).",
+     CONSULTATION_PURPOSE),
     ("sono-critical-finding", "SonoCriticalFinding", "超声危急值 Ultrasound critical findings",
      "The 14 ultrasound critical values of the 2022 quality-control indicators (US-CV-01).",
      CRITICAL_FINDING),
+    *domains.TERMINOLOGY,  # the other domains' code systems (domains.py)
 ]
 
 
@@ -148,57 +160,180 @@ def _cc(system: str, code: str, display: str | None = None) -> dict[str, Any]:
     return {"coding": [coding]}
 
 
-PROFILES: list[dict[str, Any]] = [
+# (business status code -> the Task.status it goes with: STANDARDS.md §7's table)
+TASK_STATUS_OF = {
+    "draft": "draft", "pending-local-review": "requested", "returned-by-local": "rejected",
+    "pending-acceptance": "received", "accepted": "accepted", "triage": "accepted",
+    "scheduled": "ready", "in-consultation": "in-progress",
+    "report-pending-review": "in-progress", "completed": "completed",
+    "feedback-given": "completed", "refused": "rejected", "cancelled": "cancelled",
+}
+
+
+def _state_invariant() -> str:
+    system = url("CodeSystem", "sono-consultation-business-status")
+    return " and ".join(
+        f"(businessStatus.coding.where(system = '{system}' and code = '{code}').exists() "
+        f"implies status = '{status}')" for code, status in TASK_STATUS_OF.items())
+
+
+EXT_CONSULTATION_TYPE = url("StructureDefinition", "sono-consultation-type")
+EXT_CONSULTATION_PURPOSE = url("StructureDefinition", "sono-consultation-purpose")
+
+# Extensions: (id, name, title, description, context types, value type, value set, strength)
+EXTENSIONS: list[dict[str, Any]] = [
+    {"id": "sono-consultation-type", "name": "SonoConsultationTypeExtension",
+     "title": "会诊类型 Consultation type",
+     "description": "Written (图文会诊) or video (视频会诊) consultation, or remote imaging "
+                    "diagnosis (WS/T 500.45 会诊类型 DE06.00.319.00).",
+     "context": ["ServiceRequest", "Appointment"], "value": "Coding",
+     "binding": _bind("sono-consultation-type")},
+    {"id": "sono-consultation-purpose", "name": "SonoConsultationPurposeExtension",
+     "title": "会诊目的 Consultation purpose",
+     "description": "What the requester wants from the consultation (WS/T 500.45 会诊目的 "
+                    "DE06.00.214.00): a code of the guide, or text.",
+     "context": ["ServiceRequest"], "value": "CodeableConcept",
+     "binding": _bind("sono-consultation-purpose", "extensible")},
+    *domains.EXTENSIONS,  # the other domains' simple extensions (domains.py)
+]
+
+
+def _extension_slice(base: str, slice_name: str, ext_url: str, low: int, high: str,
+                     short: str) -> dict[str, Any]:
+    return {"id": f"{base}:{slice_name}", "path": base, "sliceName": slice_name,
+            "short": short, "min": low, "max": high,
+            "type": [{"code": "Extension", "profile": [ext_url]}], "mustSupport": True}
+
+
+def _extension_slicing(base: str) -> dict[str, Any]:
+    return _el(base, slicing={"discriminator": [{"type": "value", "path": "url"}],
+                              "ordered": False, "rules": "open"})
+
+
+# Patterns carry system and code only: a client need not send (or match) a display.
+CONSULTATION_CATEGORY_CC = _cc(url("CodeSystem", "sono-consultation-category"),
+                               "remote-ultrasound")
+_TYPE_SYSTEM = url("CodeSystem", "sono-consultation-type")
+
+CONSULTATION_PROFILES: list[dict[str, Any]] = [
     {"id": "sono-consultation-request", "name": "SonoConsultationRequest", "type": "ServiceRequest",
      "title": "会诊申请 Consultation request",
      "description": "A request for a remote ultrasound consultation (WS/T 500.45 会诊记录): the "
-                    "patient, the requesting doctor and institution, the consulting "
-                    "institution, the reason (会诊原因/目的), the consultation type and the "
-                    "studies or reports to look at.",
+                    "patient, the requesting doctor (clinic) and the consulting institution or "
+                    "experts, the reason, the consultation type (图文/视频) and purpose as "
+                    "extensions, the requested time window and the studies or reports to look "
+                    "at.",
      "differential": [
+         _el("ServiceRequest", constraint=[
+             _invariant("sono-req-1", "A video consultation gives the requested time window "
+                        "(occurrence) 视频会诊需给出期望时间",
+                        f"extension.where(url = '{EXT_CONSULTATION_TYPE}').value.code = "
+                        "'video' implies occurrence.exists()"),
+             _invariant("sono-req-2", "The reason is given, coded or as a reference "
+                        "会诊原因必填", "reasonCode.exists() or reasonReference.exists()")]),
+         _extension_slicing("ServiceRequest.extension"),
+         _extension_slice("ServiceRequest.extension", "consultationType",
+                          EXT_CONSULTATION_TYPE, 1, "1", "会诊类型 Consultation type"),
+         _extension_slice("ServiceRequest.extension", "consultationPurpose",
+                          EXT_CONSULTATION_PURPOSE, 0, "1", "会诊目的 Consultation purpose"),
          _el("ServiceRequest.identifier", min=1, short="电子申请单编号 Request number",
              mustSupport=True),
          _el("ServiceRequest.intent", patternCode="order"),
-         _el("ServiceRequest.category", min=1, short="会诊类型 Consultation type",
-             binding=_bind("sono-consultation-type", "extensible"), mustSupport=True),
-         _el("ServiceRequest.code", min=1, short="What is asked for (consultation)",
+         _el("ServiceRequest.category", min=1, short="类别 Category",
+             slicing={"discriminator": [{"type": "pattern", "path": "$this"}],
+                      "ordered": False, "rules": "open"}, mustSupport=True),
+         {"id": "ServiceRequest.category:remoteUltrasound", "path": "ServiceRequest.category",
+          "sliceName": "remoteUltrasound", "short": "远程超声会诊 Remote ultrasound "
+          "consultation", "min": 1, "max": "1",
+          "patternCodeableConcept": CONSULTATION_CATEGORY_CC, "mustSupport": True},
+         _el("ServiceRequest.priority", mustSupport=True,
+             short="routine | urgent | asap | stat (deadlines follow it)"),
+         _el("ServiceRequest.code", min=1, short="检查/会诊项目 What is asked for",
              mustSupport=True),
          _el("ServiceRequest.subject", type=_ref("Patient"), mustSupport=True),
+         _el("ServiceRequest.occurrence[x]", type=[{"code": "Period"}],
+             short="期望会诊时间 Requested time window", mustSupport=True),
          _el("ServiceRequest.authoredOn", min=1, mustSupport=True),
-         _el("ServiceRequest.requester", min=1, short="会诊申请医师 Requesting doctor",
-             type=_ref("Practitioner", "PractitionerRole"), mustSupport=True),
+         _el("ServiceRequest.requester", min=1, short="会诊申请医师 Requesting doctor "
+             "(PractitionerRole of the clinic)",
+             type=_ref("PractitionerRole", "Practitioner"), mustSupport=True),
          _el("ServiceRequest.performer", short="会诊机构/专家 Consulting institution or experts",
+             type=_ref("Organization", "PractitionerRole", "Practitioner"), mustSupport=True),
+         _el("ServiceRequest.reasonCode", short="会诊原因 Reason (coded or text)",
              mustSupport=True),
-         _el("ServiceRequest.reasonCode", min=1, short="会诊原因/目的 Reason and purpose",
+         _el("ServiceRequest.reasonReference", short="会诊原因 Reason (a condition, finding)",
              mustSupport=True),
          _el("ServiceRequest.supportingInfo", short="辅助检查 Studies and reports to review",
+             type=_ref("ImagingStudy", "DocumentReference", "DiagnosticReport", "Observation"),
              mustSupport=True),
      ]},
     {"id": "sono-consultation-task", "name": "SonoConsultationTask", "type": "Task",
      "title": "会诊流程 Consultation task",
      "description": "The workflow of one consultation: Task.status with the Chinese business "
-                    "state in Task.businessStatus (STANDARDS §7), based on the request.",
+                    "state in Task.businessStatus (STANDARDS §7; the two must agree), focus "
+                    "(or basedOn) the request, for the patient, owner the expert, output the "
+                    "report, note the messages.",
      "differential": [
-         _el("Task.basedOn", min=1, type=_ref("ServiceRequest"), mustSupport=True),
+         _el("Task", constraint=[
+             _invariant("sono-task-1", "businessStatus goes with Task.status as the state "
+                        "table says 业务状态与 Task.status 一致", _state_invariant()),
+             _invariant("sono-task-2", "The Task works on the consultation request (focus or "
+                        "basedOn) 需指向会诊申请", "focus.exists() or basedOn.exists()")]),
+         _el("Task.basedOn", type=_ref("ServiceRequest"), mustSupport=True),
          _el("Task.businessStatus", min=1, short="会诊业务状态 Business state",
              binding=_bind("sono-consultation-business-status"), mustSupport=True),
          _el("Task.intent", patternCode="order"),
+         _el("Task.focus", short="会诊申请 The consultation request",
+             type=_ref("ServiceRequest"), mustSupport=True),
          _el("Task.for", min=1, type=_ref("Patient"), mustSupport=True),
          _el("Task.authoredOn", min=1),
          _el("Task.requester", min=1, mustSupport=True),
-         _el("Task.owner", short="会诊专家 Consulting expert or institution", mustSupport=True),
+         _el("Task.owner", short="会诊专家 Consulting expert or institution",
+             type=_ref("Practitioner", "PractitionerRole", "Organization"), mustSupport=True),
+         _el("Task.note", short="留言 Messages between the two sides", mustSupport=True),
+         _el("Task.output", short="会诊报告 The consultation report", mustSupport=True),
      ]},
     {"id": "sono-consultation-appointment", "name": "SonoConsultationAppointment",
      "type": "Appointment", "title": "会诊预约 Consultation appointment",
-     "description": "A scheduled live (video) consultation session (已排期).",
+     "description": "A scheduled consultation (已排期): a live video session, or the reading "
+                    "slot an expert books for a written consultation (图文会诊). The request "
+                    "it serves, start and end, the expert's Slot; a video session names both "
+                    "sides as participants.",
      "differential": [
+         _el("Appointment", constraint=[
+             _invariant("sono-appt-1", "The session ends after it starts 结束时间晚于开始时间",
+                        "(start.exists() and end.exists()) implies end > start"),
+             _invariant("sono-appt-2", "The service type says video or written consultation "
+                        "服务类型为视频会诊或图文会诊",
+                        f"serviceType.coding.where(system = '{_TYPE_SYSTEM}' and "
+                        "(code = 'video' or code = 'written')).exists()"),
+             _invariant("sono-appt-3", "A video session has both sides as participants "
+                        "视频会诊需双方参与",
+                        f"serviceType.coding.where(system = '{_TYPE_SYSTEM}' and "
+                        "code = 'video').exists() implies participant.count() >= 2")]),
          _el("Appointment.basedOn", min=1, type=_ref("ServiceRequest"), mustSupport=True),
-         _el("Appointment.serviceType", min=1, binding=_bind("sono-consultation-type",
-                                                              "extensible")),
+         _el("Appointment.serviceType", min=1,
+             slicing={"discriminator": [{"type": "pattern", "path": "$this"}],
+                      "ordered": False, "rules": "open"}),
+         {"id": "Appointment.serviceType:video", "path": "Appointment.serviceType",
+          "sliceName": "video", "short": "视频会诊 Video consultation", "min": 0, "max": "1",
+          "patternCodeableConcept": _cc(_TYPE_SYSTEM, "video"), "mustSupport": True},
+         {"id": "Appointment.serviceType:written", "path": "Appointment.serviceType",
+          "sliceName": "written", "short": "图文会诊阅片时段 Written consultation (reading "
+          "slot)", "min": 0, "max": "1",
+          "patternCodeableConcept": _cc(_TYPE_SYSTEM, "written"), "mustSupport": True},
+         _el("Appointment.slot", type=_ref("Slot"), short="专家号源 The expert's slot",
+             mustSupport=True),
          _el("Appointment.start", min=1, mustSupport=True),
          _el("Appointment.end", min=1, mustSupport=True),
-         _el("Appointment.participant", min=2, short="申请方与会诊方 Both sides"),
+         _el("Appointment.participant", min=1,
+             short="会诊方, 视频会诊另含申请方: The expert (and, for video, the requester)"),
      ]},
+]
+
+
+PROFILES: list[dict[str, Any]] = [
+    *CONSULTATION_PROFILES,
     {"id": "sono-ultrasound-report", "name": "SonoUltrasoundReport", "type": "DiagnosticReport",
      "title": "超声报告 Ultrasound report",
      "description": "An ultrasound diagnostic report: category radiology ultrasound (v2-0074 "
@@ -206,7 +341,7 @@ PROFILES: list[dict[str, Any]] = [
                     "conclusion (超声提示) and optionally the signed PDF.",
      "differential": [
          _el("DiagnosticReport.category", min=1,
-             patternCodeableConcept=_cc(V2_0074, "RUS", "Radiology Ultrasound")),
+             patternCodeableConcept=_cc(V2_0074, "RUS")),
          _el("DiagnosticReport.subject", min=1, type=_ref("Patient"), mustSupport=True),
          _el("DiagnosticReport.effective[x]", min=1, type=[{"code": "dateTime"}]),
          _el("DiagnosticReport.issued", mustSupport=True),
@@ -251,6 +386,7 @@ PROFILES: list[dict[str, Any]] = [
          _el("Communication.reasonCode", min=1, short="危急值 Critical finding",
              binding=_bind("sono-critical-finding"), mustSupport=True),
      ]},
+    domains.TEACHING_PROFILE,
 ]
 
 
@@ -286,8 +422,15 @@ def examples() -> list[dict[str, Any]]:
         "resourceType": "ServiceRequest", "id": "example-consultation-request",
         "meta": _meta("sono-consultation-request"),
         "identifier": [{"system": "urn:sonobridge:consultation", "value": "HZ-2026-0001"}],
-        "status": "active", "intent": "order",
-        "category": [_cc(consult_type, "written", "图文会诊")],
+        "extension": [
+            {"url": EXT_CONSULTATION_TYPE, "valueCoding": {
+                "system": consult_type, "code": "written", "display": "图文会诊"}},
+            {"url": EXT_CONSULTATION_PURPOSE, "valueCodeableConcept": _cc(
+                url("CodeSystem", "sono-consultation-purpose"), "confirm-diagnosis",
+                "明确诊断")}],
+        "status": "active", "intent": "order", "priority": "routine",
+        "category": [_cc(url("CodeSystem", "sono-consultation-category"),
+                         "remote-ultrasound", "远程超声会诊")],
         "code": {"text": "远程超声会诊 Remote ultrasound consultation"},
         "subject": {"reference": "Patient/example-patient"},
         "authoredOn": "2026-12-01T09:30:00+08:00",
@@ -300,6 +443,7 @@ def examples() -> list[dict[str, Any]]:
         "resourceType": "Task", "id": "example-consultation-task",
         "meta": _meta("sono-consultation-task"),
         "basedOn": [{"reference": "ServiceRequest/example-consultation-request"}],
+        "focus": {"reference": "ServiceRequest/example-consultation-request"},
         "status": "accepted",
         "businessStatus": _cc(url("CodeSystem", "sono-consultation-business-status"),
                               "accepted", "已受理"),
@@ -361,4 +505,4 @@ def examples() -> list[dict[str, Any]]:
                                       "with bleeding: act now."}],
     }
     return [patient, clinic, hospital, gp, expert, study, request, task, appointment,
-            observation, report, communication]
+            observation, report, communication, domains.teaching_example()]

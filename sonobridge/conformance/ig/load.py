@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sonobridge import __version__
-from sonobridge.conformance.ig import content
 from sonobridge.core.errors import CoreError
 
 if TYPE_CHECKING:
@@ -24,6 +22,18 @@ CONFORMANCE_TYPES = frozenset({
     "PlanDefinition", "StructureMap", "GraphDefinition", "MessageDefinition",
     "TerminologyCapabilities", "ExampleScenario", "EventDefinition", "ObservationDefinition",
     "SpecimenDefinition"})
+
+
+# Not FHIR R4 resource types: in the package for other tools, never written to the store
+# (the server answers ``ViewDefinition/$run`` on the shipped views itself).
+PACKAGE_ONLY_TYPES = frozenset({"ViewDefinition"})
+
+
+def is_topic(res: dict[str, Any]) -> bool:
+    """A SubscriptionTopic carried as ``Basic`` (the Backport IG's R4 form): a conformance
+    resource although Basic in general is not."""
+    return res.get("resourceType") == "Basic" and any(
+        c.get("code") == "SubscriptionTopic" for c in (res.get("code") or {}).get("coding", []))
 
 
 def package_resources(path: Path, *, examples: bool = False) -> list[dict[str, Any]]:
@@ -47,7 +57,7 @@ def package_resources(path: Path, *, examples: bool = False) -> list[dict[str, A
             res = files.get(name)
             if not isinstance(res, dict) or "resourceType" not in res or "id" not in res:
                 continue
-            if wanted is None or res["resourceType"] in wanted:
+            if wanted is None or res["resourceType"] in wanted or is_topic(res):
                 out.append(res)
     return out
 
@@ -83,14 +93,23 @@ def load_package(resources: Resources, caller: Caller, path: Path, *,
 
 def ensure_published(resources: Resources, caller: Caller) -> Loaded:
     """Put this version's guide (its conformance resources, without the CapabilityStatement,
-    which ``/metadata`` serves live) into the store unless ``ImplementationGuide/sonobridge`` of
-    this version is there already; so ``GET /fhir/ImplementationGuide/sonobridge`` and
-    ``/fhir/StructureDefinition?name=Sono…`` answer on any server."""
+    which ``/metadata`` serves live) into the store, each one written only when the stored one
+    differs or is missing; so ``GET /fhir/ImplementationGuide/sonobridge``,
+    ``/fhir/StructureDefinition?name=Sono…`` and the guide's ValueSets and CodeSystems answer
+    on any server, a restart writes nothing, and a changed guide is published even when the
+    version number did not move."""
     from sonobridge.conformance.ig.build import guide
     from sonobridge.jsonio import loads
 
-    stored = resources.store.read("ImplementationGuide", content.IG_ID)
-    if stored is not None and not stored.deleted and stored.content is not None \
-            and loads(stored.content).get("version") == __version__:
-        return Loaded()
-    return load_resources(resources, caller, guide().conformance)
+    wanted = []
+    for res in guide().conformance:
+        if res["resourceType"] in PACKAGE_ONLY_TYPES:
+            continue
+        stored = resources.store.read(res["resourceType"], res["id"])
+        if stored is not None and not stored.deleted and stored.content is not None:
+            body = loads(stored.content)
+            body.pop("meta", None)
+            if body == res:
+                continue
+        wanted.append(res)
+    return load_resources(resources, caller, wanted)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sonobridge import __version__
 from sonobridge.conformance.ig import content
+from sonobridge.conformance.ig.domains import canonical_of
 
 if TYPE_CHECKING:
     from sonobridge.conformance.ig.build import Guide
@@ -53,6 +54,13 @@ def _constraint_text(element: dict[str, Any]) -> str:
            for k, v in element.items() if k.startswith(("pattern", "fixed"))]
     if element.get("mustSupport"):
         out.append("must support 必须支持")
+    if element.get("slicing"):
+        rules = element["slicing"]
+        on = ", ".join(f"{d['type']} {d['path']}" for d in rules.get("discriminator", []))
+        out.append(f"sliced 切片 by {escape(on)} ({escape(rules.get('rules', 'open'))})")
+    out.extend(f"<b>{escape(c['key'])}</b> ({escape(c['severity'])}): {escape(c['human'])}"
+               f"<br><code>{escape(c['expression'])}</code>"
+               for c in element.get("constraint", []) if "expression" in c)
     return "<br>".join(out)
 
 
@@ -62,9 +70,11 @@ def profile_page(sd: dict[str, Any], examples: list[dict[str, Any]]) -> str:
     for el in sd["snapshot"]["element"]:
         depth = el["path"].count(".")
         cls = " class=\"diff\"" if el["id"] in diff_ids else ""
+        slice_name = f" : <b>{escape(el['sliceName'])}</b>" if el.get("sliceName") else ""
         rows.append(
             f"<tr{cls}><td style=\"padding-left:{0.5 + depth}em\"><code>{escape(el['path'])}"
-            f"</code></td><td>{el.get('min', 0)}..{escape(str(el.get('max', '*')))}</td>"
+            f"</code>{slice_name}</td>"
+            f"<td>{el.get('min', 0)}..{escape(str(el.get('max', '*')))}</td>"
             f"<td>{escape(_type_text(el))}</td><td>{_binding_text(el.get('binding', {}))}</td>"
             f"<td>{escape(el.get('short', ''))}</td><td>{_constraint_text(el)}</td></tr>")
     bindings = [el for el in sd["snapshot"]["element"]
@@ -96,11 +106,17 @@ def profile_page(sd: dict[str, Any], examples: list[dict[str, Any]]) -> str:
 
 def terminology_page(res: dict[str, Any], g: Guide) -> str:
     if res["resourceType"] == "ValueSet":
-        systems = [i.get("system", "") for i in res.get("compose", {}).get("include", [])]
-        concepts = [c for s in systems for c in g.by_url().get(s, {}).get("concept", [])]
+        includes = res.get("compose", {}).get("include", [])
+        systems = [i.get("system", "") for i in includes]
+        # listed codes of another system (English in the designation), else a whole system
+        concepts = [{**c, "definition": next(iter(d["value"] for d in c.get("designation", [])),
+                                             "")} for i in includes for c in i.get("concept", [])]
+        concepts += [c for i in includes if not i.get("concept")
+                     for c in g.by_url().get(i.get("system", ""), {}).get("concept", [])]
         intro = "".join(
             f"<p>包含代码系统 Includes <a href=\"CodeSystem-{escape(s.rsplit('/', 1)[-1])}"
-            f".html\"><code>{escape(s)}</code></a></p>" for s in systems)
+            f".html\"><code>{escape(s)}</code></a></p>" if s.startswith(content.CANONICAL)
+            else f"<p>包含 Includes <code>{escape(s)}</code></p>" for s in systems)
     else:
         concepts, intro = res.get("concept", []), ""
     rows = "".join(
@@ -120,23 +136,30 @@ def index_page(g: Guide) -> str:
             links = [f"<li><a href=\"{kind}-{escape(r['id'])}.html\">{escape(r['title'])}</a>"
                      f" <code>{escape(r['url'])}</code></li>" for r in found]
         else:
-            links = [f"<li>{escape(r.get('name') or r['id'])} <code>"
-                     f"{escape(r.get('url', ''))}</code></li>" for r in found]
+            links = [f"<li>{escape(r.get('title') or r.get('name') or r['id'])} <code>"
+                     f"{escape(' '.join(canonical_of(r)))}</code></li>" for r in found]
         return "".join(links) or "<li>—</li>"
 
     body = (
         "<h1>SonoBridge 远程超声实施指南<br><span class=\"en\">SonoBridge remote ultrasound "
         "implementation guide</span></h1>"
         "<p>本指南描述 SonoBridge 网关的 FHIR R4 配置文件、术语、搜索参数与示例：远程会诊、超声报告"  # noqa: RUF001
-        "与测量、危急值通知。</p><p class=\"en\">This guide describes the FHIR R4 profiles, "
+        "与测量、危急值通知、质控、教学病例、WS/T 500 文档与订阅。</p>"
+        "<p class=\"en\">This guide describes the FHIR R4 profiles, "
         "terminology, search parameters and examples of the SonoBridge gateway: remote "
-        "consultation, ultrasound reports and measurements, critical value notification.</p>"
+        "consultation, ultrasound reports and measurements, critical value notification, quality "
+        "control, teaching cases, WS/T 500 documents and subscriptions.</p>"
         f"<p>FHIR NPM 包 Package: <code>{escape(content.PACKAGE_NAME)}#{escape(__version__)}"
         f"</code> · canonical <code>{escape(content.CANONICAL)}</code> · FHIR 4.0.1</p>"
         f"<h2>配置文件 Profiles</h2><ul>{items('StructureDefinition')}</ul>"
         f"<h2>值集 Value sets</h2><ul>{items('ValueSet')}</ul>"
         f"<h2>代码系统 Code systems</h2><ul>{items('CodeSystem')}</ul>"
         f"<h2>搜索参数 Search parameters</h2><ul>{items('SearchParameter')}</ul>"
+        f"<h2>操作 Operations</h2><ul>{items('OperationDefinition')}</ul>"
+        f"<h2>标识符系统 Identifier systems</h2><ul>{items('NamingSystem')}</ul>"
+        f"<h2>质控 Quality control</h2><ul>{items('Questionnaire')}{items('Measure')}"
+        f"{items('Library')}{items('ViewDefinition')}</ul>"
+        f"<h2>订阅主题 Subscription topics</h2><ul>{items('Basic')}</ul>"
         f"<h2>能力声明 CapabilityStatement</h2><ul>{items('CapabilityStatement')}</ul>"
         "<h2>示例 Examples</h2><ul>" + "".join(
             f"<li>{escape(e['resourceType'])}/{escape(e['id'])}</li>" for e in g.examples)

@@ -110,11 +110,16 @@ CONSTRAINT_KEYS = ("short", "definition", "comment", "min", "max", "type", "must
 def apply_differential(res_type: str, differential: list[dict[str, Any]]
                        ) -> list[dict[str, Any]]:
     """The snapshot of a profile on ``res_type`` whose differential is ``differential``.
-    Every differential element must name an element of the base (no slicing here)."""
+    Every differential element names an element of the base, or a slice of one (``sliceName``,
+    id ``Path:name``): a slice starts as a copy of its base element, placed after the base
+    element's children and earlier slices, as the R4 snapshots order them. Constraints
+    (``constraint``) add to the base's; every other property replaces the base's."""
     snapshot = base_snapshot(res_type)
     by_id = {e["id"]: e for e in snapshot}
     for diff in differential:
         target = by_id.get(diff["id"])
+        if target is None and diff.get("sliceName"):
+            target = _new_slice(snapshot, by_id, diff)
         if target is None:
             raise ValueError(f"differential element {diff['id']} is not in the base {res_type}")
         for key, value in diff.items():
@@ -122,9 +127,27 @@ def apply_differential(res_type: str, differential: list[dict[str, Any]]
                 continue
             if key == "type" and target.get("type"):
                 target["type"] = _narrow_types(target["type"], value)
+            elif key == "constraint":
+                target["constraint"] = [*target.get("constraint", []), *copy.deepcopy(value)]
             else:
                 target[key] = copy.deepcopy(value)
     return snapshot
+
+
+def _new_slice(snapshot: list[dict[str, Any]], by_id: dict[str, dict[str, Any]],
+               diff: dict[str, Any]) -> dict[str, Any] | None:
+    base_id, _, name = diff["id"].rpartition(":")
+    base = by_id.get(base_id)
+    if base is None or name != diff["sliceName"] or not base.get("slicing"):
+        return None  # a slice needs its base element, sliced before it
+    element = copy.deepcopy(base)
+    element.pop("slicing", None)
+    element.update({"id": diff["id"], "sliceName": name})
+    last = max(i for i, e in enumerate(snapshot)
+               if e["id"] == base_id or e["id"].startswith((base_id + ".", base_id + ":")))
+    snapshot.insert(last + 1, element)
+    by_id[diff["id"]] = element
+    return element
 
 
 def _narrow_types(base: list[dict[str, Any]], wanted: list[dict[str, Any]]

@@ -26,7 +26,10 @@ from sonobridge.conformance.kit.model import (
     TestDef,
 )
 
-ALL_SUITES = ("fhir", "smart", "dicomweb", "dimse", "hl7")
+# One module per suite under ``conformance/kit/`` (its ``SUITE``'s id is the module's name): a
+# domain adds its checks by adding a module and its name here.
+ALL_SUITES = ("fhir", "smart", "dicomweb", "dimse", "hl7", "profiles", "cda", "qc", "reports",
+              "consultation", "subscriptions", "teaching", "exchange")
 
 
 @dataclass
@@ -59,10 +62,12 @@ class Options:
 
 
 def suites_for(names: tuple[str, ...]) -> list[Suite]:
-    from sonobridge.conformance.kit import dicomweb, dimse, fhir, hl7, smart
+    from importlib import import_module
 
-    every = (fhir.SUITE, smart.SUITE, dicomweb.SUITE, dimse.SUITE, hl7.SUITE)
-    known: dict[str, Suite] = {s.id: s for s in every}
+    known: dict[str, Suite] = {}
+    for module in ALL_SUITES:
+        suite: Suite = import_module(f"sonobridge.conformance.kit.{module}").SUITE
+        known[suite.id] = suite
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown suite(s): {', '.join(unknown)} (known: {', '.join(known)})")
