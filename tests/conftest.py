@@ -27,6 +27,7 @@ PG_URL = os.environ.get("SONOBRIDGE_TEST_POSTGRES_URL",
 REQUIRE_PG = os.environ.get("SONOBRIDGE_TEST_REQUIRE_POSTGRES") == "1"
 FIXTURES = Path(__file__).parent / "fixtures"
 from sonobridge.store.tables import metadata  # noqa: E402
+from tests.s3 import moto_server  # noqa: E402,F401  (a session fixture)
 
 TABLES = tuple(t.name for t in reversed(metadata.sorted_tables))
 
@@ -148,9 +149,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     engine.dispose()
 
 
+# ``SONOBRIDGE_TEST_BLOB=s3``: every test's blobs go to a fresh bucket of a real S3 API server
+# (moto, tests/s3.py) instead of files — `make test` runs the DICOMweb and DIMSE tests so once.
+S3_BLOBS = os.environ.get("SONOBRIDGE_TEST_BLOB") == "s3"
+
+
 @pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=db_url, auth="disabled", audit=False)
+def settings(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    blob_url = None
+    if S3_BLOBS:
+        from tests.s3 import make_bucket
+
+        endpoint = request.getfixturevalue("moto_server")
+        blob_url = f"s3://{make_bucket(endpoint)}/blobs?endpoint={endpoint}&region=us-east-1"
+    return Settings(data_dir=tmp_path, database_url=db_url, auth="disabled", audit=False,
+                    blob_url=blob_url)
 
 
 @pytest.fixture

@@ -127,7 +127,8 @@ def test_user_scopes_are_bounded_by_role(smart):
     answer = {"resourceType": "QuestionnaireResponse", "status": "completed"}
     assert smart.http.post("/fhir/QuestionnaireResponse", json=answer,
                            headers=bearer(trainee)).status_code == 201
-    assert get(smart, trainee, "/fhir/Observation/o2").status_code == 200
+    # identified data: a trainee reads teaching material only (issue 16)
+    assert get(smart, trainee, "/fhir/Observation/o2").status_code == 403
     expert = token(smart, "user/*.cruds", role="remote-expert")
     assert smart.http.post("/fhir/DiagnosticReport", json=report, headers=bearer(expert)
                            ).status_code == 201

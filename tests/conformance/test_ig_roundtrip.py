@@ -13,7 +13,7 @@ from sonobridge import jsonio
 from sonobridge.app.cli.main import app
 from sonobridge.config import Settings
 from sonobridge.conformance.ig.build import read_package
-from sonobridge.conformance.ig.load import ensure_published, load_package
+from sonobridge.conformance.ig.load import PACKAGE_ONLY_TYPES, ensure_published, load_package
 from sonobridge.core.policy import Policy
 from sonobridge.core.services import Core, open_core
 
@@ -40,7 +40,7 @@ def test_cli_round_trip_into_a_fresh_database(package: Path, tmp_path: Path,
     data = tmp_path / "data"
     result = CliRunner().invoke(app, ["ig", "load", str(package), "--data-dir", str(data),
                                       "--examples"])
-    # the CapabilityStatement is refused by the server's validator (see test_ig_package)
+    assert result.exit_code == 0, result.output
     assert "StructureDefinition" in result.output, result.output
     files = read_package(package)
     core = open_core(Settings(data_dir=data, auth="disabled", audit=False))
@@ -49,10 +49,14 @@ def test_cli_round_trip_into_a_fresh_database(package: Path, tmp_path: Path,
         for name, res in files.items():
             if name.endswith(("package.json", ".index.json")):
                 continue
-            if res["resourceType"] == "CapabilityStatement":
+            if res["resourceType"] in {"CapabilityStatement", *PACKAGE_ONLY_TYPES}:
                 continue
             body = _stored(core, res)
             expected = {k: v for k, v in res.items() if k != "meta"}
+            if name.startswith("package/example/"):
+                # clinical examples may gain what the domains derive on write (e.g. the
+                # critical-value acknowledgement extension): every element loaded is kept as is
+                body = {k: v for k, v in body.items() if k in expected}
             assert body == expected, name
             checked += 1
         assert checked >= 27
@@ -63,7 +67,9 @@ def test_cli_round_trip_into_a_fresh_database(package: Path, tmp_path: Path,
 def test_load_counts_and_refusals(core: Core, package: Path) -> None:
     caller = core.caller(Policy.system("ig-load", "test"), "local")
     loaded = load_package(core.resources, caller, package)
-    assert loaded.counts["StructureDefinition"] == 6
+    assert loaded.counts["StructureDefinition"] == 19  # 7 profiles, 12 extensions
+    assert loaded.counts["Basic"] == 4  # the subscription topics (Backport R4 form)
+    assert "ViewDefinition" not in loaded.counts
     assert loaded.counts["ImplementationGuide"] == 1
     assert "Patient" not in loaded.counts  # examples only when asked
     assert all(r.startswith("CapabilityStatement/") for r in loaded.refused)

@@ -118,8 +118,15 @@ def test_answered_defaults():
 
 def test_event_fields():
     assert [f.name for f in dataclasses.fields(ResourceChanged)] == [
-        "writer", "caller", "action", "interaction", "stored", "resource", "changed"]
+        "writer", "caller", "action", "interaction", "stored", "resource", "changed",
+        "audited"]
     assert [f.name for f in dataclasses.fields(InstanceStored)] == [
         "writer", "caller", "sop_class_uid", "sop_uid", "study_uid", "series_uid", "modality",
-        "source"]
+        "source", "metadata", "warnings", "new"]
+    assert dataclasses.fields(InstanceStored)[-3].default is None
+    assert dataclasses.fields(InstanceStored)[-1].default is False
+    one = InstanceStored(None, CALLER, "1.2", "1.2.3", "1.2.3.4", "1.2.3.5", "US", "STOW-RS")
+    two = InstanceStored(None, CALLER, "1.2", "1.2.3", "1.2.3.4", "1.2.3.5", "US", "STOW-RS")
+    one.warnings.append("an SR item left unmapped")  # listeners tell the sender through it
+    assert two.warnings == []
     assert dataclasses.fields(ResourceChanged)[-1].default is True

@@ -112,12 +112,15 @@ def test_parse_viewport_bad(value, message):
 @pytest.mark.parametrize("value,expected", [
     (None, None),
     ("", None),
-    ("40,400", (40.0, 400.0)),
-    ("-600,1600", (-600.0, 1600.0)),
-    ("127.5,255.5", (127.5, 255.5)),
-    (" 40 , 400 ", (40.0, 400.0)),
-    ("40,400,LINEAR", (40.0, 400.0)),  # the function is accepted and not used
-    ("40,0.001", (40.0, 0.001)),
+    ("40,400", (40.0, 400.0, "LINEAR")),  # linear unless told
+    ("-600,1600", (-600.0, 1600.0, "LINEAR")),
+    ("127.5,255.5", (127.5, 255.5, "LINEAR")),
+    (" 40 , 400 ", (40.0, 400.0, "LINEAR")),
+    ("40,400,linear", (40.0, 400.0, "LINEAR")),
+    ("40,400,linear-exact", (40.0, 400.0, "LINEAR_EXACT")),
+    ("40,400,sigmoid", (40.0, 400.0, "SIGMOID")),
+    ("40,400, Sigmoid ", (40.0, 400.0, "SIGMOID")),
+    ("40,0.001", (40.0, 0.001, "LINEAR")),
 ])
 def test_parse_window(value, expected):
     assert parse_window(value) == expected
@@ -130,6 +133,10 @@ def test_parse_window(value, expected):
     (",400", "window is center,width[,function]"),
     ("40,0", "window width must be positive"),
     ("40,-1", "window width must be positive"),
+    ("40,400,cubic", "the window function is linear, linear-exact or sigmoid"),
+    ("40,400,linear_exact", "the window function is linear, linear-exact or sigmoid"),
+    ("40,400,", "the window function is linear, linear-exact or sigmoid"),
+    ("40,400,linear,1", "the window function is linear, linear-exact or sigmoid"),
 ])
 def test_parse_window_bad(value, message):
     with pytest.raises(DicomwebError) as err:

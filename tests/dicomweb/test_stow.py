@@ -131,7 +131,7 @@ def test_part_over_the_size_limit(client, core):
     r = stow(client, [cine("jpeg")])
     assert r.status_code == 413
     assert stored_count(client) == 0
-    assert list((core.blobs.root / ".incoming").iterdir()) == []
+    assert list(core.blobs.scratch.iterdir()) == []
 
 
 def test_metadata_and_bulk_data_form(client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -66,11 +67,19 @@ def test_ranges_and_streams(tmp_path):
                                                        bytes(range(8, 10))]
 
 
-def test_stream_opens_nothing_until_read(tmp_path):
+def test_stream_opens_nothing_until_read(tmp_path, monkeypatch):
     store = FileBlobStore(tmp_path)
-    chunks = store.stream("missing")  # no error yet: a response not sent opens nothing
+    # A missing blob is said at once (while the response can still be a 404)…
     with pytest.raises(FileNotFoundError):
-        next(chunks)
+        store.stream("missing")
+    store.put("k", [b"abc"])
+    opened = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self) or
+                        real_open(self, *a, **k))
+    chunks = store.stream("k")  # …but a response never sent opens nothing
+    assert opened == []
+    assert b"".join(chunks) == b"abc" and len(opened) == 1
 
 
 def test_put_file_takes_a_scratch_file_in(tmp_path):
@@ -81,3 +90,12 @@ def test_put_file_takes_a_scratch_file_in(tmp_path):
     assert not part.exists() and store.open("dicom/x.dcm").read() == b"dicom"
     with store.local_copy("dicom/x.dcm") as path:
         assert path.read_bytes() == b"dicom"
+
+
+def test_keys_skip_what_is_being_received(tmp_path):
+    store = FileBlobStore(tmp_path)
+    store.put("dicom/1/a.dcm", [b"x"])
+    store.put("other/c", [b"x"])
+    (store.scratch / "part").write_bytes(b"half")
+    assert list(store.keys("dicom/")) == ["dicom/1/a.dcm"]
+    assert list(store.keys()) == ["dicom/1/a.dcm", "other/c"]

@@ -236,6 +236,34 @@ def test_bad_stores_are_refused_and_nothing_is_indexed(pacs):
     assert found == 204
 
 
+def test_a_value_dicom_json_cannot_carry_is_stored_with_a_warning(pacs, tmp_path):
+    """A DS that is not a number, deep in a sequence: storescu hears warning 0xB006
+    (Elements Discarded, PS3.4 GG.4-1), the object is kept whole and its metadata holds the
+    rest of the sequence."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    ds = cine("native", frames=1, study=generate_uid())
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item[0x00180050] = RawDataElement(Tag(0x00180050), "DS", 3, b"abc", 0, False, True)
+    ds.ReferencedImageSequence = [item]
+    path = tmp_path / "bad-ds.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    done = pacs.dcm("storescu", "-v", files=(str(path),))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Warning: ElementsDiscarded" in done.stderr, done.stderr  # dcmtk names 0xB006
+    base = (f"{pacs.base}/dicomweb/studies/{ds.StudyInstanceUID}/series/"
+            f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}")
+    whole = httpx.get(base, headers={"Accept": 'multipart/related; type="application/dicom"'},
+                      timeout=60)
+    assert whole.status_code == 200 and b"abc" in whole.content
+    metadata = httpx.get(f"{base}/metadata", timeout=60).json()[0]
+    assert metadata["00081140"]["Value"] == [
+        {"00081150": {"vr": "UI", "Value": [ds.SOPClassUID]}}]
+
+
 def test_unsupported_sop_class_or_transfer_syntax_is_rejected(pacs):
     from pynetdicom import AE
 

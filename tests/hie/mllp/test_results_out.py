@@ -134,7 +134,7 @@ def test_final_report_goes_out_as_oru(setup, port):
     assert obx[0][2] == "TX" and obx[0][5] == "肝脏大小正常。No focal lesion."
     # the report's code has no coding: OBX-3 still identifies the observation
     assert obx[0][3] == "18782-3^Radiology Study observation (narrative)^LN"
-    assert obx[1][2] == "NM" and obx[1][5] == "14.5" and obx[1][6] == "cm"
+    assert obx[1][2] == "NM" and obx[1][5] == "14.5" and obx[1][6] == "cm^cm^UCUM"
     assert obx[1][3] == "11348-0^liver length^LN"
     counts = {(d, s): n for d, s, n in status(core)["counts"]}
     assert counts[("out", "sent")] == 1
@@ -152,17 +152,23 @@ def test_amended_report_is_sent_again_as_a_correction(setup, port):
     assert [m.split("\r")[3].split("|")[25] for m in his.received] == ["F", "C"]
 
 
-def test_a_final_report_rewritten_is_sent_as_a_correction(setup, port):
-    """The HIS has an F result; a changed report that is still "final" must not be a second
-    F (which many HIS file as a duplicate), but a correction: also once the first is sent."""
+def test_a_final_report_corrected_is_sent_as_a_correction(setup, port):
+    """The HIS has an F result; the report corrected (R4: a final report changes only as
+    corrected/amended, never in place) goes out as a correction C, not a second F (which many
+    HIS file as a duplicate)."""
+    from sonobridge.core.errors import CoreError
+
     core, put, _ = setup
     his = FakeHis(port)
     try:
         sender = OutboxSender(core)
         put(report("final"))
         assert sender.send_due() == 1  # delivered before the report changes
-        put(report("final", "肝脏大小正常。Small simple cyst, 4 mm."))
-        put(report("final", "肝脏大小正常。Small simple cyst, 4 mm."))  # unchanged: no message
+        with pytest.raises(CoreError) as refused:  # changed in place: refused, nothing sent
+            put(report("final", "肝脏大小正常。Small simple cyst, 4 mm."))
+        assert refused.value.status == 409
+        put(report("corrected", "肝脏大小正常。Small simple cyst, 4 mm."))
+        put(report("corrected", "肝脏大小正常。Small simple cyst, 4 mm."))  # unchanged: none
         assert sender.send_due() == 1
     finally:
         his.close()
