@@ -7,7 +7,9 @@
    one at a time, interleaved for --rounds rounds so drift hits all three alike:
    - authorization disabled, no audit trail (the baseline);
    - authorization on (a bearer token on every request), no audit trail;
-   - authorization on and the audit trail on (an AuditEvent per read, written in batches).
+   - authorization on and the audit trail on (an AuditEvent per read, written in batches by a
+     thread of the server's process, the default);
+   - the same with the writer as a process of its own (SONOBRIDGE_AUDIT_WRITER=process).
    Reports req/s and p50/p99 per configuration and the p50 added by the token.
 3. Measures ``Tokens.check`` in-process: first sight of a token (RS256 verify) and a repeat.
 4. Token endpoint: 8 concurrent clients asking for client_credentials tokens for --seconds,
@@ -129,6 +131,8 @@ def main() -> None:
         "authorization off": {"SONOBRIDGE_AUTH": "disabled", "SONOBRIDGE_AUDIT": "off"},
         "bearer token": {"SONOBRIDGE_AUTH": "enabled", "SONOBRIDGE_AUDIT": "off"},
         "bearer token + audit trail": {"SONOBRIDGE_AUTH": "enabled", "SONOBRIDGE_AUDIT": "on"},
+        "… with the writer as a process": {"SONOBRIDGE_AUTH": "enabled", "SONOBRIDGE_AUDIT": "on",
+                                           "SONOBRIDGE_AUDIT_WRITER": "process"},
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     token = ""
