@@ -82,7 +82,13 @@ def _text(length: int) -> String:
     return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
-def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...]) -> Table:
+def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...],
+                 sparse: tuple[str, ...] = ()) -> Table:
+    """One search index table. A column in ``sparse`` is NULL in most rows (a reference's
+    absolute URL or identifier, a token's text): its index is partial, ``WHERE col IS NOT
+    NULL``, so the rows without it cost no index update on write. Every search on such a column
+    compares it (``=``, a range), which implies NOT NULL, so both SQLite and PostgreSQL still
+    pick the partial index."""
     table = Table(
         name, metadata,
         Column("rid", RowId, nullable=False),
@@ -97,7 +103,11 @@ def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...
     )
     Index(f"ix_{name}_rid", table.c.rid, table.c.param)
     for cols in indexes:
-        Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
+        partial: dict[str, Any] = {}
+        if cols[-1] in sparse:
+            where = table.c[cols[-1]].isnot(None)
+            partial = {"sqlite_where": where, "postgresql_where": where}
+        Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols), **partial)
     return table
 
 
@@ -111,7 +121,8 @@ idx_token = _index_table(
     Column("system", String(255), nullable=True),
     Column("code", String(255), nullable=True),
     Column("text", _text(255), nullable=True),
-    indexes=(("res_type", "param", "code", "system"), ("res_type", "param", "text")))
+    indexes=(("res_type", "param", "code", "system"), ("res_type", "param", "text")),
+    sparse=("text",))
 idx_reference = _index_table(
     "idx_reference",
     Column("target_type", String(64), nullable=True),
@@ -122,7 +133,8 @@ idx_reference = _index_table(
     indexes=(("res_type", "param", "target_type", "target_id"),
              ("target_type", "target_id", "res_type", "param"),
              ("res_type", "param", "url"),
-             ("res_type", "param", "ident_value")))
+             ("res_type", "param", "ident_value")),
+    sparse=("url", "ident_value"))
 idx_date = _index_table(
     "idx_date",
     Column("low", BigInteger, nullable=False),

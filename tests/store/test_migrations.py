@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
 
 from sonobridge.store import migrate
 from sonobridge.store.tables import metadata
@@ -19,3 +21,53 @@ def test_schema_is_current_and_upgrade_is_idempotent(core):
     assert migrate.is_current(core.engine)
     before, after = migrate.upgrade(core.engine)
     assert before == after == migrate.head_revision()
+
+
+
+SPARSE = {"ix_idx_reference_res_type_param_url": "url",
+          "ix_idx_reference_res_type_param_ident_value": "ident_value",
+          "ix_idx_token_res_type_param_text": "text"}
+
+
+def _where(conn, name: str) -> str | None:
+    """The index's condition as plain words (SQLite keeps the DDL's quotes, PostgreSQL adds
+    parentheses), or None when it has none."""
+    if conn.dialect.name == "sqlite":
+        sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?",
+                                   (name,)).scalar_one()
+    else:
+        sql = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE indexname = %(n)s "
+                                   "AND schemaname = current_schema()", {"n": name}).scalar_one()
+    _, found, where = sql.partition(" WHERE ")
+    return where.translate(str.maketrans("", "", '"()')) if found else None
+
+
+def test_sparse_columns_have_partial_indexes_that_searches_use(core):
+    """A reference's URL and identifier and a token's text are NULL in most rows: their
+    indexes skip those rows (migration 0013), and the searches on them still use the index."""
+    with core.engine.connect() as conn:
+        assert {name: _where(conn, name) for name in SPARSE} == {
+            name: f"{column} IS NOT NULL" for name, column in SPARSE.items()}
+        if conn.dialect.name != "sqlite":
+            return
+        for table, condition, params, index in (
+                ("idx_reference", "url = ?", ("http://x/Patient/1",), "_url"),
+                ("idx_reference", "ident_value = ?", ("X1",), "_ident_value"),
+                ("idx_token", "text >= ? AND text < ?", ("liv", "liw"), "_text")):
+            plan = conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN SELECT rid FROM {table} WHERE res_type = ? AND param = ? "
+                f"AND {condition}", ("Observation", "subject", *params)).all()
+            assert f"USING INDEX ix_{table}_res_type_param{index} " in plan[0][-1], plan
+
+
+def test_downgrade_from_0013_restores_full_indexes(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate.upgrade(engine)
+    cfg = migrate._config()
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012")
+        conn.commit()
+        assert {name: _where(conn, name) for name in SPARSE} == dict.fromkeys(SPARSE)
+    assert migrate.upgrade(engine) == ("0012", migrate.head_revision())
+    engine.dispose()
