@@ -83,12 +83,16 @@ def _text(length: int) -> String:
 
 
 def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...],
-                 sparse: tuple[str, ...] = ()) -> Table:
+                 sparse: tuple[str, ...] = (), plain: tuple[str, ...] = ()) -> Table:
     """One search index table. A column in ``sparse`` is NULL in most rows (a reference's
     absolute URL or identifier, a token's text): its index is partial, ``WHERE col IS NOT
     NULL``, so the rows without it cost no index update on write. Every search on such a column
     compares it (``=``, a range), which implies NOT NULL, so both SQLite and PostgreSQL still
-    pick the partial index."""
+    pick the partial index. The index on a column in ``plain`` holds a plain parameter's rows
+    only, ``WHERE grp IS NULL``: a composite's rows are found from its first component and
+    joined by resource and group, never through it (an SR writes a measurement's value three
+    times, once plain and twice for composites); the searches that use it say ``grp IS
+    NULL``."""
     table = Table(
         name, metadata,
         Column("rid", RowId, nullable=False),
@@ -104,8 +108,8 @@ def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...
     Index(f"ix_{name}_rid", table.c.rid, table.c.param)
     for cols in indexes:
         partial: dict[str, Any] = {}
-        if cols[-1] in sparse:
-            where = table.c[cols[-1]].isnot(None)
+        if cols[-1] in sparse or cols[-1] in plain:
+            where = table.c[cols[-1]].isnot(None) if cols[-1] in sparse else table.c.grp.is_(None)
             partial = {"sqlite_where": where, "postgresql_where": where}
         Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols), **partial)
     return table
@@ -152,7 +156,7 @@ idx_quantity = _index_table(
     Column("value", Float, nullable=True),
     Column("low", Float, nullable=True),
     Column("high", Float, nullable=True),
-    indexes=(("res_type", "param", "value"),))
+    indexes=(("res_type", "param", "value"),), plain=("value",))
 idx_uri = _index_table(
     "idx_uri",
     Column("uri", _text(512), nullable=False),

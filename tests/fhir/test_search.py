@@ -153,6 +153,11 @@ def test_number_and_quantity(client):
     assert ids(client, "/fhir/Observation?value-quantity=5.12||mm") == ["q3"]
     assert sorted(ids(client, "/fhir/Observation?value-quantity=ap100")) == ["q4"]
     assert sorted(ids(client, "/fhir/Observation?value-quantity=ne5")) == ["q4"]
+    # Sorting walks the value index, which holds the plain rows only (not the composites')
+    assert ids(client, "/fhir/Observation?_sort=value-quantity") == ["q1", "q2", "q3", "q4"]
+    assert ids(client, "/fhir/Observation?_sort=-value-quantity&_count=2") == ["q4", "q3"]
+    assert ids(client, "/fhir/Observation?value-quantity=gt4&_sort=-value-quantity"
+               ) == ["q4", "q3", "q2", "q1"]
 
 
 def test_uri_above_below(client):

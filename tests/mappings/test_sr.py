@@ -269,3 +269,13 @@ def test_tid1500_qualitative_evaluations_are_members_too():
     assert {"reference": f"Observation/{echo['id']}"} in group["hasMember"]
     assert len(group["hasMember"]) == 2
     assert echo["bodySite"]["coding"][0]["code"] == "10200004"
+
+
+def test_observation_ids_of_one_sr_share_a_prefix():
+    """An SR's Observations sit together in the id-keyed indexes: one prefix per SR, a stable
+    id per item, and a different prefix for another SR."""
+    first = [observation_id("1.2.3", f"1.{n}") for n in range(1, 6)]
+    other = observation_id("1.2.4", "1.1")
+    assert len({i.rsplit("-", 1)[0] for i in first}) == 1 and len(set(first)) == 5
+    assert other.rsplit("-", 1)[0] != first[0].rsplit("-", 1)[0]
+    assert observation_id("1.2.3", "1.1") == first[0] and all(len(i) <= 64 for i in first)

@@ -24,9 +24,10 @@ def test_schema_is_current_and_upgrade_is_idempotent(core):
 
 
 
-SPARSE = {"ix_idx_reference_res_type_param_url": "url",
-          "ix_idx_reference_res_type_param_ident_value": "ident_value",
-          "ix_idx_token_res_type_param_text": "text"}
+PARTIAL = {"ix_idx_reference_res_type_param_url": "url IS NOT NULL",
+           "ix_idx_reference_res_type_param_ident_value": "ident_value IS NOT NULL",
+           "ix_idx_token_res_type_param_text": "text IS NOT NULL",
+           "ix_idx_quantity_res_type_param_value": "grp IS NULL"}
 
 
 def _where(conn, name: str) -> str | None:
@@ -42,18 +43,19 @@ def _where(conn, name: str) -> str | None:
     return where.translate(str.maketrans("", "", '"()')) if found else None
 
 
-def test_sparse_columns_have_partial_indexes_that_searches_use(core):
-    """A reference's URL and identifier and a token's text are NULL in most rows: their
-    indexes skip those rows (migration 0013), and the searches on them still use the index."""
+def test_partial_indexes_and_the_searches_that_use_them(core):
+    """A reference's URL and identifier and a token's text are NULL in most rows, and a
+    composite's quantities are never searched by value: their indexes skip those rows
+    (migration 0013), and the searches on them still use the index."""
     with core.engine.connect() as conn:
-        assert {name: _where(conn, name) for name in SPARSE} == {
-            name: f"{column} IS NOT NULL" for name, column in SPARSE.items()}
+        assert {name: _where(conn, name) for name in PARTIAL} == PARTIAL
         if conn.dialect.name != "sqlite":
             return
         for table, condition, params, index in (
                 ("idx_reference", "url = ?", ("http://x/Patient/1",), "_url"),
                 ("idx_reference", "ident_value = ?", ("X1",), "_ident_value"),
-                ("idx_token", "text >= ? AND text < ?", ("liv", "liw"), "_text")):
+                ("idx_token", "text >= ? AND text < ?", ("liv", "liw"), "_text"),
+                ("idx_quantity", "value > ? AND grp IS NULL", (5.0,), "_value")):
             plan = conn.exec_driver_sql(
                 f"EXPLAIN QUERY PLAN SELECT rid FROM {table} WHERE res_type = ? AND param = ? "
                 f"AND {condition}", ("Observation", "subject", *params)).all()
@@ -68,6 +70,6 @@ def test_downgrade_from_0013_restores_full_indexes(tmp_path):
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0012")
         conn.commit()
-        assert {name: _where(conn, name) for name in SPARSE} == dict.fromkeys(SPARSE)
+        assert {name: _where(conn, name) for name in PARTIAL} == dict.fromkeys(PARTIAL)
     assert migrate.upgrade(engine) == ("0012", migrate.head_revision())
     engine.dispose()

@@ -168,6 +168,8 @@ class Pager:
         has_value = [holder.c.param == code, holder.c.sort.in_((2, 3) if desc else (1, 3))]
         if len(self.sq.res_types) == 1:
             has_value.append(holder.c.res_type == self.sq.res_types[0])
+        if param.type == "quantity":  # its value index holds plain rows only (store/tables.py)
+            has_value.append(holder.c.grp.is_(None))
         lacks_holder = self.ctx.alias(INDEX_TABLES[TABLE[param.type]])
         lacks_value = [not_(exists().where(lacks_holder.c.rid == self.r.c.rid,
                                            lacks_holder.c.param == code))]

@@ -431,7 +431,7 @@ class Registry:
             for position, (component, expression, extract) in enumerate(parts):
                 name = f"{param.code}${position}"
                 if shared is None:
-                    rows = ROW_BUILDERS[component.type](name, extract(node))
+                    rows = _component_rows(component.type, name, extract(node))
                     for row in rows:
                         row["grp"] = group
                 else:
@@ -439,8 +439,8 @@ class Registry:
                            component.type)
                     found = shared.get(key)
                     if found is None:
-                        found = shared[key] = (node.value, ROW_BUILDERS[component.type](
-                            "", extract(node)))
+                        found = shared[key] = (node.value, _component_rows(
+                            component.type, "", extract(node)))
                     built = found[1]
                     rows = [{**row, "param": name + row["param"], "grp": group}
                             for row in built]
@@ -451,6 +451,23 @@ class Registry:
                 for table, rows in made:
                     if rows:
                         out.setdefault(table, []).extend(rows)
+
+
+def _component_rows(param_type: str, name: str, values: list[Node]) -> list[dict[str, Any]]:
+    """A composite component's rows: its type's, less what no composite search reads. A
+    composite matches a token on its system and code (``_composite_condition`` has no
+    ``:text``), so its token rows carry no text and stay out of the text index, which is
+    partial (``tables.py``). A row that had only a text stays, empty: ``:missing`` asks
+    whether the first component is there at all."""
+    rows = ROW_BUILDERS[param_type](name, values)
+    if param_type != "token":
+        return rows
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        row["text"] = None
+        if row not in out:
+            out.append(row)
+    return out
 
 
 def _memo_roots(param: SearchParam, res_type: str, parts: _Parts | None = None

@@ -183,7 +183,9 @@ def build_condition(clause: Clause, res_type: str | None, r: NamedFromClause, ct
     negate = clause.modifier in ("not", "not-in")
     modifier = {"not": None, "not-in": "in"}.get(clause.modifier or "", clause.modifier)
     matches = [value_match(kind, table, v, modifier, clause.name, ctx) for v in clause.values]
-    filters = (table.c.param == code, or_(*matches))
+    filters: tuple[ColumnElement[bool], ...] = (table.c.param == code, or_(*matches))
+    if kind == "quantity":  # the value index holds plain rows only (store/tables.py)
+        filters = (*filters, table.c.grp.is_(None))
     rows = select(table.c.rid).where(_type_filter(table, res_type), *filters)
     # A business identifier names one thing: no need to count its matches first.
     identifies = kind == "token" and param.code == "identifier" and not modifier and \
