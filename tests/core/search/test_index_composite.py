@@ -97,6 +97,21 @@ def test_a_follower_composite_keeps_complete_groups_only():
     assert len(leader) == 3 and len(concept) == 1
 
 
+def test_composite_token_rows_carry_no_text():
+    """The composite is searched on system and code only: its token rows stay out of the
+    (partial) text index, while the plain ``code`` row keeps the text for ``:text``; a
+    text-only code still gives its composite a first component, for ``:missing``."""
+    rows = Registry().index_rows("Observation", BLOOD_PRESSURE)["idx_token"]
+    composite = [r for r in rows if "$" in r["param"]]
+    assert composite and all(r["text"] is None for r in composite)
+    assert "bp" in {r["text"] for r in rows if r["param"] == "code"}
+    text_only = {**BLOOD_PRESSURE, "code": {"text": "BP"}}
+    first = [r for r in Registry().index_rows("Observation", text_only)["idx_token"]
+             if r["param"] == "code-value-string$0"]
+    assert first == [{"param": "code-value-string$0", "system": None, "code": None,
+                      "text": None, "grp": 0}]
+
+
 def test_sample_data():
     bundle = json.loads(resources.files("sonobridge.app").joinpath("sample_bundle.json")
                         .read_text("utf-8"))
