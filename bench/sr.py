@@ -14,6 +14,8 @@ peer (the same SR stored by a core without the reports domain) measured in the s
    difference (issue 14 asks <= 20 ms p50 added per SR). Also the thread's CPU time per SR
    (``time.thread_time``: the ingest runs in this one thread, SQLite included), which a
    machine busy with other work disturbs far less than the wall clock.
+3. WAL pages: what each SR's transaction writes to SQLite's write-ahead log, with and
+   without the reports domain (deterministic; a page per B-tree page touched).
 """
 
 from __future__ import annotations
@@ -172,6 +174,54 @@ def ingest(srs: int, measurements: int, groups: int, audit: bool = True) -> None
           f"({cpu50[1] - cpu50[2]:.1f} ms)")
 
 
+def wal_pages(srs: int, measurements: int, groups: int) -> None:
+    """What each SR's transaction writes to SQLite's WAL, in pages (one per B-tree page it
+    touches): a steadier measure than the wall clock. The background checkpointer is held
+    off so that the WAL only grows."""
+    import os
+
+    import sonobridge.core.domains as domains
+    from sonobridge.app.compose import open_app_core
+    from sonobridge.config import Settings
+    from sonobridge.core.policy import Caller, Policy
+    from sonobridge.store import db
+
+    ev = image()
+    rnd = random.Random(14)
+    files = [_part10(ev)] + [_part10(_vary(tid1500(
+        ev, measurements=measurements // groups, groups=groups, sop_uid=generate_uid()), rnd))
+        for _ in range(srs)]
+    full = domains.DOMAINS
+    without = tuple(d for d in full if d not in ("sonobridge.core.reports",
+                                                 "sonobridge.core.critical"))
+    caller = Caller(Policy.open(), "http://bench/fhir")
+    print(f"3. WAL pages written per SR (p50 of {srs}; checkpoints held off)")
+    held, db.Checkpointer.round = db.Checkpointer.round, lambda self: None  # type: ignore
+    try:
+        for label, attached in (("with the reports domain", full),
+                                ("peer: without it (the SR kept opaque)", without)):
+            domains.DOMAINS = attached
+            with tempfile.TemporaryDirectory() as tmp:
+                wal = Path(tmp) / "w.db-wal"
+                core = open_app_core(Settings(data_dir=Path(tmp) / "d", auth="disabled",
+                                              database_url=f"sqlite:///{tmp}/w.db"))
+                pages = []
+                try:
+                    for i, data in enumerate(files):
+                        path = Path(tmp) / f"in-{i}.dcm"
+                        path.write_bytes(data)
+                        before = wal.stat().st_size if wal.exists() else 0
+                        assert core.ingest.ingest(core.ingest.receiver.from_file(path), caller,
+                                                  source="bench").ok
+                        pages.append((os.path.getsize(wal) - before) // (4096 + 24))
+                finally:
+                    core.close()
+                print(f"  {label:<44} {statistics.median(pages[1:]):7.0f} pages")
+    finally:
+        db.Checkpointer.round = held  # type: ignore[method-assign]
+        domains.DOMAINS = full
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,6 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     mapping(args.measurements, args.groups)
     ingest(args.srs, args.measurements, args.groups, audit=not args.no_audit)
+    wal_pages(args.srs, args.measurements, args.groups)
 
 
 if __name__ == "__main__":
