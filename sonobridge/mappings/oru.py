@@ -2,7 +2,8 @@
 
 Pure: the report, its order, patient and observations come in as FHIR dicts, the control id
 and timestamp are given. OBR carries the order numbers (placer, filler) so the HIS files the
-result against its order; the report text goes in TX OBX segments, measurements in NM ones.
+result against its order; the report text goes in TX OBX segments, measurements in NM ones,
+coded findings in CWE ones.
 MSH-18 names the character set the caller will encode it in (``UNICODE UTF-8`` by default).
 
 A report lists an SR's measurements by their measurement-group Observations (``result`` ->
@@ -259,4 +260,13 @@ def oru_r01(report: dict[str, Any], order: dict[str, Any], patient: dict[str, An
             segments.append("|".join(["OBX", str(number), "ST", _coding(obs.get("code")),
                                       sub_id, _escape(str(obs["valueString"])), "", "", "", "",
                                       "", obs_status]))
+        elif isinstance(concept := obs.get("valueCodeableConcept"), dict) and (
+                _has_code(concept) or concept.get("text")):
+            # A qualitative finding (an SR's CODE item: "fetal heart activity: present") is a
+            # coded value, CWE (HL7 table 0125); one with a text only goes as that text, ST.
+            number += 1
+            kind, value = ("CWE", _coding(concept)) if _has_code(concept) else (
+                "ST", _escape(str(concept["text"])))
+            segments.append("|".join(["OBX", str(number), kind, _coding(obs.get("code")),
+                                      sub_id, value, "", "", "", "", "", obs_status]))
     return "\r".join(segments) + "\r"

@@ -130,3 +130,24 @@ def test_observation_status_in_obx_11() -> None:
                                measurement(LOINC, "y", "y", 1, "cm", "cm",
                                            status="preliminary")]))
     assert [str(s(11)) for s in segs] == ["C", "P"]
+
+
+def test_a_coded_finding_is_a_cwe_obx_and_a_text_only_one_st() -> None:
+    """An SR's qualitative items (CODE content items) reach the HIS: CWE with the value's
+    code, text and table 0396 system; a concept with a text only goes as ST."""
+    present = {"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": DCM, "code": "G-0339",
+                                    "display": "Fetal heart activity"}]},
+               "valueCodeableConcept": {"coding": [{"system": SCT, "code": "52101004",
+                                                    "display": "Present"}]}}
+    free = {**present, "valueCodeableConcept": {"text": "见胎心搏动 ^ 规则"}}
+    empty = {**present, "valueCodeableConcept": {}}
+    message = parsed([*BIOMETRY[:1], present, free, empty])
+    obx = list(message.segments("OBX"))
+    cwe = [(str(s(3)(1)(1)), str(s(5)(1)(1)), str(s(5)(1)(2)), str(s(5)(1)(3)), str(s(11)))
+           for s in obx if str(s(2)) == "CWE"]
+    assert cwe == [("G-0339", "52101004", "Present", "SCT", "F")]
+    st = [(str(s(3)(1)(1)), message.unescape(str(s(5))), str(s(11)))
+          for s in obx if str(s(2)) == "ST"]
+    assert st == [("G-0339", "见胎心搏动 ^ 规则", "F")]
+    assert [str(s(1)) for s in obx] == [str(n) for n in range(1, len(obx) + 1)]
