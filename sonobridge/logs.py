@@ -55,6 +55,9 @@ def configure(log_format: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # WeasyPrint logs each layout step of every report PDF at INFO (seven lines a PDF): its
+    # warnings (a missing font, an unreadable image) stay.
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
