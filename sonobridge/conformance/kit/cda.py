@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, R4, base, run_tag
 from sonobridge.conformance.kit.http import expect_status, json_body
 from sonobridge.conformance.kit.model import (
     Check,
@@ -40,24 +41,11 @@ from sonobridge.mappings.cda import codes as C
 from sonobridge.mappings.cda.report import ReportSources, report_document
 from sonobridge.mappings.cda.validate import problems
 
-FHIR_JSON = "application/fhir+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
-TAG_SYSTEM = "https://sonobridge.org/fhir/CodeSystem/conformance-kit"
-SPEC = "https://hl7.org/fhir/R4"
 STANDARD = "WS/T 500.6-2016 电子病历共享文档规范 第6部分：检查报告"  # noqa: RUF001
 
 
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
-
-
 def _tag(ctx: Context) -> dict[str, str]:
-    if "cda_tag" not in ctx.state:
-        ctx.state["cda_tag"] = "cda-" + uuid.uuid4().hex[:16]
-    return {"system": TAG_SYSTEM, "code": ctx.state["cda_tag"]}
+    return run_tag(ctx, "cda")
 
 
 def _create(check: Check, resource: dict[str, Any]) -> str:
@@ -265,22 +253,22 @@ def _t(id_: str, title: str, text: str, url: str, fn: Any) -> T:
 
 TESTS = [
     _t("cda-cap-01", "$cda declared", "The CapabilityStatement lists the operations the server "
-       "supports on each resource type.", f"{SPEC}/capabilitystatement-definitions.html"
+       "supports on each resource type.", f"{R4}/capabilitystatement-definitions.html"
        "#CapabilityStatement.rest.resource.operation", declared),
     _t("cda-make-01", "检查报告 of a final report", f"{STANDARD}: header and sections; valid "
-       "against the CDA R2 schema with the WS/T 500 extensions.", f"{SPEC}/operations.html",
+       "against the CDA R2 schema with the WS/T 500 extensions.", f"{R4}/operations.html",
        made),
     _t("cda-make-02", "No 检查报告 before the report is final", "A document is made of a final "
-       "report only (409 before).", f"{SPEC}/valueset-diagnostic-report-status.html",
+       "report only (409 before).", f"{R4}/valueset-diagnostic-report-status.html",
        not_final),
     _t("cda-store-01", "Stored as a DocumentReference", "The final report's document is "
        "indexed by a current DocumentReference whose attachment holds the same bytes, with "
-       "its size and SHA-1.", f"{SPEC}/documentreference.html", stored),
+       "its size and SHA-1.", f"{R4}/documentreference.html", stored),
     _t("cda-recv-01", "A referring hospital's CDA is filed", "A posted WS/T 500.6 document is "
        "filed for the patient its 身份证号 names, with its DiagnosticReport.",
-       f"{SPEC}/documentreference.html", received),
+       f"{R4}/documentreference.html", received),
     _t("cda-recv-02", "A CDA failing the schema is refused", "422 with an OperationOutcome; "
-       "nothing stored.", f"{SPEC}/http.html#create", refused_schema),
+       "nothing stored.", f"{R4}/http.html#create", refused_schema),
     _t("cda-recv-03", "Entities are refused", "A document declaring entities (XXE) is refused, "
        "never expanded.", "https://owasp.org/www-community/vulnerabilities/"
        "XML_External_Entity_(XXE)_Processing", refused_entities),

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
 
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, R4, base, run_tag
 from sonobridge.conformance.kit.http import expect_status, json_body
 from sonobridge.conformance.kit.model import (
     Check,
@@ -33,28 +33,15 @@ from sonobridge.conformance.kit.model import (
 )
 from sonobridge.conformance.kit.model import TestDef as T
 
-FHIR_JSON = "application/fhir+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
 PATCH = {"Accept": FHIR_JSON, "Content-Type": "application/json-patch+json"}
-TAG_SYSTEM = "https://sonobridge.org/fhir/CodeSystem/conformance-kit"
 STATES = "http://sonobridge.org/fhir/CodeSystem/sono-consultation-business-status"
-SPEC = "https://hl7.org/fhir/R4"
 GUIDE = "http://sonobridge.org/fhir/ImplementationGuide/sonobridge"
 STEPS = [("draft", "draft"), ("requested", "pending-local-review"),
          ("received", "pending-acceptance"), ("accepted", "accepted"), ("accepted", "triage")]
 
 
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
-
-
 def _tag(ctx: Context) -> dict[str, str]:
-    if "cs_tag" not in ctx.state:
-        ctx.state["cs_tag"] = "consultation-" + uuid.uuid4().hex[:16]
-    return {"system": TAG_SYSTEM, "code": ctx.state["cs_tag"]}
+    return run_tag(ctx, "consultation")
 
 
 def _create(check: Check, body: dict[str, Any], what: str) -> str:
@@ -232,21 +219,21 @@ def _t(id_: str, title: str, text: str, url: str, fn: Any) -> T:
 TESTS = [
     _t("consultation-01", "A consultation Task walks its states", "Task.status with the "
        "consultation state in businessStatus, moved by JSON Patch (STANDARDS §7, WS/T 529).",
-       f"{SPEC}/task.html#statemachine", walk),
+       f"{R4}/task.html#statemachine", walk),
     _t("consultation-02", "An illegal step is refused with 409", "A transition outside the "
        "table is refused with 409 and an OperationOutcome naming both states.",
-       f"{SPEC}/operationoutcome.html", illegal),
+       f"{R4}/operationoutcome.html", illegal),
     _t("consultation-03", "已排期 needs an Appointment", "A Task is scheduled only once an "
        "Appointment based on its request exists (422 otherwise).", GUIDE, needs_appointment),
     _t("consultation-04", "Booking takes the Slot; a double booking is 409", "An Appointment "
        "on a free Slot makes it busy in the same transaction; a second one is refused.",
-       f"{SPEC}/appointment.html", booking),
+       f"{R4}/appointment.html", booking),
     _t("consultation-05", "A Task on another patient's request is 422", "Task.for is the "
        "subject of the ServiceRequest it works on.", GUIDE, other_patient),
     _t("consultation-06", "Every step has a Provenance", "Each accepted step is recorded as a "
-       "Provenance targeting the Task version.", f"{SPEC}/provenance.html", provenance),
+       "Provenance targeting the Task version.", f"{R4}/provenance.html", provenance),
     _t("consultation-07", "Cancelling frees the Slot", "A cancelled Appointment gives its "
-       "Slot back (free).", f"{SPEC}/slot.html", cancel),
+       "Slot back (free).", f"{R4}/slot.html", cancel),
 ]
 
 

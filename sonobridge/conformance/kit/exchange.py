@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, base
 from sonobridge.conformance.kit.http import expect_status, json_body
 from sonobridge.conformance.kit.model import (
     Check,
@@ -36,8 +37,6 @@ from sonobridge.conformance.kit.model import (
 )
 from sonobridge.conformance.kit.model import TestDef as T
 
-FHIR_JSON = "application/fhir+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
 ID_CARD = "urn:oid:2.16.156.10011.1.3"
 MRN = "urn:sonobridge:hl7:id:SBKIT"
 LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
@@ -45,13 +44,6 @@ MHD = "https://profiles.ihe.net/ITI/MHD"
 PIXM = "https://profiles.ihe.net/ITI/PIXm/ITI-83.html"
 PDQM = "https://profiles.ihe.net/ITI/PDQm/ITI-78.html"
 DOCUMENT = b"%PDF-1.4 conformance kit ultrasound report\n%%EOF\n"
-
-
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
 
 
 def _sha1(data: bytes) -> str:

@@ -166,10 +166,18 @@ def base(ctx: Context) -> str:
     return str(target).rstrip("/")
 
 
+def run_tag(ctx: Context, suite: str, prefix: str | None = None) -> dict[str, str]:
+    """The tag a suite puts on everything it creates in this run (``<prefix>-<random>``, one
+    per suite and run), so that its searches see only its own resources and cleanup finds
+    them."""
+    key = f"{suite}_tag"
+    if key not in ctx.state:
+        ctx.state[key] = f"{prefix or suite}-{uuid.uuid4().hex[:16]}"
+    return {"system": TAG_SYSTEM, "code": ctx.state[key]}
+
+
 def _tag(ctx: Context) -> dict[str, str]:
-    if "fhir_tag" not in ctx.state:
-        ctx.state["fhir_tag"] = "run-" + uuid.uuid4().hex[:16]
-    return {"system": TAG_SYSTEM, "code": ctx.state["fhir_tag"]}
+    return run_tag(ctx, "fhir", "run")
 
 
 def _tagged(ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:

@@ -16,25 +16,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sonobridge.conformance.ig import content
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, R4, base
 from sonobridge.conformance.kit.http import expect_status, json_body
-from sonobridge.conformance.kit.model import Check, Context, Group, Requirement, Skipped, Suite
+from sonobridge.conformance.kit.model import Check, Context, Group, Requirement, Suite
 from sonobridge.conformance.kit.model import TestDef as T
 
-R4 = "https://hl7.org/fhir/R4"
-FHIR_JSON = "application/fhir+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
 GUIDE = f"{content.CANONICAL}/ImplementationGuide/{content.IG_ID}"
 # (example id, the element a broken copy lacks, the FHIRPath the outcome must name)
 BROKEN = [("example-consultation-request", "identifier", "ServiceRequest.identifier"),
           ("example-consultation-task", "businessStatus", "Task.businessStatus"),
           ("example-consultation-appointment", "start", "Appointment.start")]
-
-
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
 
 
 def _examples() -> dict[str, dict[str, Any]]:

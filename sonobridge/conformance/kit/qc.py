@@ -18,13 +18,11 @@ from typing import Any
 
 import httpx
 
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, TAG_SYSTEM, base
 from sonobridge.conformance.kit.http import expect_status, json_body
-from sonobridge.conformance.kit.model import Check, Context, Group, Requirement, Skipped, Suite
+from sonobridge.conformance.kit.model import Check, Context, Group, Requirement, Suite
 from sonobridge.conformance.kit.model import TestDef as T
 
-FHIR_JSON = "application/fhir+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
-TAG_SYSTEM = "https://sonobridge.org/fhir/CodeSystem/conformance-kit"
 SOF = "https://build.fhir.org/ig/FHIR/sql-on-fhir-v2"
 MEASURE = "https://hl7.org/fhir/R4/measure-operation-evaluate-measure.html"
 VIEW = {"resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
@@ -34,13 +32,6 @@ VIEW = {"resourceType": "ViewDefinition", "resource": "Patient", "status": "acti
 INLINE = [{"resourceType": "Patient", "id": "k1", "name": [{"family": "A"}, {"family": "B"}]},
           {"resourceType": "Patient", "id": "k2"}]
 PERIOD = {"periodStart": "2099-01-01", "periodEnd": "2099-01-31"}
-
-
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
 
 
 def _run(check: Check, view: dict[str, Any]) -> httpx.Response:

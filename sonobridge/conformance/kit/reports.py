@@ -29,6 +29,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from sonobridge.conformance.kit.data import make_cine, multipart
 from sonobridge.conformance.kit.dicomweb import root
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, R4, base, run_tag
 from sonobridge.conformance.kit.http import expect_status, json_body
 from sonobridge.conformance.kit.model import (
     Check,
@@ -41,24 +42,13 @@ from sonobridge.conformance.kit.model import (
 )
 from sonobridge.conformance.kit.model import TestDef as T
 
-FHIR_JSON = "application/fhir+json"
 DICOM_JSON = "application/dicom+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
-TAG_SYSTEM = "https://sonobridge.org/fhir/CodeSystem/conformance-kit"
-SPEC = "https://hl7.org/fhir/R4"
 SR_IG = "https://build.fhir.org/ig/HL7/dicom-sr"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SR_INSTANCE_SYSTEM = "http://sonobridge.org/fhir/sid/sr-instance"
 CRITICAL_SYSTEM = "http://sonobridge.org/fhir/CodeSystem/sono-critical-finding"
 CRITICAL_PROFILE = ("http://sonobridge.org/fhir/StructureDefinition/"
                     "sono-critical-value-communication")
-
-
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
 
 
 # ---------------------------------------------------------------------- a TID 1500 SR
@@ -218,9 +208,7 @@ def _report(status: str, conclusion: str, **extra: Any) -> dict[str, Any]:
 
 
 def _tag(ctx: Context) -> dict[str, str]:
-    if "reports_tag" not in ctx.state:
-        ctx.state["reports_tag"] = "reports-" + uuid.uuid4().hex[:16]
-    return {"system": TAG_SYSTEM, "code": ctx.state["reports_tag"]}
+    return run_tag(ctx, "reports")
 
 
 def _write(check: Check, body: dict[str, Any], res_id: str | None = None) -> httpx.Response:
@@ -336,11 +324,11 @@ TESTS = [
        "Observations (no duplicates).", f"{SR_IG}/mapping.html", sr_again),
     _t("reports-status-01", "Report status follows R4", "A final report is changed only by "
        "amendment (amended/corrected/appended); its status does not go back; the previous "
-       "version stays in the history.", f"{SPEC}/valueset-diagnostic-report-status.html",
+       "version stays in the history.", f"{R4}/valueset-diagnostic-report-status.html",
        status_flow),
     _t("reports-critical-01", "A critical finding notifies the requester", "US-CV-01: a "
        "critical value is notified to the requesting doctor (Communication, priority stat).",
-       f"{SPEC}/communication.html", critical),
+       f"{R4}/communication.html", critical),
 ]
 
 

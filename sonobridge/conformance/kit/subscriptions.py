@@ -18,13 +18,11 @@ from typing import Any
 
 import httpx
 
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, TAG_SYSTEM, base
 from sonobridge.conformance.kit.http import expect_status, json_body
-from sonobridge.conformance.kit.model import Check, Context, Group, Requirement, Skipped, Suite
+from sonobridge.conformance.kit.model import Check, Context, Group, Requirement, Suite
 from sonobridge.conformance.kit.model import TestDef as T
 
-FHIR_JSON = "application/fhir+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
-TAG_SYSTEM = "https://sonobridge.org/fhir/CodeSystem/conformance-kit"
 IG = "https://hl7.org/fhir/uv/subscriptions-backport"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
 TOPIC_EXT = f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
@@ -33,13 +31,6 @@ TOPIC_BASE = "http://sonobridge.org/fhir/SubscriptionTopic"
 TOPICS = ("consultation-task-changed", "imaging-study-available", "report-final",
           "critical-value")
 TASK_TOPIC = f"{TOPIC_BASE}/consultation-task-changed"
-
-
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
 
 
 def _subscription(endpoint: str | None, *, topic: str = TASK_TOPIC,

@@ -30,6 +30,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from sonobridge.conformance.kit.data import multipart, split_multipart
 from sonobridge.conformance.kit.dicomweb import root
+from sonobridge.conformance.kit.fhir import FHIR_JSON, HEADERS, base
 from sonobridge.conformance.kit.http import expect_status, json_body
 from sonobridge.conformance.kit.model import (
     Check,
@@ -42,19 +43,10 @@ from sonobridge.conformance.kit.model import (
 )
 from sonobridge.conformance.kit.model import TestDef as T
 
-FHIR_JSON = "application/fhir+json"
 DICOM_JSON = "application/dicom+json"
-HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 PS315 = "https://dicom.nema.org/medical/dicom/current/output/html/part15.html"
 ROWS, COLS, FRAMES, BAND = 96, 128, 3, 32
-
-
-def base(ctx: Context) -> str:
-    target = ctx.options.target
-    if not target:
-        raise Skipped("no FHIR server: give --target FHIR_BASE_URL")
-    return str(target).rstrip("/")
 
 
 def make_burned(tag: str, regions: bool = True) -> tuple[Dataset, bytes, np.ndarray]:
