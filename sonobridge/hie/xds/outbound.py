@@ -199,6 +199,19 @@ def report_pdf(core: Core, doc: Resource, attempts: int) -> tuple[bytes, str] | 
     return base64.b64decode(loads(binary.content).get("data") or ""), binary_id
 
 
+def _subject_cx(core: Core, subject: str, peers: Peers) -> str:
+    """The subject Patient's identifier in the affinity domain, as XDS sends it (CX); a
+    submission waits (``NotReady``) until the patient has one."""
+    patient = core.store.read("Patient", subject[8:]) if subject.startswith("Patient/") \
+        else None
+    cx = patient_cx(loads(patient.content), peers.affinity_domain) \
+        if patient is not None and patient.content else None
+    if cx is None:
+        raise NotReady(f"{subject or 'the subject'} has no identifier in the affinity domain "
+                       f"(system urn:oid:{peers.affinity_domain})")
+    return cx
+
+
 def submission_of(core: Core, peers: Peers, doc_id: str, now: datetime, attempts: int = 1
                   ) -> tuple[ebrim.SubmissionSet, list[ebrim.DocEntry], dict[str, bytes]]:
     """The submission set, entries and bytes of a stored DocumentReference: the CDA, and
@@ -215,13 +228,7 @@ def submission_of(core: Core, peers: Peers, doc_id: str, now: datetime, attempts
         raise NotReady(f"the document's bytes ({url or 'no url'}) are not stored")
     data = base64.b64decode(loads(binary.content).get("data") or "")
     subject = str((doc.get("subject") or {}).get("reference") or "")
-    patient = core.store.read("Patient", subject[8:]) if subject.startswith("Patient/") \
-        else None
-    cx = patient_cx(loads(patient.content), peers.affinity_domain) \
-        if patient is not None and patient.content else None
-    if cx is None:
-        raise NotReady(f"{subject or 'the subject'} has no identifier in the affinity domain "
-                       f"(system urn:oid:{peers.affinity_domain})")
+    cx = _subject_cx(core, subject, peers)
     entry = document_entry(doc, cx, "")
     entry.hash, entry.size = hashlib.sha1(data).hexdigest(), len(data)
     entry.entry_uuid = "Document01"  # a symbolic id: the registry assigns the UUID
@@ -280,13 +287,7 @@ def manifest_submission_of(core: Core, peers: Peers, study_ref: str, subject: st
         instances = core.archive.instances(uid)
     except CoreError as exc:
         raise NotReady(f"study {uid}: {exc}") from exc
-    patient = core.store.read("Patient", subject[8:]) if subject.startswith("Patient/") \
-        else None
-    cx = patient_cx(loads(patient.content), peers.affinity_domain) \
-        if patient is not None and patient.content else None
-    if cx is None:
-        raise NotReady(f"{subject or 'the subject'} has no identifier in the affinity domain "
-                       f"(system urn:oid:{peers.affinity_domain})")
+    cx = _subject_cx(core, subject, peers)
     data, sop_uid = kos_manifest(instances, peers.repository_unique_id, now)
     stamp = now.astimezone(UTC).strftime("%Y%m%d%H%M%S")
     entry = ebrim.DocEntry(
