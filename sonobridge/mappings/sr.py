@@ -119,6 +119,18 @@ class _Context:
     effective: str | None = None
 
 
+def _context_components(context: _Context) -> list[dict[str, Any]]:
+    """What the SR says of every measurement in a group, as components: laterality, and which
+    fetus (TID 5000's Fetus ID)."""
+    out: list[dict[str, Any]] = []
+    if context.laterality:
+        out.append({"code": _cc(SCT, "272741003", "Laterality"),
+                    "valueCodeableConcept": context.laterality})
+    if context.fetus:
+        out.append({"code": _cc(LOINC, "11951-1", "Fetus ID"), "valueString": context.fetus})
+    return out
+
+
 def observation_id(sop_uid: str, path: str) -> str:
     """A stable FHIR id for the item at ``path`` of SR ``sop_uid`` (64 characters at most).
 
@@ -335,13 +347,7 @@ class _Walker:
 
     def components(self, children: list[Json], path: str, context: _Context
                    ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if context.laterality:
-            out.append({"code": _cc(SCT, "272741003", "Laterality"),
-                        "valueCodeableConcept": context.laterality})
-        if context.fetus:
-            out.append({"code": _cc(LOINC, "11951-1", "Fetus ID"),
-                        "valueString": context.fetus})
+        out = _context_components(context)
         for index, child in enumerate(children, start=1):
             name = self.key(child)
             kind = str(_v(child, "ValueType") or "")
@@ -389,12 +395,7 @@ class _Walker:
                 if finding:
                     components.append({"code": _cc(DCM, "121071", "Finding"),
                                        "valueCodeableConcept": finding})
-        if context.laterality:
-            components.append({"code": _cc(SCT, "272741003", "Laterality"),
-                               "valueCodeableConcept": context.laterality})
-        if context.fetus:
-            components.append({"code": _cc(LOINC, "11951-1", "Fetus ID"),
-                               "valueString": context.fetus})
+        components.extend(_context_components(context))
         if components:
             obs["component"] = components
         # Groups go before their members in the list (members were appended first).
