@@ -38,6 +38,13 @@ def _population(code: str, view_id: str, expression: str, description: str
                          "reference": _view(view_id)}}
 
 
+def _denominator(view_id: str, expression: str, description: str) -> list[dict[str, Any]]:
+    """A proportion's initial population and denominator: the same set for every indicator
+    here (an exclusion, where an indicator has one, is a population of its own)."""
+    return [_population(code, view_id, expression, description)
+            for code in ("initial-population", "denominator")]
+
+
 def _measure(measure_id: str, code: str, title: str, scoring: str,
              improvement: str | None, description: str,
              populations: list[dict[str, Any]], strata: tuple[str, ...] = STRATA,
@@ -92,10 +99,8 @@ MEASURES: dict[str, dict[str, Any]] = {m["id"]: m for m in (
         "Inpatient ultrasound requests (ServiceRequest of an IMP encounter, category RUS or "
         "code DCM US) ordered in the period and reported (final) within 48 hours of the "
         "order / all such requests; revoked or entered-in-error requests are excluded.",
-        [_population("initial-population", "us-requests", "us-tl-01.inpatient-requests",
-                     "inpatient ultrasound requests ordered in the period"),
-         _population("denominator", "us-requests", "us-tl-01.inpatient-requests",
-                     "inpatient ultrasound requests ordered in the period"),
+        [*_denominator("us-requests", "us-tl-01.inpatient-requests",
+                       "inpatient ultrasound requests ordered in the period"),
          _population("denominator-exclusion", "us-requests", "us-tl-01.withdrawn",
                      "revoked or entered in error"),
          _population("numerator", "us-reports", "us-tl-01.reported-48h",
@@ -106,10 +111,8 @@ MEASURES: dict[str, dict[str, Any]] = {m["id"]: m for m in (
         "proportion", "increase",
         "Critical value notifications (Communication, category alert, about a report issued "
         "in the period) sent within 10 minutes of the report's issue time / all of them.",
-        [_population("initial-population", "us-critical-values", "us-cv-01.critical-values",
-                     "critical value notifications of reports issued in the period"),
-         _population("denominator", "us-critical-values", "us-cv-01.critical-values",
-                     "critical value notifications of reports issued in the period"),
+        [*_denominator("us-critical-values", "us-cv-01.critical-values",
+                       "critical value notifications of reports issued in the period"),
          _population("numerator", "us-critical-values", "us-cv-01.within-10-min",
                      "sent within 10 minutes of the report")]),
     _measure(
@@ -118,10 +121,8 @@ MEASURES: dict[str, dict[str, Any]] = {m["id"]: m for m in (
         "Report QC reviews (QuestionnaireResponse completed, subject a DiagnosticReport) "
         "authored in the period whose total score reaches the pass mark (80) / reports "
         "reviewed.",
-        [_population("initial-population", "us-qc-reviews", "us-rq-01.reviewed",
-                     "reports reviewed in the period"),
-         _population("denominator", "us-qc-reviews", "us-rq-01.reviewed",
-                     "reports reviewed in the period"),
+        [*_denominator("us-qc-reviews", "us-rq-01.reviewed",
+                       "reports reviewed in the period"),
          _population("numerator", "us-qc-reviews", "us-rq-01.qualified",
                      "total score at least the pass mark")]),
     _measure(
@@ -131,10 +132,8 @@ MEASURES: dict[str, dict[str, Any]] = {m["id"]: m for m in (
         "Final breast ultrasound reports (LOINC 24601-7, or 乳腺/breast in the code's text) "
         "issued in the period with a lesion (a coded conclusion other than Normal) whose "
         "conclusion carries a BI-RADS category / all such reports.",
-        [_population("initial-population", "us-reports", "us-br-01.breast-lesion-reports",
-                     "final breast reports with a lesion issued in the period"),
-         _population("denominator", "us-reports", "us-br-01.breast-lesion-reports",
-                     "final breast reports with a lesion issued in the period"),
+        [*_denominator("us-reports", "us-br-01.breast-lesion-reports",
+                       "final breast reports with a lesion issued in the period"),
          _population("numerator", "us-reports", "us-br-01.bi-rads",
                      "with a BI-RADS category")]),
     _measure(
@@ -143,10 +142,8 @@ MEASURES: dict[str, dict[str, Any]] = {m["id"]: m for m in (
         "proportion", "decrease",
         "Completed ultrasound-guided Procedures performed in the period with a complication "
         "recorded / all of them (lower is better).",
-        [_population("initial-population", "us-interventions", "us-ic-01.interventions",
-                     "completed ultrasound-guided procedures performed in the period"),
-         _population("denominator", "us-interventions", "us-ic-01.interventions",
-                     "completed ultrasound-guided procedures performed in the period"),
+        [*_denominator("us-interventions", "us-ic-01.interventions",
+                       "completed ultrasound-guided procedures performed in the period"),
          _population("numerator", "us-interventions", "us-ic-01.complicated",
                      "with a complication recorded")]),
     _measure(
@@ -155,10 +152,8 @@ MEASURES: dict[str, dict[str, Any]] = {m["id"]: m for m in (
         "Final ultrasound reports issued in the period with a coded conclusion other than "
         "SNOMED CT 17621005 Normal / all final reports issued in the period. A positive rate "
         "is watched against a range, not maximised: no improvementNotation.",
-        [_population("initial-population", "us-reports", "us-pr-01.reports",
-                     "final ultrasound reports issued in the period"),
-         _population("denominator", "us-reports", "us-pr-01.reports",
-                     "final ultrasound reports issued in the period"),
+        [*_denominator("us-reports", "us-pr-01.reports",
+                       "final ultrasound reports issued in the period"),
          _population("numerator", "us-reports", "us-pr-01.positive",
                      "with a coded abnormal conclusion")]),
 )}
